@@ -1,0 +1,49 @@
+# Two commands do all the set-up on a fresh machine (see README.md):
+#   make demo   the main job: the local emulator plus the example, showing data arriving
+#   make test   the whole test suite (Django 5.2 on Python 3.11, then Django 6 on Python 3.13)
+# Each creates its virtualenv on first use and reinstalls only when pyproject.toml or constraints/ change.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+PYTHON313 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python) $(shell command -v python3.13))
+VENV ?= .venv
+VENV313 ?= .venv-py313
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-main test-py313 lint bench clean
+
+$(VENV)/.installed: pyproject.toml constraints/django52.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -c constraints/django52.txt -e '.[dev]'
+	touch $@
+
+$(VENV313)/.installed: pyproject.toml constraints/django6.txt
+	@test -n "$(PYTHON313)" || (echo "Python 3.13 not found: set PYTHON313=/path/to/python3.13" && exit 1)
+	$(PYTHON313) -m venv $(VENV313)
+	$(VENV313)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV313)/bin/python -m pip install --quiet -c constraints/django6.txt -e '.[dev]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/python scripts/demo.py
+
+test: test-main test-py313
+
+test-main: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test-py313: $(VENV313)/.installed
+	$(VENV313)/bin/pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: $(VENV)/.installed
+	$(VENV)/bin/python benchmarks/client_throughput.py
+
+clean:
+	rm -rf $(VENV) $(VENV313) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,84 @@
+"""Delivery backends, chosen by name in settings: ``{"BACKEND": "thread", "OPTIONS": {...}}``.
+
+``thread`` (the default), ``sync``, ``memory``, ``disabled``, ``celery``, ``rq``, ``django_tasks``, or the dotted
+path of a :class:`~journy_core.backends.base.Backend` subclass of your own.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ..client import Client
+from ..errors import ConfigurationError
+from .base import Backend, FailureCallback, Stats
+
+__all__ = ["BACKENDS", "Backend", "Stats", "backend_class", "load_backend"]
+
+#: name -> (dotted path, the extra that installs its engine, the module that engine provides)
+BACKENDS: dict[str, tuple[str, str | None, str | None]] = {
+    "thread": ("journy_core.backends.thread.ThreadBackend", None, None),
+    "sync": ("journy_core.backends.simple.SyncBackend", None, None),
+    "memory": ("journy_core.backends.simple.MemoryBackend", None, None),
+    "disabled": ("journy_core.backends.simple.DisabledBackend", None, None),
+    "celery": ("journy_core.backends.celery.CeleryBackend", "celery", "celery"),
+    "rq": ("journy_core.backends.rq.RQBackend", "rq", "rq"),
+    "django_tasks": ("journy_core.backends.django_tasks.DjangoTasksBackend", "tasks", "django"),
+}
+
+
+def _import(path: str, setting: str) -> Any:
+    module_name, _, attribute = path.rpartition(".")
+    if not module_name:
+        raise ConfigurationError(
+            f"{setting}={path!r} is neither a known backend ({', '.join(BACKENDS)}) nor a dotted path "
+            "such as 'myapp.journy.MyBackend'."
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(f"{setting}={path!r}: cannot import {module_name!r} ({exc}).") from exc
+    try:
+        return getattr(module, attribute)
+    except AttributeError:
+        raise ConfigurationError(f"{setting}={path!r}: {module_name!r} has no attribute {attribute!r}.") from None
+
+
+def backend_class(name: str, setting: str = "QUEUE['BACKEND']") -> type[Backend]:
+    """The class for a backend name or dotted path; raises :class:`ConfigurationError` naming the extra to
+    install when the engine is missing."""
+    if not isinstance(name, str) or not name:
+        raise ConfigurationError(f"{setting} must be a backend name ({', '.join(BACKENDS)}) or a dotted path.")
+    if name in BACKENDS:
+        path, extra, engine = BACKENDS[name]
+        if engine is not None and importlib.util.find_spec(engine) is None:
+            raise ConfigurationError(
+                f"{setting}={name!r} needs {engine!r}, which is not installed: pip install 'journy[{extra}]'."
+            )
+    else:
+        path = name
+    cls = _import(path, setting)
+    if not (isinstance(cls, type) and issubclass(cls, Backend)):
+        raise ConfigurationError(f"{setting}={name!r} is not a subclass of journy_core.backends.base.Backend.")
+    return cls
+
+
+def load_backend(
+    queue: Mapping[str, Any] | None,
+    *,
+    client_factory: Callable[[], Client] | None,
+    on_failure: FailureCallback | None = None,
+    setting: str = "QUEUE",
+) -> Backend:
+    """Build the backend a ``QUEUE`` setting describes (``None`` means the ``thread`` default)."""
+    queue = dict(queue or {})
+    unknown = set(queue) - {"BACKEND", "OPTIONS"}
+    if unknown:
+        raise ConfigurationError(f"Unknown {setting} keys {sorted(unknown)}; it takes BACKEND and OPTIONS.")
+    options = queue.get("OPTIONS") or {}
+    if not isinstance(options, Mapping):
+        raise ConfigurationError(f"{setting}['OPTIONS'] must be a dict, got {type(options).__name__}.")
+    cls = backend_class(queue.get("BACKEND", "thread"), f"{setting}['BACKEND']")
+    return cls(client_factory=client_factory, options=options, on_failure=on_failure)

@@ -1,0 +1,140 @@
+"""What every delivery backend shares: the interface, the counters, and how a failure is reported."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+from ..client import Client
+from ..errors import ConfigurationError, JournyError
+from ..operations import Operation
+from ..retry import is_transient
+
+__all__ = ["Backend", "FailureCallback", "Stats", "describe_error", "report_failure"]
+
+logger = logging.getLogger("journy")
+
+#: ``on_failure(operation, error)``: called once for every operation that will not be delivered.
+FailureCallback = Callable[[Operation, BaseException], None]
+
+
+class Stats:
+    """Counters of one backend, safe to update from several threads.
+
+    ``queued``: operations accepted; ``sent``: API calls that succeeded; ``retried``: attempts that failed
+    transiently and were scheduled again; ``coalesced``: operations merged into a waiting one; ``dropped``:
+    operations refused because the queue was full or closed; ``failed``: operations given up on.
+    """
+
+    FIELDS: ClassVar[tuple[str, ...]] = ("queued", "sent", "retried", "coalesced", "dropped", "failed")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts = dict.fromkeys(self.FIELDS, 0)
+
+    def add(self, name: str, amount: int = 1) -> None:
+        with self._lock:
+            self._counts[name] += amount
+
+    def __getitem__(self, name: str) -> int:
+        return self._counts[name]
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+    def __repr__(self) -> str:
+        return f"<Stats {self.snapshot()}>"
+
+
+class Backend:
+    """A way of getting operations to journy.io.
+
+    ``enqueue`` must return quickly and never raise; ``flush`` waits (at most ``timeout`` seconds) until what was
+    queued is delivered or given up on, and returns whether it all was; ``close`` flushes and releases resources.
+    """
+
+    #: The name in settings: ``{"BACKEND": "thread"}``.
+    name: ClassVar[str] = ""
+    #: The OPTIONS keys this backend understands (others are a configuration error).
+    option_names: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(
+        self,
+        *,
+        client_factory: Callable[[], Client] | None,
+        options: Mapping[str, Any] | None = None,
+        on_failure: FailureCallback | None = None,
+    ) -> None:
+        self.client_factory = client_factory
+        self.options = dict(options or {})
+        self.on_failure = on_failure
+        self.stats = Stats()
+        unknown = set(self.options) - set(self.option_names)
+        if unknown:
+            known = ", ".join(sorted(self.option_names)) or "none"
+            raise ConfigurationError(
+                f"Unknown OPTIONS {sorted(unknown)} for the {self.name!r} queue backend; it takes: {known}."
+            )
+
+    def enqueue(self, operation: Operation) -> None:
+        raise NotImplementedError
+
+    def flush(self, timeout: float | None = None) -> bool:
+        return True
+
+    def close(self, timeout: float | None = None) -> None:
+        self.flush(timeout)
+
+    def number_option(self, name: str, default: float, *, minimum: float = 0, integer: bool = False) -> Any:
+        """Read one numeric option, with an error that names it and says what it takes."""
+        value = self.options.get(name, default)
+        wrong_kind = isinstance(value, bool) or not isinstance(value, int if integer else (int, float))
+        if wrong_kind or value < minimum:
+            what = "a whole number" if integer else "a number"
+            raise ConfigurationError(
+                f"Queue option {name!r} of the {self.name!r} backend must be {what} >= {minimum}, got {value!r}."
+            )
+        return value
+
+    def make_client(self) -> Client:
+        if self.client_factory is None:
+            raise ConfigurationError(
+                f"The {self.name!r} queue backend delivers in this process and needs an API key: pass api_key to "
+                "Journy(...), or set it in the JOURNY settings."
+            )
+        return self.client_factory()
+
+
+def describe_error(error: BaseException) -> str:
+    """A log-safe one-line description: the status and the server's message and field errors for API errors."""
+    if isinstance(error, JournyError):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
+
+
+def report_failure(
+    operation: Operation,
+    error: BaseException,
+    attempts: int,
+    stats: Stats,
+    on_failure: FailureCallback | None,
+) -> None:
+    """Log, count and hand to ``on_failure`` an operation that will not be delivered. Never raises."""
+    stats.add("failed")
+    transient = is_transient(error)
+    reason = "gave up after" if transient else "refused, not retried, after"
+    logger.error(
+        "journy: %s %s %d attempt(s): %s",
+        operation.describe(),
+        reason,
+        attempts,
+        describe_error(error),
+    )
+    if on_failure is not None:
+        try:
+            on_failure(operation, error)
+        except Exception:
+            logger.exception("journy: the on_failure callback raised for %s", operation.describe())

@@ -1,0 +1,290 @@
+"""The embedded default: a bounded in-process queue delivered by a few background threads.
+
+- Starts on first use; after a fork (gunicorn ``--preload``, Celery prefork, multiprocessing) the child gets a
+  fresh, empty queue, fresh threads and fresh connections (``os.register_at_fork`` plus a PID check).
+- Enqueueing takes a lock, appends and returns: it never blocks on I/O and never raises. A full queue drops the
+  operation, counts it, and says so in a warning at most once a minute.
+- ``CONCURRENCY`` threads each keep one keep-alive connection, so a 100 ms round trip does not cap throughput;
+  a shared :class:`~journy_core.pacing.Pacer` spreads their calls under the key's rate limit.
+- Transient failures are retried with jittered backoff (:class:`~journy_core.retry.RetryPolicy`); anything else
+  is reported failed at once.
+- At interpreter exit, a bounded flush (``EXIT_TIMEOUT`` seconds) delivers what it can and logs what it could not.
+"""
+
+from __future__ import annotations
+
+import atexit
+import heapq
+import itertools
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ..client import Client
+from ..coalesce import Entry, PendingQueue
+from ..errors import APIError, RateLimitedError
+from ..operations import Operation
+from ..pacing import Pacer
+from ..retry import RetryPolicy, is_transient
+from .base import Backend, FailureCallback, describe_error, report_failure
+
+__all__ = ["ThreadBackend"]
+
+logger = logging.getLogger("journy")
+
+
+class ThreadBackend(Backend):
+    """Deliver from background threads in this process. The default backend.
+
+    OPTIONS (all optional): ``MAX_QUEUE_SIZE`` (10000 operations), ``CONCURRENCY`` (4 requests in flight),
+    ``COALESCE_WINDOW`` (1.0 s that upserts, deletes, memberships and links wait so that later changes merge into
+    them), ``EXIT_TIMEOUT`` (5.0 s of delivery at interpreter exit), ``RATE_LIMIT`` (1800) and ``RATE_WINDOW``
+    (60 s) until the server's headers say otherwise, ``RETRY`` (see :class:`~journy_core.retry.RetryPolicy`).
+    """
+
+    name = "thread"
+    option_names = frozenset(
+        {"MAX_QUEUE_SIZE", "CONCURRENCY", "COALESCE_WINDOW", "EXIT_TIMEOUT", "RATE_LIMIT", "RATE_WINDOW", "RETRY"}
+    )
+
+    def __init__(
+        self,
+        *,
+        client_factory: Callable[[], Client] | None,
+        options: Mapping[str, Any] | None = None,
+        on_failure: FailureCallback | None = None,
+    ) -> None:
+        super().__init__(client_factory=client_factory, options=options, on_failure=on_failure)
+        self.max_queue_size = self.number_option("MAX_QUEUE_SIZE", 10_000, minimum=1, integer=True)
+        self.concurrency = self.number_option("CONCURRENCY", 4, minimum=1, integer=True)
+        self.coalesce_window = self.number_option("COALESCE_WINDOW", 1.0)
+        self.exit_timeout = self.number_option("EXIT_TIMEOUT", 5.0)
+        self.rate_limit = self.number_option("RATE_LIMIT", 1800, minimum=1, integer=True)
+        self.rate_window = self.number_option("RATE_WINDOW", 60.0, minimum=0.001)
+        retry = self.options.get("RETRY")
+        self.retry = retry if isinstance(retry, RetryPolicy) else RetryPolicy.from_options(retry)
+        self._setup_state()
+        ref = weakref.ref(self)
+        # Bound methods would keep the backend alive forever; weak references let it be collected.
+        os.register_at_fork(after_in_child=lambda: _call(ref, "_after_fork_in_child"))
+        atexit.register(_call, ref, "_at_exit")
+
+    def _setup_state(self) -> None:
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._wakeup = threading.Condition(self._lock)  # work arrived, a retry came due, or closing
+        self._idle = threading.Condition(self._lock)  # the queue may have become empty
+        self._pending = PendingQueue(self.coalesce_window)
+        self._delayed: list[tuple[float, int, Entry]] = []  # retries: (due, sequence, entry)
+        self._sequence = itertools.count()
+        self._in_flight = 0
+        self._waiting_workers = 0
+        self._threads: list[threading.Thread] = []
+        self._closing = False
+        self._hurry = 0  # > 0 while someone flushes: the coalescing window is ignored
+        self._dropped_unreported = 0
+        self._last_drop_warning = float("-inf")
+        self.pacer = Pacer(limit=self.rate_limit, window=self.rate_window)
+
+    # -- the producer side (the app's threads) ---------------------------------------------------------------
+
+    def enqueue(self, operation: Operation) -> None:
+        try:
+            if self._pid != os.getpid():
+                self._after_fork_in_child()
+            now = time.monotonic()
+            with self._lock:
+                if self._closing:
+                    self._drop(now, "closed")
+                    return
+                if len(self._pending) + len(self._delayed) + self._in_flight >= self.max_queue_size:
+                    self._drop(now, "full")
+                    return
+                merged = self._pending.append(operation, now)
+                if not self._threads:
+                    self._start_workers()
+                if self._waiting_workers:
+                    self._wakeup.notify()
+            self.stats.add("queued")
+            if merged:
+                self.stats.add("coalesced", merged)
+        except Exception:  # never into the app
+            logger.exception("journy: could not queue %s", operation.describe())
+
+    def _drop(self, now: float, why: str) -> None:
+        self.stats.add("dropped")
+        self._dropped_unreported += 1
+        if now - self._last_drop_warning >= 60.0:
+            logger.warning(
+                "journy: dropped %d operation(s) because the delivery queue is %s (MAX_QUEUE_SIZE=%d); "
+                "journy.io may be unreachable or the rate limit too low for this volume",
+                self._dropped_unreported,
+                why,
+                self.max_queue_size,
+            )
+            self._dropped_unreported = 0
+            self._last_drop_warning = now
+
+    def _start_workers(self) -> None:
+        for number in range(self.concurrency):
+            thread = threading.Thread(target=self._work, name=f"journy-delivery-{number}", daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    # -- the consumer side (the delivery threads) ------------------------------------------------------------
+
+    def _work(self) -> None:
+        client: Client | None = None
+        try:
+            client = self.make_client()
+            while True:
+                entry = self._next_entry()
+                if entry is None:
+                    return
+                self._deliver(client, entry)
+        except Exception:
+            logger.exception("journy: a delivery thread stopped unexpectedly")
+        finally:
+            if client is not None:
+                client.close()
+
+    def _next_entry(self) -> Entry | None:
+        """Wait for an entry that may be sent now and for its send slot; None when the backend is closing."""
+        while True:
+            with self._lock:
+                while True:
+                    now = time.monotonic()
+                    self._release_due_retries(now)
+                    ready_at = self._pending.ready_at(hurry=self._hurry > 0)
+                    if ready_at is not None and ready_at <= now:
+                        break
+                    if self._closing and ready_at is None and not self._delayed:
+                        return None
+                    retry_due = self._delayed[0][0] if self._delayed else None
+                    due = [t for t in (ready_at, retry_due) if t is not None]
+                    self._waiting_workers += 1
+                    try:
+                        self._wakeup.wait(max(0.0, min(due) - now) if due else None)
+                    finally:
+                        self._waiting_workers -= 1
+            # Take the slot before the entry, so that the entry can still absorb changes while we wait for it.
+            delay = self.pacer.reserve()
+            if delay > 0:
+                time.sleep(delay)
+            with self._lock:
+                entry = self._pending.pop_ready(time.monotonic(), hurry=self._hurry > 0)
+                if entry is not None:
+                    self._in_flight += 1
+                    return entry
+
+    def _release_due_retries(self, now: float) -> None:
+        while self._delayed and (self._delayed[0][0] <= now or self._hurry > 0):
+            _, _, entry = heapq.heappop(self._delayed)
+            self._pending.append_ready(entry)
+
+    def _deliver(self, client: Client, entry: Entry) -> None:
+        entry.attempts += 1
+        retry_in: float | None = None
+        try:
+            result = client.send(entry.operation)
+        except Exception as error:
+            if isinstance(error, RateLimitedError):
+                retry_in = self.pacer.rate_limited(error.rate_limit)
+            elif isinstance(error, APIError):
+                self.pacer.observe(error.rate_limit, error.calls_remaining)
+            age = time.monotonic() - entry.enqueued_at
+            if is_transient(error) and not self.retry.gives_up(entry.attempts, age):
+                backoff = self.retry.backoff(entry.attempts)
+                retry_in = max(backoff, retry_in or 0.0)
+                logger.info(
+                    "journy: %s failed (attempt %d), retrying in %.1f s: %s",
+                    entry.operation.describe(),
+                    entry.attempts,
+                    retry_in,
+                    describe_error(error),
+                )
+                self.stats.add("retried")
+            else:
+                retry_in = None
+                report_failure(entry.operation, error, entry.attempts, self.stats, self.on_failure)
+        else:
+            self.pacer.observe(result.rate_limit, result.calls_remaining)
+            self.stats.add("sent")
+        with self._lock:
+            self._in_flight -= 1
+            if retry_in is not None:
+                heapq.heappush(self._delayed, (time.monotonic() + retry_in, next(self._sequence), entry))
+                self._wakeup.notify()
+            self._idle.notify_all()
+
+    # -- flushing, closing, forking --------------------------------------------------------------------------
+
+    def pending_count(self) -> int:
+        """Operations queued, waiting for a retry, or in flight."""
+        with self._lock:
+            return len(self._pending) + len(self._delayed) + self._in_flight
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Deliver everything queued now, ignoring the coalescing window and retry delays; wait at most
+        ``timeout`` seconds (forever when None). Returns whether nothing is left."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            if self._pid != os.getpid():
+                return True
+            self._hurry += 1
+            self._wakeup.notify_all()
+            try:
+                while len(self._pending) + len(self._delayed) + self._in_flight:
+                    if not self._threads:
+                        self._start_workers()
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return False
+                    self._idle.wait(remaining)
+                return True
+            finally:
+                self._hurry -= 1
+
+    def close(self, timeout: float | None = None) -> None:
+        """Flush (at most ``timeout`` seconds), then stop the threads. Later operations are dropped."""
+        delivered = self.flush(timeout)
+        with self._lock:
+            self._closing = True
+            left = self._pending.drain()
+            self._wakeup.notify_all()
+        if not delivered or left:
+            logger.warning("journy: closed with %d operation(s) not delivered", len(left) + self.pending_count())
+
+    def _at_exit(self) -> None:
+        count = self.pending_count()
+        if not count or self._pid != os.getpid():
+            return
+        started = time.monotonic()
+        if self.flush(self.exit_timeout):
+            logger.info("journy: delivered %d operation(s) at exit in %.1f s", count, time.monotonic() - started)
+            return
+        with self._lock:
+            waiting, in_flight = len(self._pending) + len(self._delayed), self._in_flight
+        logger.warning(
+            "journy: %d operation(s) not delivered within EXIT_TIMEOUT=%.1f s at exit: %d never sent and lost, "
+            "%d in flight (they may or may not have arrived)",
+            waiting + in_flight,
+            self.exit_timeout,
+            waiting,
+            in_flight,
+        )
+
+    def _after_fork_in_child(self) -> None:
+        # The parent still holds (and will deliver) what was queued before the fork: the child starts empty.
+        self._setup_state()
+        self.stats = type(self.stats)()
+
+
+def _call(ref: weakref.ref[ThreadBackend], method: str) -> None:
+    backend = ref()
+    if backend is not None:
+        getattr(backend, method)()

@@ -1,0 +1,124 @@
+"""The worker side of the distributed backends (Celery, RQ, Django tasks).
+
+A queued operation carries no secret, so the process that delivers it builds its own client: from the factory
+that :func:`configure_worker` registered (the Django app and the Flask extension register one that reads their
+settings), or else from the environment variables ``JOURNY_API_KEY`` and ``JOURNY_API_URL``.
+
+:func:`deliver` makes one attempt and says what to do next; each engine turns that into its own retry.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .backends.base import Stats
+from .client import Client
+from .errors import APIError, ConfigurationError, RateLimitedError
+from .operations import Operation
+from .pacing import Pacer
+from .retry import RetryPolicy, is_transient
+
+__all__ = ["Delivery", "configure_worker", "deliver", "stats", "worker_client"]
+
+logger = logging.getLogger("journy")
+
+_factories: list[Callable[[], Client]] = []  # the registered factory, if any (a list: no global statement)
+_local = threading.local()
+#: What this worker process delivered: sent, retried, failed.
+stats = Stats()
+_pacer_lock = threading.Lock()
+_pacers: dict[int, Pacer] = {}
+
+
+def configure_worker(
+    client_factory: Callable[[], Client] | None = None, *, api_key: str | None = None, base_url: str | None = None
+) -> None:
+    """Tell worker processes how to build their client: a factory, or an API key (and base URL)."""
+    factory = client_factory
+    if factory is None and api_key is not None:
+        key = api_key
+
+        def factory() -> Client:
+            return Client(key, base_url=base_url, pool_size=1)
+
+    _factories[:] = [factory] if factory is not None else []
+    _local.__dict__.clear()
+
+
+def worker_client() -> Client:
+    """This thread's client (one keep-alive connection), rebuilt after a fork."""
+    pid = os.getpid()
+    client: Client | None = getattr(_local, "client", None)
+    if client is not None and getattr(_local, "pid", None) == pid:
+        return client
+    if _factories:
+        client = _factories[0]()
+    else:
+        key = os.environ.get("JOURNY_API_KEY", "").strip()
+        if not key:
+            raise ConfigurationError(
+                "This worker has no journy.io API key: add 'journy_django' to INSTALLED_APPS (Django), call "
+                "Journy(app) in the worker's app (Flask), call journy_core.worker.configure_worker(api_key=...), "
+                "or set the JOURNY_API_KEY environment variable."
+            )
+        client = Client(key, pool_size=1)
+    _local.client, _local.pid = client, pid
+    return client
+
+
+def pacer() -> Pacer:
+    """The pacer of this process: every worker thread shares it."""
+    pid = os.getpid()
+    with _pacer_lock:
+        if pid not in _pacers:
+            _pacers.clear()
+            _pacers[pid] = Pacer()
+        return _pacers[pid]
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """The outcome of one attempt: ``sent``, ``retry`` (after ``delay`` seconds) or ``failed``."""
+
+    outcome: str
+    delay: float = 0.0
+    error: BaseException | None = None
+
+
+def deliver(
+    operation: Operation | Mapping[str, Any],
+    *,
+    attempt: int = 1,
+    enqueued_at: float | None = None,
+    retry: RetryPolicy | None = None,
+) -> Delivery:
+    """Make attempt number ``attempt`` (1 for the first) at delivering ``operation``; never raises.
+
+    ``enqueued_at`` is a ``time.time()`` timestamp, so that the age limit holds across processes.
+    """
+    policy = retry or RetryPolicy()
+    op = operation if isinstance(operation, Operation) else Operation.from_dict(operation)
+    try:
+        client = worker_client()
+        time.sleep(pacer().reserve())
+        result = client.perform(op)
+    except Exception as error:
+        pause = 0.0
+        if isinstance(error, RateLimitedError):
+            pause = pacer().rate_limited(error.rate_limit)
+        elif isinstance(error, APIError):
+            pacer().observe(error.rate_limit, error.calls_remaining)
+        age = 0.0 if enqueued_at is None else max(0.0, time.time() - enqueued_at)
+        if is_transient(error) and not policy.gives_up(attempt, age):
+            stats.add("retried")
+            return Delivery("retry", max(pause, policy.backoff(attempt)), error)
+        return Delivery("failed", 0.0, error)
+    pacer().observe(result.rate_limit, result.calls_remaining)
+    stats.add("sent")
+    return Delivery("sent")
