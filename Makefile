@@ -13,15 +13,17 @@ PYTEST_ARGS ?=
 
 $(VENV)/.installed: pyproject.toml constraints/django52.txt
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet -c constraints/django52.txt -e '.[dev]'
+	@echo "Installing into $(VENV) (log: $(VENV)/install.log)"
+	@$(VENV)/bin/python -m pip install -c constraints/django52.txt -e '.[dev]' > $(VENV)/install.log 2>&1 \
+		|| (cat $(VENV)/install.log; exit 1)
 	touch $@
 
 $(VENV313)/.installed: pyproject.toml constraints/django6.txt
 	@test -n "$(PYTHON313)" || (echo "Python 3.13 not found: set PYTHON313=/path/to/python3.13" && exit 1)
 	$(PYTHON313) -m venv $(VENV313)
-	$(VENV313)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV313)/bin/python -m pip install --quiet -c constraints/django6.txt -e '.[dev]'
+	@echo "Installing into $(VENV313) (log: $(VENV313)/install.log)"
+	@$(VENV313)/bin/python -m pip install -c constraints/django6.txt -e '.[dev]' > $(VENV313)/install.log 2>&1 \
+		|| (cat $(VENV313)/install.log; exit 1)
 	touch $@
 
 demo: $(VENV)/.installed

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import platform
-import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -255,7 +254,12 @@ class Client(OperationMethods[Result]):
             "User-Agent": USER_AGENT,
             "Accept": "application/json",
         }
-        self._lock = threading.Lock()
+        # Proxies and CA bundle from the environment (HTTPS_PROXY, NO_PROXY, REQUESTS_CA_BUNDLE...) are read once
+        # here: requests would otherwise re-read the whole environment on every call, a quarter of its cost.
+        settings = self._session.merge_environment_settings(self.base_url, {}, None, None, None)
+        self._send_options: dict[str, Any] = dict(settings)
+        self._send_options["allow_redirects"] = False
+        self._send_options["timeout"] = self.timeout
 
     def __repr__(self) -> str:
         return f"<journy_core.Client base_url={self.base_url!r}>"
@@ -326,17 +330,15 @@ class Client(OperationMethods[Result]):
     def send(self, operation: Operation) -> Result:
         """Send exactly one HTTP request for ``operation`` (no splitting, no retry)."""
         method, path = operation.method, operation.path
-        url = self.base_url + path
-        kwargs: dict[str, Any] = {"headers": self._headers, "timeout": self.timeout, "allow_redirects": False}
         if method == "GET":
-            if operation.payload:
-                kwargs["params"] = dict(operation.payload)
+            request = requests.Request(method, self.base_url + path, self._headers, params=dict(operation.payload))
         else:
-            kwargs["data"] = json.dumps(operation.payload, separators=(",", ":"), ensure_ascii=False).encode()
-            kwargs["headers"] = {**self._headers, "Content-Type": "application/json"}
+            body = json.dumps(operation.payload, separators=(",", ":"), ensure_ascii=False).encode()
+            headers = {**self._headers, "Content-Type": "application/json"}
+            request = requests.Request(method, self.base_url + path, headers, data=body)
         started = time.perf_counter()
         try:
-            response = self._session.request(method, url, **kwargs)
+            response = self._session.send(request.prepare(), **self._send_options)
         except requests.exceptions.ConnectTimeout:
             raise RequestTimeout(
                 f"connecting to {self.base_url} for {method} {path} took longer than the connect timeout"
@@ -346,6 +348,12 @@ class Client(OperationMethods[Result]):
                 f"{method} {path}: journy.io did not answer within the read timeout; "
                 "the call may or may not have been applied",
                 outcome_unknown=True,
+            ) from None
+        except requests.exceptions.SSLError as exc:
+            # The handshake comes before the request: nothing was sent.
+            raise ConnectionFailed(
+                f"{method} {path} to {self.base_url}: the TLS handshake failed ({_root_cause(exc)}); "
+                "check the server certificate (REQUESTS_CA_BUNDLE names a custom CA bundle)"
             ) from None
         except requests.exceptions.ConnectionError as exc:
             sent = not _never_connected(exc)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import signal
+import ssl
 import sys
 import threading
 from collections.abc import Sequence
@@ -59,6 +60,8 @@ def _parser() -> argparse.ArgumentParser:
         help=f"which faults to inject (default {','.join(FAULT_KINDS)})",
     )
     parser.add_argument("--timeout-delay", type=float, default=30.0, help="seconds a 'timeout' answer waits")
+    parser.add_argument("--certfile", help="serve https with this PEM certificate (chain)")
+    parser.add_argument("--keyfile", help="the private key of --certfile, if not in the same file")
     parser.add_argument("--seed", type=int, default=None, help="seed of the fault generator, for reproducible runs")
     return parser
 
@@ -74,6 +77,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             "--allow-remote to expose it on purpose (e.g. inside a private container network)"
         )
     api_keys = dict(parse_api_key(text) for text in args.api_key) if args.api_key else None
+    ssl_context = None
+    if args.certfile:
+        ssl_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        try:
+            ssl_context.load_cert_chain(args.certfile, args.keyfile)
+        except (OSError, ssl.SSLError) as exc:
+            parser.error(f"cannot load --certfile/--keyfile: {exc}")
+    elif args.keyfile:
+        parser.error("--keyfile needs --certfile")
     try:
         emulator = Emulator(
             host=args.host,
@@ -87,6 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             timeout_delay=args.timeout_delay,
             seed=args.seed,
             allow_remote=args.allow_remote,
+            ssl_context=ssl_context,
         )
     except ValueError as exc:
         parser.error(str(exc))

@@ -19,6 +19,7 @@ import logging
 import random
 import secrets
 import socket
+import ssl
 import struct
 import sys
 import threading
@@ -312,6 +313,9 @@ class Emulator:
       gives up first cannot know the outcome (the case where a resend may duplicate).
     - ``"reset"``: the connection is closed abruptly (TCP RST); not applied.
 
+    With ``ssl_context`` (a server-side :class:`ssl.SSLContext` with a certificate loaded) it serves https, for
+    trying a client the way it talks to journy.io (benchmarks use it to include the TLS handshake).
+
     ``websites`` are the sites ``GET /tracking/snippet`` knows (default: ``localhost``). Upserts drop the
     properties named in ``rejected_properties`` and report them in ``rejected``, for testing that a client
     surfaces them; :meth:`script_answer` makes the next call get any answer at all (a 422, a non-JSON 200).
@@ -335,6 +339,7 @@ class Emulator:
         websites: Iterable[Website] | None = None,
         rejected_properties: Mapping[str, str] | None = None,
         allow_remote: bool = False,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if not allow_remote and not _is_loopback(host):
             raise ValueError(
@@ -343,6 +348,8 @@ class Emulator:
             )
         self.host = host
         self.port = port
+        #: Serve https with this context (a server-side context with a certificate loaded); None for http.
+        self.ssl_context = ssl_context
         self._lock = threading.Lock()
         self._configure_lock = threading.Lock()
         self._stopping = threading.Event()
@@ -431,7 +438,8 @@ class Emulator:
             raise RuntimeError("the emulator has no URL until start() has bound its port")
         host = "127.0.0.1" if self.host in ("", "0.0.0.0") else self.host  # noqa: S104 - only a display name
         host = "[::1]" if host == "::" else host
-        return f"http://[{host.strip('[]')}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://[{host.strip('[]')}]:{self.port}" if ":" in host else f"{scheme}://{host}:{self.port}"
 
     # --- views and control ---
 
@@ -829,6 +837,14 @@ class _Server(ThreadingHTTPServer):
         socketserver.TCPServer.server_bind(self)
         self.server_name = str(self.server_address[0])
         self.server_port = int(self.server_address[1])
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        connection, address = super().get_request()
+        context = self.emulator.ssl_context
+        if context is not None:
+            # The handshake happens on the first read, in the connection's own thread, not in the accept loop.
+            connection = context.wrap_socket(connection, server_side=True, do_handshake_on_connect=False)
+        return connection, address
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # Clients dropping connections is routine (timeouts, resets they asked for); anything else is a bug

@@ -439,3 +439,59 @@ def test_the_api_key_never_appears_in_repr_logs_or_errors(emulator: Emulator, ca
     texts.append(caplog.text)
     assert caplog.text  # debug lines were written, and they are clean
     assert all(SECRET_KEY not in text for text in texts)
+
+
+# -- https ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def self_signed_certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is needed to make a test certificate")
+    directory = tmp_path_factory.mktemp("tls")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-days", "1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return str(cert), str(key)
+
+
+def test_the_client_talks_https_over_one_connection_to_a_trusted_server(
+    self_signed_certificate: tuple[str, str], api_key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ssl
+
+    cert, key = self_signed_certificate
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", cert)
+    with Emulator(ssl_context=context) as emu, Client(api_key, base_url=emu.url) as c:
+        assert emu.url.startswith("https://")
+        for i in range(5):
+            c.track("signed_in", user_id=str(i))
+        pools = c._session.get_adapter(emu.url).poolmanager.pools
+        assert sum(pools[key].num_connections for key in pools.keys()) == 1  # noqa: SIM118 (not iterable)
+        assert len(emu.state()["events"]) == 5
+
+
+def test_an_untrusted_certificate_is_a_connection_failure(
+    self_signed_certificate: tuple[str, str], api_key: str
+) -> None:
+    import ssl
+
+    cert, key = self_signed_certificate
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    with Emulator(ssl_context=context) as emu, Client(api_key, base_url=emu.url) as c:
+        with pytest.raises(ConnectionFailed) as info:
+            c.track("signed_in", user_id="1")
+        assert info.value.outcome_unknown is False
+        assert "TLS handshake failed" in str(info.value)
+        assert emu.state()["events"] == []

@@ -179,6 +179,7 @@ def test_rate_limit_answers_pause_sending_and_everything_arrives(api_key: str) -
     assert statuses[429] <= 5
 
 
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_operations_queued_in_a_forked_child_are_delivered(emulator: Emulator, api_key: str) -> None:
     j = Journy(api_key, base_url=emulator.url)
     j.track("before_fork", user_id="1")
