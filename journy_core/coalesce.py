@@ -105,10 +105,9 @@ class PendingQueue:
 
         A membership operation of more than 100 users is queued as several parts.
         """
-        merged = 0
-        for part in split_memberships(operation):
-            merged += self._append_one(part, now)
-        return merged
+        if operation.kind not in _MEMBERSHIP:
+            return int(self._append_one(operation, now))
+        return sum(self._append_one(part, now) for part in split_memberships(operation))
 
     def _append_one(self, operation: Operation, now: float) -> bool:
         kind = operation.kind

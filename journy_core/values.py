@@ -86,32 +86,44 @@ def serialize_datetime(value: object, argument: str, *, naive_timezone: tzinfo =
     raise InvalidArgumentError(argument, f"expected a datetime, date or ISO 8601 string, got {type(value).__name__}")
 
 
-def _scalar(value: object, where: str, allowed: str, naive_timezone: tzinfo) -> str | bool | int | float:
-    """A scalar value for a property or metadata entry; raises naming ``where`` when it is not one."""
+def _scalar(value: object, argument: str, key: str, allowed: str, naive_timezone: tzinfo) -> str | bool | int | float:
+    """A scalar property or metadata value; raises naming ``argument[key]`` when it is not one."""
+    kind = type(value)
+    # The common cases first, by exact type: this runs for every value on the request path.
+    if kind is str or kind is bool or (kind is int):
+        return value  # type: ignore[return-value]
     if isinstance(value, Enum):
         value = value.value
     # bool before int: bool is a subclass of int, and True must not become 1.
-    if isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, int):
+    if isinstance(value, (bool, str, int)):
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise InvalidArgumentError(where, f"{value!r} cannot be sent as JSON; use a finite number or None")
+            raise InvalidArgumentError(
+                _where(argument, key), f"{value!r} cannot be sent as JSON; use a finite number or None"
+            )
         return value
     if isinstance(value, Decimal):
         if not value.is_finite():
-            raise InvalidArgumentError(where, f"Decimal {value} cannot be sent as JSON; use a finite number")
+            raise InvalidArgumentError(
+                _where(argument, key), f"Decimal {value} cannot be sent as JSON; use a finite number"
+            )
         as_int = int(value)
         return as_int if value == as_int else float(value)
     if isinstance(value, (datetime, date)):
-        return serialize_datetime(value, where, naive_timezone=naive_timezone)
+        return serialize_datetime(value, _where(argument, key), naive_timezone=naive_timezone)
     if isinstance(value, uuid.UUID):
         return str(value)
-    raise InvalidArgumentError(where, f"{type(value).__name__} is not allowed; allowed: {allowed}")
+    raise InvalidArgumentError(_where(argument, key), f"{type(value).__name__} is not allowed; allowed: {allowed}")
+
+
+def _where(argument: str, key: str) -> str:
+    return f"{argument}[{key!r}]"
 
 
 def _key(key: object, argument: str) -> str:
+    if type(key) is str and key and not key.isspace():
+        return key
     if not isinstance(key, str):
         raise InvalidArgumentError(f"{argument}[{key!r}]", f"keys must be non-empty strings, got {type(key).__name__}")
     if not key.strip():
@@ -120,9 +132,9 @@ def _key(key: object, argument: str) -> str:
 
 
 def _mapping(values: object, argument: str) -> Mapping[Any, Any]:
-    if not isinstance(values, Mapping):
-        raise InvalidArgumentError(argument, f"expected a dict of name to value, got {type(values).__name__}")
-    return values
+    if type(values) is dict or isinstance(values, Mapping):
+        return values
+    raise InvalidArgumentError(argument, f"expected a dict of name to value, got {type(values).__name__}")
 
 
 def serialize_properties(
@@ -141,13 +153,12 @@ def serialize_properties(
     result: dict[str, PropertyValue] = {}
     for raw_key, value in _mapping(properties, argument).items():
         key = _key(raw_key, argument)
-        where = f"{argument}[{key!r}]"
         if value is None:
             result[key] = None
         elif isinstance(value, (list, tuple, set, frozenset)):
-            result[key] = _string_list(value, where)
+            result[key] = _string_list(value, _where(argument, key))
         else:
-            result[key] = _scalar(value, where, _PROPERTY_TYPES, naive_timezone)
+            result[key] = _scalar(value, argument, key, _PROPERTY_TYPES, naive_timezone)
     return result
 
 
@@ -177,12 +188,14 @@ def serialize_metadata(
     result: dict[str, MetadataValue] = {}
     for raw_key, value in _mapping(metadata, argument).items():
         key = _key(raw_key, argument)
-        where = f"{argument}[{key!r}]"
         if value is None:
-            raise InvalidArgumentError(where, "event metadata cannot be None; leave the key out instead")
+            raise InvalidArgumentError(
+                _where(argument, key), "event metadata cannot be None; leave the key out instead"
+            )
         if isinstance(value, (list, tuple, set, frozenset)):
             raise InvalidArgumentError(
-                where, f"event metadata cannot be a list; allowed: {_METADATA_TYPES} (join the items into a str)"
+                _where(argument, key),
+                f"event metadata cannot be a list; allowed: {_METADATA_TYPES} (join the items into a str)",
             )
-        result[key] = _scalar(value, where, _METADATA_TYPES, naive_timezone)
+        result[key] = _scalar(value, argument, key, _METADATA_TYPES, naive_timezone)
     return result

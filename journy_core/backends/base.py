@@ -30,19 +30,24 @@ class Stats:
 
     FIELDS: ClassVar[tuple[str, ...]] = ("queued", "sent", "retried", "coalesced", "dropped", "failed")
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
+    def __init__(self, lock: threading.Lock | None = None) -> None:
+        #: The lock guarding the counters; a backend may share its own, to count inside its critical section.
+        self.lock = lock or threading.Lock()
         self._counts = dict.fromkeys(self.FIELDS, 0)
 
     def add(self, name: str, amount: int = 1) -> None:
-        with self._lock:
+        with self.lock:
             self._counts[name] += amount
+
+    def add_locked(self, name: str, amount: int = 1) -> None:
+        """:meth:`add` for a caller that already holds :attr:`lock`."""
+        self._counts[name] += amount
 
     def __getitem__(self, name: str) -> int:
         return self._counts[name]
 
     def snapshot(self) -> dict[str, int]:
-        with self._lock:
+        with self.lock:
             return dict(self._counts)
 
     def __repr__(self) -> str:

@@ -30,7 +30,7 @@ from ..errors import APIError, RateLimitedError
 from ..operations import Operation
 from ..pacing import Pacer
 from ..retry import RetryPolicy, is_transient
-from .base import Backend, FailureCallback, describe_error, report_failure
+from .base import Backend, FailureCallback, Stats, describe_error, report_failure
 
 __all__ = ["ThreadBackend"]
 
@@ -89,6 +89,7 @@ class ThreadBackend(Backend):
         self._dropped_unreported = 0
         self._last_drop_warning = float("-inf")
         self.pacer = Pacer(limit=self.rate_limit, window=self.rate_window)
+        self.stats = Stats(self._lock)  # counted inside the enqueue's critical section: no second lock
 
     # -- the producer side (the app's threads) ---------------------------------------------------------------
 
@@ -105,18 +106,18 @@ class ThreadBackend(Backend):
                     self._drop(now, "full")
                     return
                 merged = self._pending.append(operation, now)
+                self.stats.add_locked("queued")
+                if merged:
+                    self.stats.add_locked("coalesced", merged)
                 if not self._threads:
                     self._start_workers()
                 if self._waiting_workers:
                     self._wakeup.notify()
-            self.stats.add("queued")
-            if merged:
-                self.stats.add("coalesced", merged)
         except Exception:  # never into the app
             logger.exception("journy: could not queue %s", operation.describe())
 
     def _drop(self, now: float, why: str) -> None:
-        self.stats.add("dropped")
+        self.stats.add_locked("dropped")
         self._dropped_unreported += 1
         if now - self._last_drop_warning >= 60.0:
             logger.warning(
@@ -281,7 +282,6 @@ class ThreadBackend(Backend):
     def _after_fork_in_child(self) -> None:
         # The parent still holds (and will deliver) what was queued before the fork: the child starts empty.
         self._setup_state()
-        self.stats = type(self.stats)()
 
 
 def _call(ref: weakref.ref[ThreadBackend], method: str) -> None:
