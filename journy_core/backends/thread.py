@@ -261,22 +261,36 @@ class ThreadBackend(Backend):
             logger.warning("journy: closed with %d operation(s) not delivered", len(left) + self.pending_count())
 
     def _at_exit(self) -> None:
+        if self._pid != os.getpid():
+            return
         count = self.pending_count()
-        if not count or self._pid != os.getpid():
+        dropped = self.stats["dropped"]
+        dropped_note = (
+            f"; {dropped} more were dropped while running because the queue was full (MAX_QUEUE_SIZE="
+            f"{self.max_queue_size})"
+            if dropped
+            else ""
+        )
+        if not count:
+            if dropped:
+                logger.warning("journy: nothing left to deliver at exit%s", dropped_note)
             return
         started = time.monotonic()
         if self.flush(self.exit_timeout):
-            logger.info("journy: delivered %d operation(s) at exit in %.1f s", count, time.monotonic() - started)
+            logger.info(
+                "journy: delivered %d operation(s) at exit in %.1f s%s", count, time.monotonic() - started, dropped_note
+            )
             return
         with self._lock:
             waiting, in_flight = len(self._pending) + len(self._delayed), self._in_flight
         logger.warning(
             "journy: %d operation(s) not delivered within EXIT_TIMEOUT=%.1f s at exit: %d never sent and lost, "
-            "%d in flight (they may or may not have arrived)",
+            "%d in flight (they may or may not have arrived)%s",
             waiting + in_flight,
             self.exit_timeout,
             waiting,
             in_flight,
+            dropped_note,
         )
 
     def _after_fork_in_child(self) -> None:
