@@ -138,16 +138,17 @@ def test_saves_of_one_user_within_the_window_become_one_upsert(emulator: Emulato
     assert final == {str(u): 90 + u for u in range(10)}
 
 
+@pytest.mark.parametrize("backend", ["thread", "sync"])
 @pytest.mark.parametrize("faults", [("5xx",), ("429",), ("timeout",), ("reset",), ("5xx", "429", "timeout", "reset")])
 def test_every_operation_is_delivered_through_faults_and_only_unknown_outcomes_repeat(
-    emulator: Emulator, api_key: str, faults: tuple[str, ...]
+    emulator: Emulator, api_key: str, faults: tuple[str, ...], backend: str
 ) -> None:
     emulator.configure(fault_rate=0.3, faults=faults, timeout_delay=0.6, rate_limit=100_000)
     j = Journy(
         api_key,
         base_url=emulator.url,
         timeout=(1.0, 0.3),
-        queue={"OPTIONS": {"RETRY": FAST_RETRY}},
+        queue={"BACKEND": backend, "OPTIONS": {"RETRY": FAST_RETRY}},
     )
     for i in range(40):
         j.track("signed_in", user_id="1", metadata={"n": i})
