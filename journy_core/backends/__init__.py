@@ -6,13 +6,13 @@ path of a :class:`~journy_core.backends.base.Backend` subclass of your own.
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..client import Client
 from ..errors import ConfigurationError
+from ..importing import import_string
 from .base import Backend, FailureCallback, Stats
 
 __all__ = ["BACKENDS", "Backend", "Stats", "backend_class", "load_backend"]
@@ -29,23 +29,6 @@ BACKENDS: dict[str, tuple[str, str | None, str | None]] = {
 }
 
 
-def _import(path: str, setting: str) -> Any:
-    module_name, _, attribute = path.rpartition(".")
-    if not module_name:
-        raise ConfigurationError(
-            f"{setting}={path!r} is neither a known backend ({', '.join(BACKENDS)}) nor a dotted path "
-            "such as 'myapp.journy.MyBackend'."
-        )
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigurationError(f"{setting}={path!r}: cannot import {module_name!r} ({exc}).") from exc
-    try:
-        return getattr(module, attribute)
-    except AttributeError:
-        raise ConfigurationError(f"{setting}={path!r}: {module_name!r} has no attribute {attribute!r}.") from None
-
-
 def backend_class(name: str, setting: str = "QUEUE['BACKEND']") -> type[Backend]:
     """The class for a backend name or dotted path; raises :class:`ConfigurationError` naming the extra to
     install when the engine is missing."""
@@ -57,9 +40,14 @@ def backend_class(name: str, setting: str = "QUEUE['BACKEND']") -> type[Backend]
             raise ConfigurationError(
                 f"{setting}={name!r} needs {engine!r}, which is not installed: pip install 'journy[{extra}]'."
             )
+    elif "." not in name:
+        raise ConfigurationError(
+            f"{setting}={name!r} is neither a known backend ({', '.join(BACKENDS)}) nor a dotted path "
+            "such as 'myapp.journy.MyBackend'."
+        )
     else:
         path = name
-    cls = _import(path, setting)
+    cls = import_string(path, setting)
     if not (isinstance(cls, type) and issubclass(cls, Backend)):
         raise ConfigurationError(f"{setting}={name!r} is not a subclass of journy_core.backends.base.Backend.")
     return cls

@@ -1,0 +1,84 @@
+"""How an app's object (a user, a team) becomes journy.io properties, from a setting.
+
+A setting may be:
+
+- a list of attribute names: ``["first_name", "last_name", "plan"]`` (sent under the same names);
+- a dict of journy.io name to attribute: ``{"registered_at": "date_joined", "full_name": "get_full_name"}``;
+  an attribute may be dotted (``"profile.plan"``), and a method is called with no arguments;
+- a callable (or the dotted path of one) taking the object and returning the properties dict.
+
+Both adapters use :class:`PropertyMap`; they differ only in their defaults.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from .errors import ConfigurationError
+from .importing import resolve_callable
+
+__all__ = ["PropertyMap", "read_attribute"]
+
+
+def read_attribute(obj: object, path: str) -> Any:
+    """``obj.a.b`` for ``"a.b"``; a method found on the way is called with no arguments; a missing link is None."""
+    value: Any = obj
+    for name in path.split("."):
+        if value is None:
+            return None
+        value = getattr(value, name)
+        if callable(value) and not isinstance(value, type):
+            value = value()
+    return value
+
+
+class PropertyMap:
+    """Properties of an object, as a setting describes them. ``fields`` are the attribute names read (None for a
+    callable), so that a save touching none of them can be skipped."""
+
+    def __init__(self, spec: object, setting: str) -> None:
+        self.setting = setting
+        self._function: Callable[[Any], object] | None = None
+        self._attributes: dict[str, str] = {}
+        if isinstance(spec, str) or callable(spec):
+            self._function = resolve_callable(spec, setting)
+        elif isinstance(spec, Mapping):
+            for name, attribute in spec.items():
+                if not isinstance(name, str) or not name or not isinstance(attribute, str) or not attribute:
+                    raise ConfigurationError(
+                        f"{setting} maps journy.io property names to attribute names (both non-empty strings); "
+                        f"got {name!r}: {attribute!r}."
+                    )
+            self._attributes = dict(spec)
+        elif isinstance(spec, Iterable):
+            names = list(spec)
+            if not all(isinstance(name, str) and name for name in names):
+                raise ConfigurationError(f"{setting} must list attribute names as non-empty strings; got {names!r}.")
+            self._attributes = {name: name for name in names}
+        else:
+            raise ConfigurationError(
+                f"{setting} must be a list of attribute names, a dict of journy.io name to attribute, or a "
+                f"callable (or its dotted path); got {type(spec).__name__}."
+            )
+
+    @property
+    def fields(self) -> frozenset[str] | None:
+        """The first attribute of each path read, or None when a callable decides."""
+        if self._function is not None:
+            return None
+        return frozenset(path.split(".", 1)[0] for path in self._attributes.values())
+
+    def __call__(self, obj: object) -> dict[str, object]:
+        if self._function is not None:
+            found = self._function(obj)
+            if found is None:
+                return {}
+            if not isinstance(found, Mapping):
+                raise ConfigurationError(f"{self.setting} returned {type(found).__name__}, not a dict of properties.")
+            return dict(found)
+        return {name: read_attribute(obj, path) for name, path in self._attributes.items()}
+
+    def __repr__(self) -> str:
+        shown = getattr(self._function, "__qualname__", None) or self._attributes
+        return f"<PropertyMap {self.setting}={shown!r}>"
