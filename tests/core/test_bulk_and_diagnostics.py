@@ -1,0 +1,130 @@
+"""The bulk sync runner, the key check and the test Outbox, against the emulator."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from journy_core import Client, Journy
+from journy_core import operations as ops
+from journy_core.bulk import BulkSync, ProgressReport
+from journy_core.diagnostics import check_api_key
+from journy_core.emulator import Emulator
+from journy_core.errors import ConfigurationError
+from journy_core.testing import Outbox
+
+
+def users(keys: range) -> Iterator[tuple[str, ops.Operation | None]]:
+    for key in keys:
+        yield str(key).zfill(6), ops.upsert_user(user_id=key, properties={"n": key})
+
+
+@pytest.fixture
+def fast_emulator(emulator: Emulator) -> Emulator:
+    emulator.configure(rate_limit=100_000)
+    return emulator
+
+
+def test_a_bulk_sync_sends_everything_and_reports_progress(fast_emulator: Emulator, api_key: str) -> None:
+    reports: list[ProgressReport] = []
+    sync = BulkSync(Client(api_key, base_url=fast_emulator.url), batch_size=10, progress=reports.append)
+    summary = sync.run("users", users(range(35)), total=35)
+    assert (summary.sent, summary.failed, summary.skipped) == (35, 0, 0)
+    assert [r.done for r in reports] == [10, 20, 30, 35]
+    assert reports[-1].eta_seconds == 0
+    assert len(fast_emulator.state()["users"]) == 35
+
+
+def test_an_interrupted_sync_resumes_after_the_last_completed_batch(
+    fast_emulator: Emulator, api_key: str, tmp_path: Path
+) -> None:
+    state = tmp_path / "journy-sync.json"
+    client = Client(api_key, base_url=fast_emulator.url)
+
+    def interrupted() -> Iterator[tuple[str, ops.Operation | None]]:
+        yield from users(range(25))
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        BulkSync(client, batch_size=10, state_file=state).run("users", interrupted())
+    assert json.loads(state.read_text()) == {"users": "000019"}
+    sync = BulkSync(client, batch_size=10, state_file=state)
+    assert sync.resume_after("users") == "000019"
+    summary = sync.run("users", users(range(20, 30)))
+    assert summary.resumed_from == "000019"
+    assert json.loads(state.read_text()) == {}  # completed: the checkpoint is gone
+
+
+def test_a_dry_run_counts_without_sending(fast_emulator: Emulator, api_key: str, tmp_path: Path) -> None:
+    state = tmp_path / "s.json"
+    sync = BulkSync(Client(api_key, base_url=fast_emulator.url), dry_run=True, state_file=state)
+    summary = sync.run("users", users(range(12)), total=12)
+    assert summary.sent == 12
+    assert summary.dry_run
+    assert fast_emulator.calls() == []
+    assert not state.exists()
+
+
+def test_failures_are_counted_and_skipped_rows_too(fast_emulator: Emulator, api_key: str) -> None:
+    fast_emulator.script_answer(400, {"message": "bad", "errors": {"fields": {"properties.n": "nope"}}})
+    items = [("1", ops.upsert_user(user_id=1)), ("2", None), ("3", ops.upsert_user(user_id=3))]
+    summary = BulkSync(Client(api_key, base_url=fast_emulator.url), concurrency=1).run("users", items)
+    assert (summary.sent, summary.failed, summary.skipped) == (1, 1, 1)
+
+
+def test_transient_failures_are_retried_during_a_bulk_sync(fast_emulator: Emulator, api_key: str) -> None:
+    fast_emulator.configure(fault_rate=0.3, faults=("5xx", "reset"))
+    from journy_core.retry import RetryPolicy
+
+    sync = BulkSync(
+        Client(api_key, base_url=fast_emulator.url), retry=RetryPolicy(base=0.01, cap=0.05, max_attempts=20)
+    )
+    summary = sync.run("users", users(range(30)))
+    fast_emulator.configure(fault_rate=0.0)
+    assert summary.failed == 0
+    assert len(fast_emulator.state()["users"]) == 30
+
+
+def test_check_api_key_lists_permissions_and_what_is_missing() -> None:
+    with Emulator(api_keys={"full": ["TrackData", "GetTrackingSnippet"], "partial": ["ReadEvents"]}) as emu:
+        good = check_api_key(Client("full", base_url=emu.url), needs_snippet=True)
+        partial = check_api_key(Client("partial", base_url=emu.url))
+        unknown = check_api_key(Client("unknown", base_url=emu.url))
+    assert good.ok
+    assert good.permissions == ["TrackData", "GetTrackingSnippet"]
+    assert good.calls_remaining is not None
+    assert not partial.ok
+    assert partial.missing == ["TrackData"]
+    assert partial.problem and "TrackData" in partial.problem
+    assert not unknown.ok
+    assert unknown.problem and "refused the API key" in unknown.problem
+
+
+def test_check_api_key_reports_an_unreachable_api_without_raising(api_key: str) -> None:
+    report = check_api_key(Client(api_key, base_url="http://127.0.0.1:9"))
+    assert not report.ok
+    assert report.problem and "could not be reached" in report.problem
+
+
+def test_the_outbox_reads_what_the_memory_backend_recorded() -> None:
+    journy = Journy(queue={"BACKEND": "memory"})
+    outbox = Outbox(journy.backend)
+    journy.upsert_user(user_id=1, properties={"plan": "pro"})
+    journy.upsert_account(account_id=7)
+    journy.track("signed_in", user_id=1)
+    journy.track("signed_out", user_id=1)
+    assert len(outbox) == 4
+    assert [e.payload["name"] for e in outbox.events()] == ["signed_in", "signed_out"]
+    assert len(outbox.events("signed_in")) == 1
+    assert outbox.users() == [{"identification": {"userId": "1"}, "properties": {"plan": "pro"}}]
+    assert outbox.accounts() == [{"identification": {"accountId": "7"}}]
+    outbox.clear()
+    assert outbox.operations == []
+
+
+def test_the_outbox_refuses_a_backend_that_records_nothing() -> None:
+    with pytest.raises(ConfigurationError, match="memory"):
+        Outbox(Journy(queue={"BACKEND": "disabled"}).backend)
