@@ -1,0 +1,1 @@
+"""The distributed delivery backends (Celery, RQ) against real Redis and real worker processes."""
