@@ -24,12 +24,14 @@ from .operations import Operation
 from .pacing import Pacer
 from .retry import RetryPolicy, is_transient
 
-__all__ = ["Delivery", "configure_worker", "deliver", "stats", "worker_client"]
+__all__ = ["Delivery", "close_clients", "configure_worker", "deliver", "is_configured", "stats", "worker_client"]
 
 logger = logging.getLogger("journy")
 
 _factories: list[Callable[[], Client]] = []  # the registered factory, if any (a list: no global statement)
 _local = threading.local()
+_clients_lock = threading.Lock()
+_clients: list[tuple[int, Client]] = []  # (pid, client): every client this module built, to close at shutdown
 #: What this worker process delivered: sent, retried, failed.
 stats = Stats()
 _pacer_lock = threading.Lock()
@@ -69,7 +71,28 @@ def worker_client() -> Client:
             )
         client = Client(key, pool_size=1)
     _local.client, _local.pid = client, pid
+    with _clients_lock:
+        _clients.append((pid, client))
     return client
+
+
+def is_configured() -> bool:
+    """Whether this process knows how to build a worker client (a registered factory or ``JOURNY_API_KEY``)."""
+    return bool(_factories) or bool(os.environ.get("JOURNY_API_KEY", "").strip())
+
+
+def close_clients() -> None:
+    """Close the connections of every client this process's workers built (at worker shutdown)."""
+    pid = os.getpid()
+    with _clients_lock:
+        mine = [client for owner, client in _clients if owner == pid]
+        _clients.clear()
+    for client in mine:
+        try:
+            client.close()
+        except Exception:
+            logger.debug("journy: closing a worker client failed", exc_info=True)
+    _local.__dict__.clear()
 
 
 def pacer() -> Pacer:

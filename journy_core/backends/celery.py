@@ -320,17 +320,6 @@ def _resolve_app(setting: str | celery.Celery | None) -> celery.Celery:
 
 # -- the worker side -----------------------------------------------------------------------------------------
 
-_clients: dict[int, tuple[int, Client]] = {}  # id -> (pid, client): the clients this process delivered with
-
-
-def _remember_client() -> None:
-    try:
-        client = journy_worker.worker_client()
-    except Exception:  # no key: deliver() already reported it
-        return
-    if id(client) not in _clients:
-        _clients[id(client)] = (os.getpid(), client)
-
 
 def _deliver(
     task: Any,
@@ -345,7 +334,6 @@ def _deliver(
         logger.debug("journy: ignoring unknown task arguments %s", sorted(newer))
     attempt = int(task.request.retries or 0) + 1
     delivery = attempt_delivery(operation, attempt, enqueued_at, retry, on_failure, retry_log_level=logging.DEBUG)
-    _remember_client()
     if delivery.outcome == "retry":
         raise task.retry(
             countdown=delivery.delay,
@@ -374,13 +362,7 @@ deliver_acks_late_task: Any = celery.shared_task(
 
 def _close_clients(**_: Any) -> None:
     pid = os.getpid()
-    for key, (owner, client) in list(_clients.items()):
-        del _clients[key]
-        if owner == pid:
-            try:
-                client.close()
-            except Exception:
-                logger.debug("journy: closing a worker client failed", exc_info=True)
+    journy_worker.close_clients()
     counts = journy_worker.stats.snapshot()
     if counts["sent"] or counts["retried"] or counts["failed"]:
         logger.info(

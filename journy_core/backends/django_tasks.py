@@ -410,7 +410,7 @@ class DjangoTasksBackend(Backend):
     def _offer_worker_client(client_factory: Callable[[], Client]) -> None:
         # When this process is also a worker (ImmediateBackend runs the task right here) and nothing told the worker
         # side how to build its client, the key given to Journy(...) is the one that was meant.
-        if not worker._factories and not os.environ.get("JOURNY_API_KEY", "").strip():
+        if not worker.is_configured():
             worker.configure_worker(client_factory)
 
     def enqueue(self, operation: Operation) -> None:

@@ -333,3 +333,22 @@ def test_operations_round_trip_through_plain_json() -> None:
 def test_the_api_key_is_not_in_the_repr_of_journy() -> None:
     j = Journy("sk-secret-123", queue={"BACKEND": "memory"})
     assert "sk-secret-123" not in repr(j)
+
+
+def test_worker_clients_are_closed_at_worker_shutdown(emulator: Emulator, api_key: str) -> None:
+    from journy_core import worker
+
+    worker.configure_worker(api_key=api_key, base_url=emulator.url)
+    try:
+        assert worker.is_configured()
+        delivery = worker.deliver(ops.track("signed_in", user_id="1"))
+        assert delivery.outcome == "sent"
+        client = worker.worker_client()
+        pools = client._session.get_adapter(emulator.url).poolmanager.pools
+        assert len(pools.keys()) == 1
+        worker.close_clients()
+        assert len(pools.keys()) == 0  # the session's pools are cleared on close
+        assert worker.worker_client() is not client  # a later delivery builds a fresh one
+    finally:
+        worker.configure_worker(None)
+        worker.close_clients()
