@@ -9,7 +9,7 @@ VENV ?= .venv
 VENV313 ?= .venv-py313
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-main test-py313 lint bench clean
+.PHONY: demo test test-main test-py313 browser lint bench clean
 
 $(VENV)/.installed: pyproject.toml constraints/django52.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,14 +31,17 @@ demo: $(VENV)/.installed
 
 test: test-main test-py313
 
-test-main: $(VENV)/.installed
+test-main: $(VENV)/.installed browser
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
-test-py313: $(VENV313)/.installed
+test-py313: $(VENV313)/.installed browser
 	$(VENV313)/bin/pytest $(PYTEST_ARGS)
+
+browser:
+	@bash scripts/ensure_chromium.sh
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check --fix .
