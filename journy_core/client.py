@@ -21,6 +21,7 @@ from typing import Any, Generic, TypeVar
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.structures import CaseInsensitiveDict
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 
 from . import operations as ops
@@ -260,6 +261,7 @@ class Client(OperationMethods[Result]):
         self._send_options: dict[str, Any] = dict(settings)
         self._send_options["allow_redirects"] = False
         self._send_options["timeout"] = self.timeout
+        self._urls: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"<journy_core.Client base_url={self.base_url!r}>"
@@ -330,15 +332,9 @@ class Client(OperationMethods[Result]):
     def send(self, operation: Operation) -> Result:
         """Send exactly one HTTP request for ``operation`` (no splitting, no retry)."""
         method, path = operation.method, operation.path
-        if method == "GET":
-            request = requests.Request(method, self.base_url + path, self._headers, params=dict(operation.payload))
-        else:
-            body = json.dumps(operation.payload, separators=(",", ":"), ensure_ascii=False).encode()
-            headers = {**self._headers, "Content-Type": "application/json"}
-            request = requests.Request(method, self.base_url + path, headers, data=body)
         started = time.perf_counter()
         try:
-            response = self._session.send(request.prepare(), **self._send_options)
+            response = self._session.send(self._prepare(operation), **self._send_options)
         except requests.exceptions.ConnectTimeout:
             raise RequestTimeout(
                 f"connecting to {self.base_url} for {method} {path} took longer than the connect timeout"
@@ -366,6 +362,28 @@ class Client(OperationMethods[Result]):
             raise ConnectionFailed(f"{method} {path} to {self.base_url}: {type(exc).__name__}") from None
         elapsed = time.perf_counter() - started
         return self._read(operation, response, elapsed)
+
+    def _prepare(self, operation: Operation) -> requests.PreparedRequest:
+        method, path = operation.method, operation.path
+        if method == "GET":
+            return requests.Request(
+                method, self.base_url + path, self._headers, params=dict(operation.payload)
+            ).prepare()
+        # Writes have a fixed URL per path and a JSON body: build the prepared request directly, with the URL
+        # normalised once per path, instead of having requests parse and re-encode the URL on every call.
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = requests.Request(method, self.base_url + path).prepare().url or ""
+        body = json.dumps(operation.payload, separators=(",", ":"), ensure_ascii=False).encode()
+        prepared = requests.PreparedRequest()
+        prepared.method = method
+        prepared.url = url
+        prepared.headers = CaseInsensitiveDict(self._headers)
+        prepared.headers["Content-Type"] = "application/json"
+        prepared.headers["Content-Length"] = str(len(body))
+        prepared.body = body
+        prepared.hooks = {"response": []}
+        return prepared
 
     def _read(self, operation: Operation, response: requests.Response, elapsed: float) -> Result:
         method, path = operation.method, operation.path
