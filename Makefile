@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a fresh machine (see README.md):
-#   make demo   the main job: the local emulator plus the example, showing data arriving
+#   make demo   the main job: an example app wired to the plugin, talking to the local emulator
 #   make test   the whole test suite (Django 5.2 on Python 3.11, then Django 6 on Python 3.13)
 # Each creates its virtualenv on first use and reinstalls only when pyproject.toml or constraints/ change.
 
@@ -9,7 +9,7 @@ VENV ?= .venv
 VENV313 ?= .venv-py313
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-main test-py313 browser lint bench clean
+.PHONY: demo demo-flask demo-core test test-main test-py313 browser lint bench clean
 
 $(VENV)/.installed: pyproject.toml constraints/django52.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,12 @@ $(VENV313)/.installed: pyproject.toml constraints/django6.txt
 		|| (cat $(VENV313)/install.log; exit 1)
 	touch $@
 
-demo: $(VENV)/.installed
+demo: demo-flask
+
+demo-flask: $(VENV)/.installed
+	$(VENV)/bin/python example_projects/flask_app/run_demo.py
+
+demo-core: $(VENV)/.installed
 	$(VENV)/bin/python scripts/demo.py
 
 test: test-main test-py313

@@ -99,6 +99,9 @@ class BulkSync:
         state = self._read_state()
         if key is None:
             state.pop(name, None)
+            if not state:  # nothing left to resume: no file
+                self.state_file.unlink(missing_ok=True)
+                return
         else:
             state[name] = key
         temporary = self.state_file.with_suffix(self.state_file.suffix + ".tmp")

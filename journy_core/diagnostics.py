@@ -26,12 +26,15 @@ class KeyReport:
     problem: str | None = None
 
 
-def check_api_key(client: Client, *, needs_snippet: bool = False) -> KeyReport:
-    """Ask journy.io (``GET /validate``) what the client's key may do; never raises for API or network errors."""
+def check_api_key(
+    client: Client, *, needs_snippet: bool = False, key_setting: str = "the API key setting"
+) -> KeyReport:
+    """Ask journy.io (``GET /validate``) what the client's key may do; never raises for API or network errors.
+    ``key_setting`` names the setting to fix in messages (``"JOURNY['API_KEY']"``, ``"JOURNY_API_KEY"``)."""
     try:
         result = client.get_api_key_details()
     except UnauthorizedError as error:
-        return KeyReport(False, problem=f"journy.io refused the API key: {error.message}. Check JOURNY['API_KEY'].")
+        return KeyReport(False, problem=f"journy.io refused the API key: {error.message}. Check {key_setting}.")
     except APIError as error:
         return KeyReport(False, problem=f"journy.io answered {error.status}: {error.message}")
     except JournyError as error:

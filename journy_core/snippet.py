@@ -31,6 +31,7 @@ __all__ = [
     "Tracker",
     "TrackerCache",
     "disabled_comment",
+    "render_event_script",
     "render_snippet",
     "script_json",
 ]
@@ -444,6 +445,29 @@ def render_snippet(
     src = html.escape(tracker.script_url, quote=True)
     body = "\n".join(lines)
     return f'<script async src="{src}"{nonce_attr}></script>\n<script{nonce_attr}>\n{body}\n</script>'
+
+
+def render_event_script(
+    event: SnippetEvent | Mapping[str, Any],
+    *,
+    verification_secret: str | bytes | None = None,
+    nonce: object | None = None,
+    naive_timezone: tzinfo = timezone.utc,
+) -> str:
+    """One inline ``<script>`` that records ``event`` from the browser, wherever it sits in the page (before or
+    after the snippet: it carries the queue stub). The event's ``account_id`` gets its ``verification`` when a
+    secret is given; values are escaped as in :func:`render_snippet`.
+
+    >>> print(render_event_script(SnippetEvent("opened_billing", account_id=7)))  # doctest: +ELLIPSIS
+    <script>
+    window.journy=window.journy||function(...)...};
+    journy("event", {"name":"opened_billing","accountId":"7"});
+    </script>
+    """
+    key = None if verification_secret is None else secret_key(verification_secret, "verification_secret")
+    args = _event_args(event, 0, None, key, naive_timezone)
+    nonce_attr = "" if nonce is None else f' nonce="{html.escape(str(nonce), quote=True)}"'
+    return f"<script{nonce_attr}>\n{LOADER_STUB}\n{_call('event', args)}\n</script>"
 
 
 def disabled_comment(reason: str) -> str:

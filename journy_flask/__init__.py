@@ -1,8 +1,18 @@
-"""journy_flask: the Flask extension for journy.io (``Journy(app)``).
+"""journy_flask: the Flask extension for journy.io.
 
-Work in progress: the extension itself lands with the Flask adapter. Until then, use :mod:`journy_core` directly.
+>>> from journy_flask import Journy                # doctest: +SKIP
+>>> journy = Journy()                              # doctest: +SKIP
+>>> journy.init_app(app)                           # doctest: +SKIP
+
+It links the ``__journey`` visitor cookie at login (Flask-Login), syncs the configured SQLAlchemy user and account
+models after each commit, renders the snippet with server-side identity verification (``{{ journy_snippet() }}``),
+queues ``journy.track(...)`` off the request path, and adds ``flask journy check`` and ``flask journy sync``.
 """
 
-from journy_core import __version__
+from journy_core import ConfigurationError, __version__
 
-__all__ = ["__version__"]
+from .extension import Journy, JournyState
+from .models import pause_sync
+from .settings import DEFAULTS
+
+__all__ = ["DEFAULTS", "ConfigurationError", "Journy", "JournyState", "__version__", "pause_sync"]

@@ -910,3 +910,16 @@ def test_cache_refuses_bad_configuration(arguments: dict[str, Any], argument: st
     with pytest.raises(InvalidArgumentError) as info:
         TrackerCache(**values)
     assert info.value.argument == argument
+
+
+def test_a_single_event_script_carries_the_stub_the_account_hash_and_the_nonce() -> None:
+    from journy_core.snippet import render_event_script
+
+    html_text = render_event_script(
+        {"name": "</script>", "metadata": {"plan": "<b>"}, "account_id": 7}, verification_secret="s3cret", nonce="n<1"
+    )
+    assert html_text.startswith('<script nonce="n&lt;1">')
+    assert html_text.count("</script") == 1
+    assert "s3cret" not in html_text
+    assert verification_hash("s3cret", "7") in html_text
+    assert 'journy("event", {"name":"\\u003c/script\\u003e"' in html_text

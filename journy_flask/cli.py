@@ -1,0 +1,243 @@
+"""``flask journy check`` and ``flask journy sync``.
+
+``check`` asks journy.io what the API key may do and checks the configuration; it exits 1 when something would
+stop data from arriving. ``sync`` sends every user and account (and the accounts' members), streamed from the
+database ordered by primary key in batches (bounded memory), paced under the rate limit, with progress and an
+ETA, and resumable: it records the last key done in a checkpoint file, so running it again after an interruption
+starts where it stopped.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+from flask import current_app
+from flask.cli import with_appcontext
+
+from journy_core import operations as ops
+from journy_core.bulk import BulkSync, ProgressReport, SyncSummary
+from journy_core.diagnostics import check_api_key
+from journy_core.operations import Operation
+from journy_core.urls import resolve_base_url
+
+from .identities import account_id_of, account_operation, member_ids, user_operation, wants_sync
+from .state import JournyState, get_state, session_target
+
+try:
+    from sqlalchemy import func, select
+    from sqlalchemy import inspect as sa_inspect
+    from sqlalchemy.orm import selectinload
+except ImportError:  # SQLAlchemy is optional; `sync` says so when it is missing
+    pass
+
+__all__ = ["journy_cli"]
+
+DEFAULT_STATE_FILE = ".journy-sync.json"
+
+
+@click.group("journy", help="journy.io: check the configuration, sync users and accounts.")
+def journy_cli() -> None:
+    pass
+
+
+def _state() -> JournyState:
+    return get_state()
+
+
+@journy_cli.command("check", help="Check the API key against journy.io and the JOURNY_* configuration.")
+@with_appcontext
+def check_command() -> None:
+    state = _state()
+    settings = state.settings
+    errors: list[str] = []
+    warnings: list[str] = []
+    base_url = resolve_base_url(settings.api_url)
+    click.echo(f"journy.io API:       {base_url}")
+    click.echo(
+        f"queue backend:       {settings.queue.get('BACKEND', 'thread')}{'' if settings.enabled else ' (disabled)'}"
+    )
+    if not settings.enabled:
+        warnings.append("JOURNY_ENABLED is False: nothing is sent and pages carry no snippet")
+    if settings.api_key is None:
+        errors.append("JOURNY_API_KEY is not set: copy the API key from journy.io's settings (Connections)")
+    else:
+        with state.client() as client:
+            report = check_api_key(
+                client,
+                needs_snippet=settings.tracker is None and settings.website_domain is not None,
+                key_setting="JOURNY_API_KEY",
+            )
+        if report.permissions:
+            click.echo(f"key permissions:     {', '.join(report.permissions)}")
+        if report.calls_remaining is not None:
+            click.echo(f"calls remaining:     {report.calls_remaining} (of {report.rate_limit} a minute)")
+        if not report.ok:
+            errors.append(report.problem or "the API key does not work")
+    if settings.tracker is not None:
+        click.echo(f"tracker:             {settings.tracker.tracker_id} from {settings.tracker.script_url}")
+    elif settings.website_domain is not None:
+        tracker = state.tracker_cache.get() if state.tracker_cache is not None else None
+        if tracker is None:
+            errors.append(f"the snippet of JOURNY_WEBSITE_DOMAIN={settings.website_domain!r} could not be fetched")
+        else:
+            click.echo(f"tracker:             {tracker.tracker_id} (fetched for {settings.website_domain})")
+    else:
+        warnings.append("no tracker: set JOURNY_TRACKER_ID and JOURNY_TRACKER_DOMAIN for {{ journy_snippet() }}")
+    if (settings.tracker is not None or settings.website_domain) and settings.verification_secret is None:
+        warnings.append(
+            "JOURNY_VERIFICATION_SECRET is not set: identify/account calls carry no verification hash, which "
+            "journy.io refuses once identity verification is on"
+        )
+    for label, model in (("user model", settings.user_model), ("account model", settings.account_model)):
+        if model is not None:
+            click.echo(f"{label + ':':<20} {model.__module__}.{model.__qualname__}")
+    if settings.user_model is None and settings.account_model is None:
+        warnings.append("no JOURNY_USER_MODEL / JOURNY_ACCOUNT_MODEL: users and accounts are not synced")
+    if not current_app.debug and ("127.0.0.1" in base_url or "localhost" in base_url):
+        warnings.append(f"the API URL {base_url} is local (the emulator?) while debug is off")
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
+    for error in errors:
+        click.echo(f"error: {error}", err=True)
+    if errors:
+        sys.exit(1)
+    click.echo("OK: journy.io is reachable with this key" if settings.api_key else "OK")
+
+
+def _print_progress(report: ProgressReport) -> None:
+    total = f"/{report.total}" if report.total is not None else ""
+    eta = f", about {report.eta_seconds:.0f} s left" if report.eta_seconds is not None else ""
+    failed = f", {report.failed} failed" if report.failed else ""
+    click.echo(f"  {report.name}: {report.done}{total}{failed}{eta}", err=True)
+
+
+def _rows(
+    session: Any, model: type, after: str | None, batch_size: int, *, load_members: str | None = None
+) -> Iterator[Any]:
+    """The rows of ``model`` after the primary key ``after``, in key order, ``batch_size`` at a time."""
+    pk = _pk_column(model)
+    statement: Any = select(model).order_by(pk)
+    if after is not None:
+        statement = statement.where(pk > _key_value(model, after))
+    if load_members is not None:
+        statement = statement.options(selectinload(getattr(model, load_members)))
+    result = session.execute(statement.execution_options(yield_per=batch_size))
+    for row in result.scalars():
+        yield row
+        if sa_inspect(row).session is not None:
+            session.expunge(row)  # keep the identity map small: memory stays bounded by the batch size
+
+
+def _pk_column(model: type) -> Any:
+    keys: Any = sa_inspect(model).primary_key
+    if len(keys) != 1:
+        raise click.ClickException(f"{model.__name__} has a composite primary key; flask journy sync needs one column")
+    return keys[0]
+
+
+def _key_value(model: type, key: str) -> Any:
+    column = _pk_column(model)
+    try:
+        python_type = column.type.python_type
+    except NotImplementedError:
+        return key
+    return python_type(key) if python_type in (int, str) else key
+
+
+def _count(session: Any, model: type, after: str | None) -> int:
+    pk = _pk_column(model)
+    statement: Any = select(func.count()).select_from(model)
+    if after is not None:
+        statement = statement.where(pk > _key_value(model, after))
+    return int(session.execute(statement).scalar_one())
+
+
+def _session(state: Any) -> Any:
+    target = session_target(current_app._get_current_object(), state.settings)  # type: ignore[attr-defined]
+    if target is None:
+        raise click.ClickException("no SQLAlchemy session: init Flask-SQLAlchemy before Journy, or set JOURNY_SESSION")
+    return target()
+
+
+def _key(model: type, row: Any) -> str:
+    return str(getattr(row, _pk_column(model).key))
+
+
+@journy_cli.command("sync", help="Send every user and account to journy.io (resumable, paced).")
+@click.option("--users", "only_users", is_flag=True, help="Sync users (default: users and accounts).")
+@click.option("--accounts", "only_accounts", is_flag=True, help="Sync accounts and their members.")
+@click.option("--batch-size", default=100, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--dry-run", is_flag=True, help="Read and count everything, send nothing.")
+@click.option(
+    "--state-file",
+    default=DEFAULT_STATE_FILE,
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="Checkpoint file that lets an interrupted sync resume.",
+)
+@click.option("--restart", is_flag=True, help="Ignore the checkpoint and start from the beginning.")
+@with_appcontext
+def sync_command(
+    only_users: bool, only_accounts: bool, batch_size: int, dry_run: bool, state_file: str, restart: bool
+) -> None:
+    state = _state()
+    settings = state.settings
+    both = not only_users and not only_accounts
+    plan: list[str] = []
+    if (only_users or both) and settings.user_model is not None:
+        plan.append("users")
+    if (only_accounts or both) and settings.account_model is not None:
+        plan.append("accounts")
+        if settings.account_members is not None:
+            plan.append("members")
+    if not plan:
+        raise click.ClickException("nothing to sync: set JOURNY_USER_MODEL and/or JOURNY_ACCOUNT_MODEL")
+    if restart:
+        Path(state_file).unlink(missing_ok=True)
+    session = _session(state)
+    with state.client() as client:
+        bulk = BulkSync(client, batch_size=batch_size, dry_run=dry_run, state_file=state_file, progress=_print_progress)
+        summaries: list[SyncSummary] = []
+        for name in plan:
+            model = settings.user_model if name == "users" else settings.account_model
+            assert model is not None  # the plan only names configured models
+            after = bulk.resume_after(name)
+            if after is not None:
+                click.echo(f"{name}: resuming after key {after}", err=True)
+            total = _count(session, model, after)
+            summaries.append(bulk.run(name, _operations(state, session, name, model, after, batch_size), total))
+    click.echo("")
+    failed = 0
+    for summary in summaries:
+        failed += summary.failed
+        verb = "would send" if summary.dry_run else "sent"
+        resumed = f", resumed after {summary.resumed_from}" if summary.resumed_from else ""
+        click.echo(
+            f"{summary.name}: {verb} {summary.sent}, failed {summary.failed}, skipped {summary.skipped} "
+            f"in {summary.seconds:.1f} s{resumed}"
+        )
+    if failed:
+        sys.exit(1)
+
+
+def _operations(
+    state: Any, session: Any, name: str, model: Any, after: str | None, batch_size: int
+) -> Iterator[tuple[str, Operation | None]]:
+    settings = state.settings
+    members = settings.account_members if name == "members" else None
+    for row in _rows(session, model, after, batch_size, load_members=members):
+        key = _key(model, row)
+        if not wants_sync(settings, row):
+            yield key, None
+        elif name == "users":
+            yield key, user_operation(settings, row)
+        elif name == "accounts":
+            yield key, account_operation(settings, row)
+        else:
+            users = member_ids(settings, row)
+            account_id = account_id_of(settings, row)
+            yield key, (ops.add_users_to_account(account_id=account_id, users=users) if users else None)

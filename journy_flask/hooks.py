@@ -1,0 +1,192 @@
+"""Request hooks: who the current user and account are, the skip filters, and linking the ``__journey`` cookie.
+
+The device cookie is linked to the user
+
+- on Flask-Login's ``user_logged_in`` (``login_user()``) and ``user_loaded_from_cookie`` (a remembered session);
+- after any request that carries a ``__journey`` cookie not yet linked in this session, once a user is logged in
+  (the visitor reached the marketing site, which set the cookie, after logging in);
+- when the app calls ``journy.link(...)`` itself (apps without Flask-Login).
+
+Each device is linked once per session: the linked device IDs are kept in ``flask.session`` under
+:data:`SESSION_KEY`. A request without the cookie costs one dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import threading
+from typing import Any
+
+from flask import Flask, Response, current_app, has_request_context, session
+from flask import request as current_request
+from werkzeug.wrappers import Request
+
+from journy_core import operations as ops
+from journy_core.devices import COOKIE_NAME, clean_device_id, remember_link
+from journy_core.guard import guarded, report_exception
+
+from .identities import user_email_of, user_id_of
+from .state import UNSET, JournyState, PageData, page_data
+
+try:
+    import flask_login
+except ImportError:  # Flask-Login is optional: without it, apps call journy.link(...) themselves
+    flask_login = None
+
+__all__ = ["SESSION_KEY", "current_account", "current_user", "install", "link_device", "skipped"]
+
+logger = logging.getLogger("journy")
+
+#: Where the device IDs linked in this session are kept: one string, the user then each device ID, separated by
+#: newlines (which a cleaned device ID cannot contain); a string costs the session serializer least.
+SESSION_KEY = "_journy_linked"
+_SEPARATOR = "\n"
+
+
+def _linked(value: object) -> tuple[str | None, list[str]]:
+    """(user, devices) of a session's record."""
+    if not isinstance(value, str) or not value:
+        return None, []
+    who, *devices = value.split(_SEPARATOR)
+    return who, devices
+
+
+_signals_lock = threading.Lock()
+_signals_connected: list[bool] = []
+
+
+def install(app: Flask, state: JournyState) -> None:
+    """Hook ``app``: the per-request link check and, when Flask-Login is installed, its login signals."""
+
+    def link_after_request(response: Response) -> Response:
+        return _link_after_request(state, response)
+
+    app.after_request(link_after_request)
+    connect_login_signals()
+
+
+def connect_login_signals() -> bool:
+    """Listen to Flask-Login's signals (once per process); False when Flask-Login is not installed."""
+    if flask_login is None:
+        return False
+    with _signals_lock:
+        if not _signals_connected:
+            flask_login.user_logged_in.connect(_on_login, weak=False)
+            flask_login.user_loaded_from_cookie.connect(_on_login, weak=False)
+            _signals_connected.append(True)
+    return True
+
+
+def _on_login(sender: Any, user: Any = None, **extra: Any) -> None:
+    app = sender if isinstance(sender, Flask) else current_app._get_current_object()  # type: ignore[attr-defined]
+    state: JournyState | None = app.extensions.get("journy")
+    if state is None or user is None:
+        return
+    with guarded("linking the __journey cookie at login", loud=state.debug):
+        link_device(
+            state, user_id=user_id_of(state.settings, user), email=user_email_of(state.settings, user), user=user
+        )
+
+
+def current_user(state: JournyState, namespace: Any = None) -> Any:
+    """The logged-in user of this request (``JOURNY_CURRENT_USER``, else Flask-Login's), or None.
+
+    ``namespace`` is ``flask.g`` when the caller already has it: the user Flask-Login loaded for this request is
+    read from it directly (every page pays for this lookup, and the ``current_user`` proxy costs three more).
+    """
+    if state.settings.current_user is not None:
+        found = state.settings.current_user()
+        return found if found is not None and getattr(found, "is_authenticated", True) else None
+    if state.has_login_manager is None:
+        state.has_login_manager = flask_login is not None and getattr(current_app, "login_manager", None) is not None
+    if not state.has_login_manager:
+        return None  # Flask-Login absent, or installed but not set up on this app
+    user = namespace.__dict__.get("_login_user") if namespace is not None else None
+    if user is None:
+        user = flask_login.current_user._get_current_object()  # loads the user when nothing has yet
+    return user if getattr(user, "is_authenticated", False) else None
+
+
+def current_account(state: JournyState, page: PageData | None = None) -> Any:
+    """The account of this request: ``journy.set_account(...)``, else ``JOURNY_CURRENT_ACCOUNT()``, else None."""
+    account = (page or page_data()).account
+    if account is not UNSET:
+        return account
+    if state.settings.current_account is not None:
+        return state.settings.current_account()
+    return None
+
+
+def skipped(state: JournyState, user: Any, page: PageData | None = None) -> bool:
+    """Whether this request is left out of tracking (``JOURNY_INTERNAL_IPS``, ``JOURNY_SKIP``); cached per request."""
+    page = page or page_data()
+    if page.skip is None:
+        page.skip = False
+        settings = state.settings
+        if settings.internal_networks and current_request.remote_addr:
+            try:
+                address = ipaddress.ip_address(current_request.remote_addr)
+            except ValueError:
+                address = None
+            if address is not None and any(address in network for network in settings.internal_networks):
+                page.skip = True
+        if not page.skip and settings.skip is not None and user is not None:
+            page.skip = bool(settings.skip(user))
+    return page.skip
+
+
+def link_device(
+    state: JournyState,
+    *,
+    user_id: object = None,
+    email: str | None = None,
+    request: Request | None = None,
+    user: Any = None,
+) -> bool:
+    """Queue ``link`` for the request's ``__journey`` cookie unless this session already linked that device to
+    that user. Returns whether it did."""
+    settings = state.settings
+    if not settings.enabled or not settings.link_devices or (user_id is None and email is None):
+        return False
+    in_request = has_request_context()
+    request = request if request is not None else (current_request if in_request else None)
+    if request is None:
+        return False
+    device_id = clean_device_id(request.cookies.get(COOKIE_NAME))
+    if device_id is None:
+        return False
+    if in_request and settings.has_skip_filters and skipped(state, user):
+        return False
+    operation = ops.link(device_id=device_id, user_id=user_id, email=email)  # bad arguments raise here
+    if in_request:
+        who = str(user_id) if user_id is not None else f"email:{email}"
+        who = who.replace(_SEPARATOR, " ")
+        linked_user, devices = _linked(session.get(SESSION_KEY))
+        remembered = remember_link(devices if linked_user == who else None, device_id)
+        if remembered is None:
+            return False
+        session[SESSION_KEY] = _SEPARATOR.join([who, *remembered])
+    state.enqueue(operation)
+    return True
+
+
+def _link_after_request(state: JournyState, response: Response) -> Response:
+    raw = current_request.cookies.get(COOKIE_NAME)
+    if raw is None or not state.settings.enabled or not state.settings.link_devices:
+        return response  # the common case: nothing to link
+    try:
+        linked = session.get(SESSION_KEY)
+        if isinstance(linked, str) and f"{_SEPARATOR}{raw}{_SEPARATOR}" in f"{linked}{_SEPARATOR}":
+            return response  # the usual case once linked: this session already linked this device
+        device_id = clean_device_id(raw)
+        if device_id is None or device_id in _linked(linked)[1]:
+            return response
+        user = current_user(state)
+        if user is not None:
+            settings = state.settings
+            email = user_email_of(settings, user)
+            link_device(state, user_id=user_id_of(settings, user), email=email, user=user)
+    except Exception:
+        report_exception("linking the __journey cookie", loud=state.debug)
+    return response

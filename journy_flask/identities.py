@@ -1,0 +1,160 @@
+"""How the app's objects become journy.io identities and operations: a user or an account (a SQLAlchemy model
+instance, a Flask-Login user, or a bare ID) to ``user_id`` / ``account_id``, and to ``upsert`` / ``delete``.
+
+Shared by the session hooks, ``journy.sync(obj)``, ``journy.track(...)``, the snippet and ``flask journy sync``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from journy_core import operations as ops
+from journy_core.mapping import read_attribute
+from journy_core.operations import Operation
+
+from .settings import Identity, Settings
+
+try:
+    from sqlalchemy import inspect as sa_inspect
+
+    HAS_SQLALCHEMY = True
+except ImportError:  # SQLAlchemy is optional
+    HAS_SQLALCHEMY = False
+
+__all__ = [
+    "account_id_of",
+    "account_operation",
+    "is_account",
+    "is_user",
+    "member_ids",
+    "user_id_of",
+    "user_operation",
+]
+
+_PLAIN_IDS = (str, int, uuid.UUID)
+
+
+def _primary_key(obj: Any) -> object:
+    """The single-column primary key of a mapped instance, without loading anything."""
+    state = sa_inspect(obj)
+    identity = state.identity
+    if identity is not None:
+        return identity[0] if len(identity) == 1 else ":".join(str(v) for v in identity)
+    values = state.mapper.primary_key_from_instance(obj)
+    if len(values) != 1:
+        return ":".join(str(v) for v in values) if all(v is not None for v in values) else None
+    return values[0]
+
+
+def _get_id(obj: Any) -> object:
+    return obj.get_id()
+
+
+def _id_attribute(obj: Any) -> object:
+    return getattr(obj, "id", None)
+
+
+# How to read the default identifier of each class: resolved once per class, since this runs on every page.
+_default_readers: dict[type, Callable[[Any], object]] = {}
+
+
+def _default_reader(cls: type) -> Callable[[Any], object]:
+    reader = _default_readers.get(cls)
+    if reader is None:
+        if HAS_SQLALCHEMY and getattr(cls, "__mapper__", None) is not None:
+            reader = _primary_key
+        elif callable(getattr(cls, "get_id", None)):
+            reader = _get_id  # a Flask-Login user that is not a mapped model
+        else:
+            reader = _id_attribute
+        _default_readers[cls] = reader
+    return reader
+
+
+def _identify(obj: Any, spec: Identity) -> str | None:
+    if obj is None or obj is True or obj is False:
+        return None
+    if isinstance(obj, _PLAIN_IDS):
+        return str(obj)
+    if spec is None:
+        value = _default_reader(type(obj))(obj)
+    elif isinstance(spec, str):
+        value = read_attribute(obj, spec)
+    else:
+        value = spec(obj)
+    if value is None or value is True or value is False:
+        return None
+    return value if type(value) is str else str(value)
+
+
+def user_id_of(settings: Settings, user: Any, *, authenticated: bool = False) -> str | None:
+    """The journy.io ``user_id`` of ``user`` (an instance or an ID), or None for anonymous/unsaved users.
+    ``authenticated``: the caller already knows the user is logged in."""
+    if user is None or (not authenticated and getattr(user, "is_anonymous", False) is True):
+        return None
+    return _identify(user, settings.user_id)
+
+
+def account_id_of(settings: Settings, account: Any) -> str | None:
+    """The journy.io ``account_id`` of ``account`` (an instance or an ID), or None."""
+    return _identify(account, settings.account_id)
+
+
+def user_email_of(settings: Settings, user: Any) -> str | None:
+    if settings.user_email is None or user is None or isinstance(user, _PLAIN_IDS):
+        return None
+    value = getattr(user, settings.user_email, None)
+    return value if isinstance(value, str) and value.strip() else None
+
+
+def is_user(settings: Settings, obj: object) -> bool:
+    return settings.user_model is not None and isinstance(obj, settings.user_model)
+
+
+def is_account(settings: Settings, obj: object) -> bool:
+    return settings.account_model is not None and isinstance(obj, settings.account_model)
+
+
+def wants_sync(settings: Settings, obj: object) -> bool:
+    """The per-object opt-out: a ``journy_should_sync()`` method on the model, then ``JOURNY_SHOULD_SYNC``."""
+    method = getattr(obj, "journy_should_sync", None)
+    if callable(method) and not method():
+        return False
+    return settings.should_sync is None or bool(settings.should_sync(obj))
+
+
+def user_operation(settings: Settings, user: Any, *, delete: bool = False) -> Operation | None:
+    """``upsert_user`` (or ``delete_user``) for a user model instance; None when it has no ID yet."""
+    user_id = user_id_of(settings, user)
+    if user_id is None:
+        return None
+    if delete:
+        return ops.delete_user(user_id=user_id)
+    properties = settings.user_properties(user) if settings.user_properties is not None else None
+    return ops.upsert_user(user_id=user_id, email=user_email_of(settings, user), properties=properties)
+
+
+def account_operation(settings: Settings, account: Any, *, delete: bool = False) -> Operation | None:
+    """``upsert_account`` (or ``delete_account``) for an account model instance."""
+    account_id = account_id_of(settings, account)
+    if account_id is None:
+        return None
+    if delete:
+        return ops.delete_account(account_id=account_id)
+    domain = None
+    if settings.account_domain is not None:
+        value = read_attribute(account, settings.account_domain)
+        domain = value if isinstance(value, str) and value.strip() else None
+    properties = settings.account_properties(account) if settings.account_properties is not None else None
+    return ops.upsert_account(account_id=account_id, domain=domain, properties=properties)
+
+
+def member_ids(settings: Settings, account: Any) -> list[str]:
+    """The user IDs of an account's members (``JOURNY_ACCOUNT_MEMBERS``), for the bulk sync."""
+    if settings.account_members is None:
+        return []
+    members = getattr(account, settings.account_members, None) or ()
+    found = (user_id_of(settings, user) for user in members)
+    return [user_id for user_id in found if user_id is not None]

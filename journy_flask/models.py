@@ -1,0 +1,288 @@
+"""Syncing the user and account models through SQLAlchemy session events, after the commit.
+
+During each flush (``after_flush``, where ``session.new``, ``session.dirty``, ``session.deleted`` and the attribute
+history still describe what the flush wrote) the hooks build finished operations from plain data: upserts for
+inserted objects and for updates touching a synced column, deletes, and membership changes of the account's
+members relationship. They are kept per transaction (a SAVEPOINT has its own list, merged into its parent when
+released, dropped when rolled back). ``after_commit`` queues them, without touching any instance (they are
+expired by then: reading one would run SQL inside the commit); a rollback drops them.
+
+Listeners are attached once per session factory (a ``sessionmaker``, a ``scoped_session``, Flask-SQLAlchemy's
+``db.session`` or a ``Session`` subclass) and find the app's state through ``current_app`` when there is an app
+context, else through the app that attached them, so one ``db`` shared by several apps works.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from flask import current_app, has_app_context
+
+from journy_core import operations as ops
+from journy_core.changes import ChangeBuffer
+from journy_core.guard import guarded
+from journy_core.operations import Operation
+
+from .identities import (
+    account_id_of,
+    account_operation,
+    is_account,
+    is_user,
+    user_id_of,
+    user_operation,
+    wants_sync,
+)
+from .state import JournyState
+
+try:
+    from sqlalchemy import event
+    from sqlalchemy import inspect as sa_inspect
+
+    HAS_SQLALCHEMY = True
+except ImportError:  # SQLAlchemy is optional: model syncing needs it, nothing else does
+    HAS_SQLALCHEMY = False
+
+__all__ = ["attach_session_events", "operations_of", "pause_sync", "sync_paused"]
+
+logger = logging.getLogger("journy")
+
+_INFO_KEY = "journy.changes"
+_paused: contextvars.ContextVar[int] = contextvars.ContextVar("journy_sync_paused", default=0)
+_attached_lock = threading.Lock()
+# id(target) -> (target, the state that attached it); the target is kept so its id is never reused.
+_attached: dict[int, tuple[Any, JournyState]] = {}
+
+# One recorded change: ("upsert", key, op) | ("delete", key, op) | ("member", action, account ident, user ident)
+Change = tuple[Any, ...]
+
+
+@contextlib.contextmanager
+def pause_sync() -> Iterator[None]:
+    """Record no model change made in this block (bulk imports, fixtures, migrations); nestable, per thread and
+    per asyncio task. Also a decorator: ``@pause_sync()``."""
+    token = _paused.set(_paused.get() + 1)
+    try:
+        yield
+    finally:
+        _paused.reset(token)
+
+
+def sync_paused() -> bool:
+    """Whether :func:`pause_sync` is active here."""
+    return _paused.get() > 0
+
+
+def _state_for(session: Any) -> JournyState | None:
+    """The app whose changes these are: the current app (None when it has no Journy: another app sharing the
+    same ``db`` is none of our business), else, outside an app context, the app that attached the listeners."""
+    if has_app_context():
+        state: JournyState | None = current_app.extensions.get("journy")
+        return state
+    for target, owner in list(_attached.values()):
+        if _session_matches(session, target):
+            return owner
+    return None
+
+
+def _session_matches(session: Any, target: Any) -> bool:
+    factory = getattr(target, "session_factory", target)  # scoped_session -> sessionmaker
+    cls = getattr(factory, "class_", factory)  # sessionmaker -> its own Session subclass
+    return isinstance(cls, type) and isinstance(session, cls)
+
+
+def attach_session_events(target: Any, state: JournyState) -> None:
+    """Listen to ``target``'s sessions (once per target, whatever the number of apps)."""
+    with _attached_lock:
+        if id(target) in _attached:
+            return
+        _attached[id(target)] = (target, state)
+    event.listen(target, "after_flush", _after_flush)
+    event.listen(target, "after_commit", _after_commit)
+    event.listen(target, "after_rollback", _after_rollback)
+    event.listen(target, "after_soft_rollback", _after_soft_rollback)
+    event.listen(target, "after_transaction_end", _after_transaction_end)
+
+
+def _changes(session: Any, transaction: Any) -> list[Change]:
+    by_transaction: dict[Any, list[Change]] = session.info.setdefault(_INFO_KEY, {})
+    return by_transaction.setdefault(transaction, [])
+
+
+def _after_flush(session: Any, flush_context: Any) -> None:
+    if sync_paused():
+        return
+    state = _state_for(session)
+    if state is None or not state.settings.enabled or not state.syncs_models:
+        return
+    with guarded("recording model changes for journy.io", loud=state.debug):
+        transaction = session.get_nested_transaction() or session.get_transaction()
+        if transaction is None:
+            return
+        recorded = _changes(session, transaction)
+        for obj in session.new:
+            _record_save(state, obj, recorded, inserted=True)
+        for obj in session.dirty:
+            _record_save(state, obj, recorded, inserted=False)
+        for obj in session.deleted:
+            _record_delete(state, obj, recorded)
+
+
+def _synced_columns_changed(state: JournyState, obj: Any, *, account: bool) -> bool:
+    settings = state.settings
+    properties = settings.account_properties if account else settings.user_properties
+    fields = None if properties is None else properties.fields
+    insp = sa_inspect(obj)
+    mapper_columns = {prop.key for prop in insp.mapper.column_attrs}
+    if fields is None and properties is not None:
+        watched = mapper_columns  # a callable decides: any column may matter
+    else:
+        watched = set(fields or ())
+        extra = (settings.account_domain, settings.account_id) if account else (settings.user_email, settings.user_id)
+        watched.update(name for name in extra if isinstance(name, str))
+        watched.update(prop.key for prop in insp.mapper.column_attrs if prop.columns[0].primary_key)
+    attrs = insp.attrs
+    return any(name in attrs and attrs[name].history.has_changes() for name in watched)
+
+
+def _record_save(state: JournyState, obj: Any, recorded: list[Change], *, inserted: bool) -> None:
+    settings = state.settings
+    if is_user(settings, obj):
+        if not wants_sync(settings, obj):
+            return
+        if inserted or _synced_columns_changed(state, obj, account=False):
+            operation = user_operation(settings, obj)
+            if operation is not None:
+                recorded.append(("upsert", ("user", operation.payload["identification"].get("userId")), operation))
+        _record_memberships_of_user(state, obj, recorded)
+    elif is_account(settings, obj):
+        account_id = account_id_of(settings, obj)
+        if account_id is None or not wants_sync(settings, obj):
+            return
+        if inserted or _synced_columns_changed(state, obj, account=True):
+            operation = account_operation(settings, obj)
+            if operation is not None:
+                recorded.append(("upsert", ("account", account_id), operation))
+        _record_members(state, obj, account_id, recorded)
+
+
+def _record_members(state: JournyState, account: Any, account_id: str, recorded: list[Change]) -> None:
+    name = state.settings.account_members
+    if name is None:
+        return
+    history = sa_inspect(account).attrs[name].history
+    for action, users in (("add", history.added), ("remove", history.deleted)):
+        for user in users or ():
+            user_id = user_id_of(state.settings, user)
+            if user_id is not None and wants_sync(state.settings, user):
+                recorded.append(("member", action, {"account_id": account_id}, {"user_id": user_id}))
+
+
+def reverse_members(settings: Any) -> str | None:
+    """The user model's side of ``JOURNY_ACCOUNT_MEMBERS`` (its ``back_populates`` or ``backref``), if any."""
+    if settings.account_model is None or settings.account_members is None:
+        return None
+    relationships = sa_inspect(settings.account_model).relationships
+    if settings.account_members not in relationships:
+        return None
+    prop = relationships[settings.account_members]
+    if prop.back_populates:
+        return str(prop.back_populates)
+    backref = prop.backref
+    if isinstance(backref, str):
+        return backref
+    if isinstance(backref, tuple) and backref:
+        return str(backref[0])
+    return None
+
+
+def _record_memberships_of_user(state: JournyState, user: Any, recorded: list[Change]) -> None:
+    """Membership changes made from the user's side (``user.teams.append(team)``, ``user.team = team``): the
+    account's collection may not be loaded, so its own history may not show them."""
+    settings = state.settings
+    reverse = reverse_members(settings)
+    if reverse is None:
+        return
+    history = sa_inspect(user).attrs[reverse].history
+    user_id = user_id_of(settings, user)
+    if user_id is None:
+        return
+    for action, accounts in (("add", history.added), ("remove", history.deleted)):
+        for account in accounts or ():
+            if account is None or not wants_sync(settings, account):
+                continue
+            account_id = account_id_of(settings, account)
+            if account_id is not None:
+                recorded.append(("member", action, {"account_id": account_id}, {"user_id": user_id}))
+
+
+def _record_delete(state: JournyState, obj: Any, recorded: list[Change]) -> None:
+    settings = state.settings
+    if is_user(settings, obj) and wants_sync(settings, obj):
+        user_id = user_id_of(settings, obj)
+        if user_id is not None:
+            recorded.append(("delete", ("user", user_id), ops.delete_user(user_id=user_id)))
+    elif is_account(settings, obj) and wants_sync(settings, obj):
+        account_id = account_id_of(settings, obj)
+        if account_id is not None:
+            recorded.append(("delete", ("account", account_id), ops.delete_account(account_id=account_id)))
+
+
+def _after_rollback(session: Any) -> None:
+    # The database rolled back the innermost transaction (a SAVEPOINT, or the whole transaction): what its
+    # flushes recorded never happened. This runs before that transaction ends, so it is not merged upwards.
+    transaction = session.get_nested_transaction() or session.get_transaction()
+    session.info.get(_INFO_KEY, {}).pop(transaction, None)
+
+
+def _after_soft_rollback(session: Any, previous_transaction: Any) -> None:
+    # A rolled-back transaction (or SAVEPOINT) never happened: forget what its flushes recorded.
+    session.info.get(_INFO_KEY, {}).pop(previous_transaction, None)
+
+
+def _after_transaction_end(session: Any, transaction: Any) -> None:
+    by_transaction = session.info.get(_INFO_KEY)
+    if not by_transaction:
+        return
+    recorded = by_transaction.pop(transaction, None)
+    if recorded and transaction.nested and transaction.parent is not None:
+        # A released SAVEPOINT: its changes now belong to the enclosing transaction.
+        by_transaction.setdefault(transaction.parent, []).extend(recorded)
+
+
+def _after_commit(session: Any) -> None:
+    by_transaction = session.info.get(_INFO_KEY)
+    if not by_transaction:
+        return
+    # after_commit runs for the outermost transaction only; nested ones were merged into it when released.
+    transaction = session.get_transaction()
+    recorded = by_transaction.pop(transaction, None) if transaction is not None else None
+    if recorded is None:  # be liberal: whatever is left belongs to the committed transaction
+        recorded = [change for changes in by_transaction.values() for change in changes]
+        by_transaction.clear()
+    if not recorded:
+        return
+    state = _state_for(session)
+    if state is None:
+        return
+    with guarded("queueing model changes for journy.io", loud=state.debug):
+        for operation in operations_of(recorded):
+            state.enqueue(operation)
+
+
+def operations_of(recorded: list[Change]) -> list[Operation]:
+    """The operations a transaction's changes come to: one upsert per object with its final state, deletes,
+    memberships grouped per account."""
+    buffer = ChangeBuffer()
+    for change in recorded:
+        if change[0] == "upsert":
+            buffer.upsert(change[1], change[2])
+        elif change[0] == "delete":
+            buffer.delete(change[1], change[2])
+        else:
+            buffer.membership(change[1], change[2], change[3])
+    return buffer.operations()

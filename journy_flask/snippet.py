@@ -1,0 +1,210 @@
+"""The Jinja globals: ``{{ journy_snippet() }}`` for the base layout and ``{{ journy_event("name") }}``.
+
+Both render with :mod:`journy_core.snippet`: every value goes through its script-safe JSON, the ``verification``
+HMACs are computed here on the server (the secret never reaches the page), and the CSP nonce (``JOURNY_CSP_NONCE``,
+else flask-talisman's ``csp_nonce()``) goes on each script tag. When tracking is off, or something fails, the page
+gets an HTML comment saying why instead of the snippet: a template never breaks because of journy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from flask import current_app, g, has_request_context
+from jinja2 import pass_context
+from jinja2.runtime import Context
+from jinja2.utils import missing
+from markupsafe import Markup
+
+from journy_core.guard import guarded, report_exception
+from journy_core.snippet import SnippetEvent, Tracker, disabled_comment, render_event_script, render_snippet
+
+from . import hooks
+from .identities import account_id_of, is_account, is_user, user_email_of, user_id_of
+from .state import EMPTY_PAGE, G_NAME, JournyState, page_data
+
+__all__ = ["journy_event", "journy_snippet", "render_page_snippet"]
+
+
+def _html(text: str) -> Markup:
+    """Mark the core renderer's output as safe HTML: it escapes every value it writes (script-safe JSON inside
+    the script, ``html.escape`` in attributes, a comment that cannot be closed early)."""
+    return Markup(text)  # noqa: S704 - built only from journy_core.snippet's escaped output
+
+
+def _nonce(context: Context | None, state: JournyState) -> object | None:
+    """``JOURNY_CSP_NONCE()``, else a ``csp_nonce`` in the template context or the Jinja globals (flask-talisman
+    registers ``csp_nonce()`` there)."""
+    csp_nonce = state.settings.csp_nonce
+    if csp_nonce is not None:
+        configured: object = csp_nonce()
+        return configured
+    if context is not None:
+        found = context.resolve_or_missing("csp_nonce")  # not .get(): a miss would raise and catch a KeyError
+        if found is missing:
+            return None
+    else:
+        found = current_app.jinja_env.globals.get("csp_nonce")
+    if callable(found):
+        found = found()
+    return None if found is None or found == "" else found
+
+
+def _state_or_comment() -> tuple[Any, Markup | None]:
+    state = current_app._get_current_object().extensions.get("journy")  # type: ignore[attr-defined]
+    if state is None:
+        return None, _html(disabled_comment("journy_flask.Journy is not initialised on this app"))
+    problem = state.settings.tracker_problem
+    if problem is not None:
+        return state, _html(disabled_comment(problem))
+    return state, None
+
+
+#: Rendered snippets kept per app; past this many distinct (user, account, page) combinations the cache restarts.
+SNIPPET_CACHE_SIZE = 2048
+
+
+def render_page_snippet(
+    state: JournyState,
+    *,
+    context: Context | None = None,
+    screen: str | None = None,
+    events: Iterable[SnippetEvent | Mapping[str, Any]] = (),
+    pageview: bool = True,
+) -> Markup:
+    """The snippet for the current request (or, outside one, an anonymous page).
+
+    This runs on every page, so it does the least it can: the HTML for a given user, account and screen is cached
+    (rendering it costs JSON encoding and two HMACs), and only pages with a CSP nonce or events are rendered anew.
+    """
+    settings = state.settings
+    tracker: Tracker | None = settings.tracker
+    if tracker is None and state.tracker_cache is not None:
+        tracker = state.tracker_cache.get()
+    if tracker is None:
+        return _html(disabled_comment(f"the snippet of {settings.website_domain!r} could not be fetched (see the log)"))
+    user_id = email = account_id = user_properties = account_properties = None
+    extra_events: list[SnippetEvent | Mapping[str, Any]] = list(events) if events else []
+    if has_request_context():
+        namespace = g._get_current_object()  # flask.g, looked up once
+        page = namespace.__dict__.get(G_NAME) or EMPTY_PAGE  # nothing set by the view: read-only defaults
+        user = hooks.current_user(state, namespace)
+        if settings.has_skip_filters and hooks.skipped(state, user, page_data()):
+            return _html(disabled_comment("this request is skipped (JOURNY_INTERNAL_IPS or JOURNY_SKIP)"))
+        if user is not None:
+            user_id = user_id_of(settings, user, authenticated=True)
+            email = user_email_of(settings, user)
+            user_map = settings.user_properties
+            if (
+                settings.snippet_properties
+                and user_map is not None
+                and (user_id is not None or email is not None)
+                and is_user(settings, user)
+            ):
+                user_properties = user_map(user)
+        account = hooks.current_account(state, page)
+        if account is not None:
+            account_id = account_id_of(settings, account)
+            account_map = settings.account_properties
+            if (
+                settings.snippet_properties
+                and account_map is not None
+                and account_id is not None
+                and is_account(settings, account)
+            ):
+                account_properties = account_map(account)
+        if screen is None:
+            screen = page.screen
+        if page.events:
+            extra_events = [*page.events, *extra_events]
+    nonce = _nonce(context, state)
+    key: tuple[object, ...] | None = None
+    if nonce is None and not extra_events:  # a nonce changes on every request; events are rare: render those
+        if state.snippet_cache_settings is not settings or state.snippet_cache_tracker is not tracker:
+            state.snippet_cache.clear()  # a refreshed tracker, or settings swapped by the test helpers
+            state.snippet_cache_settings, state.snippet_cache_tracker = settings, tracker
+        key = (
+            screen,
+            pageview,
+            user_id,
+            email,
+            None if user_properties is None else tuple(user_properties.items()),
+            account_id,
+            None if account_properties is None else tuple(account_properties.items()),
+        )
+        try:
+            cached = state.snippet_cache.get(key)
+        except TypeError:  # an unhashable property value (a list): no caching for this page
+            key, cached = None, None
+        if cached is not None:
+            return cached
+    html = _html(
+        render_snippet(
+            tracker,
+            verification_secret=settings.verification_secret,
+            nonce=nonce,
+            pageview=pageview,
+            screen=screen,
+            user_id=user_id,
+            email=email,
+            user_properties=user_properties,
+            account_id=account_id,
+            account_properties=account_properties,
+            events=extra_events,
+        )
+    )
+    if key is not None:
+        if len(state.snippet_cache) >= SNIPPET_CACHE_SIZE:
+            state.snippet_cache.clear()
+        state.snippet_cache[key] = html
+    return html
+
+
+@pass_context
+def journy_snippet(
+    context: Context,
+    *,
+    screen: str | None = None,
+    events: Iterable[SnippetEvent | Mapping[str, Any]] = (),
+    pageview: bool = True,
+) -> Markup:
+    """``{{ journy_snippet() }}``: the journy.io snippet for this page, with ``identify`` for the logged-in user
+    and ``account`` for the current account. ``screen="Billing"`` records a screen instead of a pageview."""
+    state, comment = _state_or_comment()
+    if comment is not None:
+        return comment
+    try:
+        return render_page_snippet(state, context=context, screen=screen, events=events, pageview=pageview)
+    except Exception:
+        report_exception("rendering the journy.io snippet", loud=state.debug)
+    return _html(disabled_comment("the snippet could not be rendered (see the log)"))
+
+
+@pass_context
+def journy_event(
+    context: Context, name: str, metadata: Mapping[str, object] | None = None, *, account: Any = None
+) -> Markup:
+    """``{{ journy_event("opened_billing", {"plan": "pro"}) }}``: record an event from the browser when this part
+    of the page loads (anywhere in the page, before or after the snippet). It carries the page's account (or
+    ``account``) and its ``verification``."""
+    state, comment = _state_or_comment()
+    if comment is not None:
+        return comment
+    result: Markup | None = None
+    with guarded("rendering a journy.io event", loud=state.debug):
+        if has_request_context() and hooks.skipped(state, hooks.current_user(state)):
+            return _html(disabled_comment("this request is skipped (JOURNY_INTERNAL_IPS or JOURNY_SKIP)"))
+        result = _event_script(context, state, name, metadata, account)
+    return result if result is not None else _html(disabled_comment("the event could not be rendered (see the log)"))
+
+
+def _event_script(
+    context: Context, state: JournyState, name: str, metadata: Mapping[str, object] | None, account: Any
+) -> Markup:
+    settings = state.settings
+    if account is None and has_request_context():
+        account = hooks.current_account(state)
+    event = SnippetEvent(name, metadata, account_id_of(settings, account))
+    nonce = _nonce(context, state)
+    return _html(render_event_script(event, verification_secret=settings.verification_secret, nonce=nonce))

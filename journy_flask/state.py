@@ -1,0 +1,125 @@
+"""Where the extension keeps what it knows: per app (``app.extensions["journy"]``) and per request (``flask.g``)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, current_app, g, has_app_context
+from markupsafe import Markup
+
+from journy_core import ConfigurationError, TrackerCache
+from journy_core import Journy as CoreJourny
+from journy_core.client import Client
+from journy_core.guard import guarded
+from journy_core.importing import import_string
+from journy_core.operations import Operation
+from journy_core.snippet import SnippetEvent, Tracker
+
+from .settings import Settings
+
+__all__ = [
+    "EMPTY_PAGE",
+    "G_NAME",
+    "UNSET",
+    "JournyState",
+    "PageData",
+    "get_state",
+    "page_data",
+    "session_target",
+]
+
+logger = logging.getLogger("journy")
+
+#: The name under which per-request data lives on ``flask.g``.
+G_NAME = "_journy_page"
+
+UNSET: Any = object()
+
+
+class PageData:
+    """What a request adds to its page's snippet, and what it decided about itself (``g._journy_page``)."""
+
+    __slots__ = ("account", "events", "screen", "skip")
+
+    def __init__(self) -> None:
+        self.screen: str | None = None
+        self.account: Any = UNSET
+        self.events: list[SnippetEvent] = []
+        self.skip: bool | None = None
+
+
+#: What a page that nobody customised reads (never written to: :func:`page_data` makes a request's own).
+EMPTY_PAGE = PageData()
+
+
+def page_data() -> PageData:
+    """This request's :class:`PageData` (created on first use)."""
+    namespace = g._get_current_object()  # one proxy lookup, not three
+    data: PageData | None = namespace.__dict__.get(G_NAME)  # no AttributeError raised on the first call
+    if data is None:
+        data = PageData()
+        setattr(namespace, G_NAME, data)
+    return data
+
+
+class JournyState:
+    """Everything the extension knows about one app: ``app.extensions["journy"]``."""
+
+    def __init__(self, app: Flask, settings: Settings, journy: CoreJourny) -> None:
+        #: The checked ``JOURNY_*`` configuration.
+        self.settings = settings
+        #: The queue (a :class:`journy_core.Journy`); the test fixture swaps it for a ``memory`` one.
+        self.journy = journy
+        #: Whether internal errors are logged at ERROR (``app.debug``) rather than WARNING.
+        self.debug = bool(app.debug)
+        #: Whether a SQLAlchemy session is watched for the user and account models.
+        self.syncs_models = False
+        #: The tracker fetched by website domain (``JOURNY_WEBSITE_DOMAIN``), when no tracker ID is configured.
+        self.tracker_cache: TrackerCache | None = None
+        #: Rendered snippets by what they contain: the same user on the same account gets the same HTML, and
+        #: rendering it (JSON, two HMACs) costs more than the rest of the extension's work on a page.
+        self.snippet_cache: dict[tuple[object, ...], Markup] = {}
+        #: The settings and tracker the cached snippets were rendered with: new ones empty the cache.
+        self.snippet_cache_settings: Settings | None = None
+        self.snippet_cache_tracker: Tracker | None = None
+        #: Whether Flask-Login is set up on the app; None until the first request (it may be set up after us).
+        self.has_login_manager: bool | None = None
+
+    def enqueue(self, operation: Operation) -> None:
+        """Queue ``operation`` unless tracking is disabled; never raises."""
+        if self.settings.enabled:
+            with guarded(f"queueing {operation.kind}", loud=self.debug):
+                self.journy.enqueue(operation)
+
+    def client(self) -> Client:
+        """A direct client with this app's key (for ``flask journy check`` and ``sync``)."""
+        if self.settings.api_key is None:
+            raise ConfigurationError("JOURNY_API_KEY is not set: copy the API key from journy.io's settings.")
+        return Client(self.settings.api_key, base_url=self.settings.api_url)
+
+
+def get_state(app: Flask | None = None) -> JournyState:
+    """The state of ``app`` (default: the current app); raises when ``Journy`` was not initialised on it."""
+    if app is None:
+        if not has_app_context():
+            raise RuntimeError(
+                "journy_flask needs an application context here: run inside a request, a CLI command, or "
+                "`with app.app_context():`."
+            )
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+    found: JournyState | None = app.extensions.get("journy")
+    if found is None:
+        raise RuntimeError("journy_flask.Journy was not initialised on this app: call journy.init_app(app).")
+    return found
+
+
+def session_target(app: Flask, settings: Settings) -> Any:
+    """The session factory to watch: ``JOURNY_SESSION``, else Flask-SQLAlchemy's ``db.session``, else None."""
+    if settings.session is not None:
+        value = settings.session
+        return import_string(value, "JOURNY_SESSION") if isinstance(value, str) else value
+    extension = app.extensions.get("sqlalchemy")
+    if extension is not None and getattr(extension, "session", None) is not None:
+        return extension.session
+    return None

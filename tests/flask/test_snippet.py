@@ -1,0 +1,153 @@
+"""``{{ journy_snippet() }}`` and ``{{ journy_event() }}``: verification on the server, escaping, nonce, comments."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from flask import Flask, render_template_string
+
+from journy_core import InvalidArgumentError, verification_hash
+from journy_core.emulator import Emulator
+from journy_flask import Journy
+
+from .conftest import SECRET, Team, User, build_app, db
+
+
+def calls(html: str) -> dict[str, Any]:
+    """The journy(...) calls of a rendered snippet, by command."""
+    found: dict[str, Any] = {}
+    for command, args in re.findall(r'journy\("(\w+)"(?:, (\{.*?\}))?\);', html):
+        found[command] = json.loads(args) if args else None
+    return found
+
+
+def logged_in(app: Flask, **user_fields: Any) -> Any:
+    with app.app_context():
+        user = User(email=user_fields.pop("email", "ada@acme.test"), **user_fields)
+        team = Team(name="Acme <Corp>", plan="pro", members=[user])
+        db.session.add(team)
+        db.session.commit()
+        user_id, team_id = user.id, team.id
+    client = app.test_client()
+    client.post(f"/login/{user_id}")
+    return client, user_id, team_id
+
+
+def test_the_snippet_identifies_the_user_and_account_with_server_side_hashes(app: Flask) -> None:
+    client, user_id, team_id = logged_in(app, full_name="Ada")
+    html = client.get(f"/page?team={team_id}").text
+    found = calls(html)
+    assert '<script async src="https://go.acme.test/tracker.js"></script>' in html
+    assert found["init"] == {"trackerId": "tracker-1", "domain": "https://go.acme.test"}
+    assert found["identify"]["userId"] == str(user_id)
+    assert found["identify"]["verification"] == verification_hash(SECRET, str(user_id))
+    assert found["identify"]["properties"]["full_name"] == "Ada"
+    assert found["account"]["verification"] == verification_hash(SECRET, str(team_id))
+    assert found["account"]["properties"] == {"name": "Acme <Corp>", "plan": "pro"}
+    assert found["pageview"] == {"accountId": str(team_id), "verification": verification_hash(SECRET, str(team_id))}
+    assert SECRET not in html
+
+
+def test_user_controlled_values_cannot_end_the_script(app: Flask) -> None:
+    client, _, team_id = logged_in(app, full_name="</script><script>alert(1)</script>\u2028")
+    html = client.get(f"/page?team={team_id}").text
+    assert "<script>alert(1)" not in html
+    assert html.count("</script>") == 2  # the loader and the inline script, nothing else
+    assert "\\u003c/script\\u003e" in html
+    assert "Acme \\u003cCorp\\u003e" in html
+
+
+def test_anonymous_pages_get_init_and_pageview_only(app: Flask) -> None:
+    found = calls(app.test_client().get("/page").text)
+    assert set(found) == {"init", "pageview"}
+
+
+def test_disabled_tracking_renders_a_comment_saying_why() -> None:
+    off = build_app(JOURNY_ENABLED=False)
+    assert "<!-- journy.io tracking disabled: JOURNY_ENABLED is False -->" in off.test_client().get("/page").text
+    untracked = build_app(JOURNY_TRACKER_ID=None, JOURNY_TRACKER_DOMAIN=None)
+    html = untracked.test_client().get("/page").text
+    assert "set JOURNY_TRACKER_ID and JOURNY_TRACKER_DOMAIN" in html
+    assert "<script" not in html
+
+
+def test_the_csp_nonce_comes_from_the_config_or_from_talisman(app: Flask) -> None:
+    configured = build_app(JOURNY_CSP_NONCE=lambda: "n0nce")
+    assert configured.test_client().get("/page").text.count('nonce="n0nce"') == 2
+    # flask-talisman registers csp_nonce() as a Jinja global
+    app.jinja_env.globals["csp_nonce"] = lambda: "t4lisman"
+    assert app.test_client().get("/page").text.count('nonce="t4lisman"') == 2
+    from_context = build_app()
+    from_context.context_processor(lambda: {"csp_nonce": "c0ntext"})
+    html = from_context.test_client().get("/page").text
+    assert html.count('nonce="c0ntext"') == 2
+    assert html.count("<script") == 2
+
+
+def test_views_choose_a_screen_an_account_and_browser_events(app: Flask) -> None:
+    journy = Journy()
+
+    @app.get("/billing")
+    def billing() -> str:
+        journy.set_screen("Billing")
+        journy.set_account(77)
+        journy.browser_event("opened_billing", {"plan": "pro"})
+        return render_template_string("{{ journy_snippet() }}")
+
+    found = calls(app.test_client().get("/billing").text)
+    with app.test_request_context("/"), pytest.raises(InvalidArgumentError, match="metadata"):
+        journy.browser_event("bad", {"list": ["not", "allowed"]})
+    assert "pageview" not in found
+    assert found["screen"] == {"name": "Billing", "accountId": "77", "verification": verification_hash(SECRET, "77")}
+    assert found["event"]["metadata"] == {"plan": "pro"}
+    assert found["event"]["accountId"] == "77"
+
+
+def test_the_event_helper_renders_its_own_script_anywhere(app: Flask) -> None:
+    with app.test_request_context("/"):
+        html = render_template_string('{{ journy_event("opened_billing", {"seats": 3}, account=5) }}')
+    found = calls(html)
+    assert found["event"] == {
+        "name": "opened_billing",
+        "accountId": "5",
+        "verification": verification_hash(SECRET, "5"),
+        "metadata": {"seats": 3},
+    }
+    assert "window.journy=window.journy||" in html  # works even before the snippet's stub
+
+
+def test_a_broken_current_account_callable_never_breaks_the_page(add_user: Callable[..., int]) -> None:
+    def broken() -> None:
+        raise RuntimeError("no account here")
+
+    app = build_app(JOURNY_CURRENT_ACCOUNT=broken)
+    response = app.test_client().get("/page")
+    assert response.status_code == 200
+    assert "the snippet could not be rendered (see the log)" in response.text
+
+
+def test_the_snippet_renders_outside_a_request(app: Flask) -> None:
+    with app.app_context():
+        html = render_template_string("{{ journy_snippet(screen='Email') }}")
+    assert calls(html)["screen"] == {"name": "Email"}
+
+
+def test_the_tracker_can_be_fetched_by_website_domain(emulator: Emulator) -> None:
+    from journy_core.emulator import DEFAULT_API_KEY
+
+    app = build_app(
+        JOURNY_TRACKER_ID=None,
+        JOURNY_TRACKER_DOMAIN=None,
+        JOURNY_WEBSITE_DOMAIN="localhost",
+        JOURNY_API_KEY=DEFAULT_API_KEY,
+        JOURNY_API_URL=emulator.url,
+    )
+    client = app.test_client()
+    first, second = client.get("/page").text, client.get("/page").text
+    assert calls(first)["init"]["trackerId"] == "emulator-tracker"
+    assert first == second
+    assert len(emulator.calls("/tracking/snippet")) == 1  # fetched once, then cached
