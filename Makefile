@@ -9,7 +9,7 @@ VENV ?= .venv
 VENV313 ?= .venv-py313
 PYTEST_ARGS ?=
 
-.PHONY: demo demo-flask demo-core test test-main test-py313 browser lint bench clean
+.PHONY: demo demo-django demo-flask demo-core test test-main test-py313 browser lint bench clean
 
 $(VENV)/.installed: pyproject.toml constraints/django52.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,10 @@ $(VENV313)/.installed: pyproject.toml constraints/django6.txt
 		|| (cat $(VENV313)/install.log; exit 1)
 	touch $@
 
-demo: demo-flask
+demo: demo-django
+
+demo-django: $(VENV)/.installed
+	$(VENV)/bin/python example_projects/django_app/run_demo.py
 
 demo-flask: $(VENV)/.installed
 	$(VENV)/bin/python example_projects/flask_app/run_demo.py

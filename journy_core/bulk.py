@@ -108,6 +108,11 @@ class BulkSync:
         temporary.write_text(json.dumps(state, indent=2, sort_keys=True))
         temporary.replace(self.state_file)  # atomic: a crash leaves the old checkpoint or the new one
 
+    def forget(self, *names: str) -> None:
+        """Drop the checkpoints of ``names`` (a ``--restart``): their next run starts from the beginning."""
+        for name in names:
+            self._write_state(name, None)
+
     def resume_after(self, name: str) -> str | None:
         """The last key a previous, interrupted run of ``name`` completed, or None to start from the beginning."""
         return self._read_state().get(name)

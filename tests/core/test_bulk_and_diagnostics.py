@@ -58,6 +58,17 @@ def test_an_interrupted_sync_resumes_after_the_last_completed_batch(
     assert not state.exists()  # completed: nothing left to resume
 
 
+def test_forgetting_a_checkpoint_restarts_from_the_beginning(tmp_path: Path, api_key: str) -> None:
+    state = tmp_path / "s.json"
+    state.write_text(json.dumps({"users": "000019", "accounts": "7"}))
+    sync = BulkSync(Client(api_key, base_url="http://127.0.0.1:9"), state_file=state)
+    sync.forget("users")
+    assert sync.resume_after("users") is None
+    assert sync.resume_after("accounts") == "7"
+    sync.forget("accounts")
+    assert not state.exists()
+
+
 def test_a_dry_run_counts_without_sending(fast_emulator: Emulator, api_key: str, tmp_path: Path) -> None:
     state = tmp_path / "s.json"
     sync = BulkSync(Client(api_key, base_url=fast_emulator.url), dry_run=True, state_file=state)

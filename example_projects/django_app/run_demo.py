@@ -1,0 +1,110 @@
+"""The Django demo: the journy.io emulator, this example project, and data arriving in the emulator.
+
+    .venv/bin/python example_projects/django_app/run_demo.py [--port 8484] [--app-port 8000] [--exit]
+
+Starts the emulator on 127.0.0.1 (port 8484, or a free one if taken), points the project at it, migrates a fresh
+SQLite database, creates the demo user and organization (synced after the commit), then plays a visit with
+Django's test client: a visitor with a ``__journey`` cookie logs in (the device is linked), opens the dashboard
+(the page carries the snippet with identify/account and their verification hashes) and exports a report (a
+server-side event). It prints what the emulator received. In a terminal it then serves the app on
+http://127.0.0.1:8000/ (log in as ada / demo-password) and the emulator's page until Ctrl-C; without one (CI, a
+pipe) or with --exit it stops after printing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parents[1])]
+
+from journy_core.emulator import Emulator  # noqa: E402 - after the sys.path set-up
+
+# Django is imported inside the functions: only once DJANGO_SETTINGS_MODULE and the emulator's URL are set.
+
+
+def start_emulator(port: int) -> Emulator:
+    try:
+        return Emulator(port=port).start()
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        print(f"port {port} is taken; the emulator uses a free one")
+        return Emulator(port=0).start()
+
+
+def play_a_visit() -> None:
+    from django.test import Client  # noqa: PLC0415
+
+    client = Client()
+    client.cookies["__journey"] = "demo-device-1"
+    response = client.post("/login/", {"username": "ada", "password": "demo-password"})
+    assert response.status_code == 302, response.status_code
+    page = client.get("/dashboard/").content.decode()
+    print("\nThe dashboard's snippet (journy calls, computed on the server):")
+    for line in re.findall(r'journy\("(?:init|identify|account|pageview|event)".*?\);', page):
+        print(f"  {line}")
+    client.post("/reports/export/")
+
+
+def show(emulator: Emulator) -> None:
+    state = emulator.state()
+    print("\nWhat the emulator received:")
+    for user in state["users"]:
+        print(f"  user     {user.get('userId')} <{user.get('email')}> {user.get('properties')}")
+    for account in state["accounts"]:
+        print(f"  account  {account.get('accountId')} {account.get('properties')}")
+    for membership in state["memberships"]:
+        print(f"  member   {membership}")
+    for link in state["links"]:
+        print(f"  device   {link}")
+    for event in state["events"]:
+        print(f"  event    {event.get('name')} {event.get('metadata') or ''}")
+    print(f"  ({len(emulator.calls())} API calls in all; open {emulator.url}/ for the emulator's page)")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--port", type=int, default=8484, help="the emulator's port")
+    parser.add_argument("--app-port", type=int, default=8000, help="the example app's port (interactive mode)")
+    parser.add_argument("--exit", action="store_true", help="stop after printing, even in a terminal")
+    args = parser.parse_args()
+
+    emulator = start_emulator(args.port)
+    workdir = tempfile.mkdtemp(prefix="journy-django-demo-")
+    os.environ["JOURNY_API_URL"] = emulator.url
+    os.environ["DEMO_DATABASE"] = str(Path(workdir) / "db.sqlite3")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "demo_site.settings")
+    import django  # noqa: PLC0415
+    from django.core.management import call_command  # noqa: PLC0415
+
+    django.setup()
+    try:
+        print(f"journy.io emulator at {emulator.url}; example project database {os.environ['DEMO_DATABASE']}")
+        call_command("migrate", verbosity=0)
+        call_command("demo_data")
+        play_a_visit()
+        import journy_django  # noqa: PLC0415
+
+        if not journy_django.get_journy().flush(timeout=10):
+            print("some operations were not delivered within 10 s")
+        show(emulator)
+        interactive = sys.stdout.isatty() and not args.exit and not os.environ.get("CI")
+        if interactive:
+            print(f"\nThe app: http://127.0.0.1:{args.app_port}/ (ada / demo-password). Ctrl-C to stop.")
+            call_command("runserver", f"127.0.0.1:{args.app_port}", use_reloader=False)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        emulator.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,297 @@
+# mypy: disable-error-code="import-untyped"
+"""System checks (``manage.py check``; ``journy_check`` runs them too). Each says what to set.
+
+Errors: ``journy.E001`` no API key; ``E002`` malformed API URL; ``E003`` queue backend unknown, misconfigured or
+its extra missing; ``E004`` a dotted path that does not resolve; ``E005`` account model not found; ``E006``
+``ACCOUNT_MEMBERS`` is not a relation to the user model; ``E007`` blank verification secret; ``E008`` middleware
+misplaced; ``E009`` ``settings.JOURNY`` itself is malformed; ``E010`` tracker settings invalid.
+Warnings: ``journy.W001`` the emulator URL with ``DEBUG`` off; ``W002`` snippet without a verification secret;
+``W003`` middleware missing; ``W004`` no request context processor for ``{% journy_snippet %}``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Warning, register
+
+from journy_core import ConfigurationError, Tracker
+from journy_core.backends import backend_class
+from journy_core.importing import resolve_callable
+from journy_core.mapping import PropertyMap
+from journy_core.urls import ENV_BASE_URL, is_loopback_host, resolve_base_url
+
+from .conf import DEFAULTS, JournyConfigurationError, internal_networks
+from .identity import account_model, members_relation
+
+__all__ = ["ALL_CHECKS"]
+
+MIDDLEWARE = "journy_django.middleware.JournyMiddleware"
+_NEEDS_BEFORE = (
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+)
+_NO_KEY_BACKENDS = frozenset({"memory", "disabled"})
+
+
+def _raw() -> dict[str, Any]:
+    raw = getattr(settings, "JOURNY", None)
+    return dict(raw) if isinstance(raw, dict) else {}
+
+
+def check_settings_shape(**kwargs: Any) -> list[CheckMessage]:
+    raw = getattr(settings, "JOURNY", None)
+    problem = None
+    if raw is not None and not isinstance(raw, dict):
+        problem = f"settings.JOURNY must be a dict, got {type(raw).__name__}."
+    else:
+        unknown = sorted(set(raw or {}) - set(DEFAULTS))
+        if unknown:
+            problem = f"Unknown key(s) {', '.join(map(repr, unknown))} in settings.JOURNY."
+        else:
+            try:
+                internal_networks((raw or {}).get("INTERNAL_IPS", ()))
+            except JournyConfigurationError as exc:
+                problem = str(exc)
+    if problem is None:
+        return []
+    return [Error(problem, hint=f"The keys are: {', '.join(DEFAULTS)} (docs/django.md).", id="journy.E009")]
+
+
+def check_api_key(**kwargs: Any) -> list[CheckMessage]:
+    raw = _raw()
+    if raw.get("ENABLED", True) is False:
+        return []
+    backend = (raw.get("QUEUE") or {}).get("BACKEND", "thread") if isinstance(raw.get("QUEUE"), dict) else "thread"
+    key = raw.get("API_KEY")
+    if backend in _NO_KEY_BACKENDS or (isinstance(key, str) and key.strip()):
+        return []
+    return [
+        Error(
+            "JOURNY['API_KEY'] is not set: nothing can be sent to journy.io.",
+            hint="Create a key in journy.io (Settings > Connections) and set JOURNY['API_KEY'] (e.g. from an "
+            "environment variable); for development run the emulator (python -m journy_core.emulator) and use "
+            "its key, or set JOURNY['QUEUE'] = {'BACKEND': 'disabled'}.",
+            id="journy.E001",
+        )
+    ]
+
+
+def check_api_url(**kwargs: Any) -> list[CheckMessage]:
+    url = _raw().get("API_URL")
+    try:
+        resolved = resolve_base_url(url, argument="JOURNY['API_URL']")
+    except (ConfigurationError, ValueError) as exc:
+        return [
+            Error(
+                str(exc),
+                hint="Leave JOURNY['API_URL'] unset for https://api.journy.io, or give an absolute https URL "
+                f"(http only for 127.0.0.1); check the {ENV_BASE_URL} environment variable too.",
+                id="journy.E002",
+            )
+        ]
+    host = urlsplit(resolved).hostname or ""
+    if not settings.DEBUG and is_loopback_host(host):
+        source = ENV_BASE_URL if os.environ.get(ENV_BASE_URL) else "JOURNY['API_URL']"
+        return [
+            Warning(
+                f"{source} points at {resolved} (the local emulator?) while DEBUG is off: data will not reach "
+                "journy.io.",
+                hint=f"In production leave JOURNY['API_URL'] and {ENV_BASE_URL} unset.",
+                id="journy.W001",
+            )
+        ]
+    return []
+
+
+def check_queue(**kwargs: Any) -> list[CheckMessage]:
+    queue = _raw().get("QUEUE")
+    if queue is None:
+        return []
+    if not isinstance(queue, dict):
+        return [Error("JOURNY['QUEUE'] must be a dict.", hint="{'BACKEND': 'thread', 'OPTIONS': {}}", id="journy.E003")]
+    try:
+        unknown = set(queue) - {"BACKEND", "OPTIONS"}
+        if unknown:
+            raise ConfigurationError(f"Unknown JOURNY['QUEUE'] keys {sorted(unknown)}; it takes BACKEND and OPTIONS.")
+        cls = backend_class(queue.get("BACKEND", "thread"), "JOURNY['QUEUE']['BACKEND']")
+        options = queue.get("OPTIONS") or {}
+        extra = set(options) - set(cls.option_names) if isinstance(options, dict) else {"<not a dict>"}
+        if extra:
+            raise ConfigurationError(
+                f"JOURNY['QUEUE']['OPTIONS'] has {sorted(extra)}, unknown to the {cls.name!r} backend; it takes: "
+                f"{', '.join(sorted(cls.option_names)) or 'none'}."
+            )
+    except ConfigurationError as exc:
+        return [
+            Error(
+                str(exc),
+                hint="BACKEND is one of thread, sync, memory, disabled, celery, rq, django_tasks, or a dotted path "
+                "(docs/queue.md).",
+                id="journy.E003",
+            )
+        ]
+    return []
+
+
+def check_dotted_paths(**kwargs: Any) -> list[CheckMessage]:
+    raw = _raw()
+    errors: list[CheckMessage] = []
+    for key in ("CURRENT_ACCOUNT", "SKIP_REQUEST", "SHOULD_SYNC", "ON_FAILURE"):
+        if raw.get(key) is not None:
+            try:
+                resolve_callable(raw[key], f"JOURNY[{key!r}]")
+            except ConfigurationError as exc:
+                errors.append(Error(str(exc), hint="Give a callable or its dotted path.", id="journy.E004"))
+    for key in ("USER_PROPERTIES", "ACCOUNT_PROPERTIES"):
+        if raw.get(key) is not None:
+            try:
+                PropertyMap(raw[key], f"JOURNY[{key!r}]")
+            except ConfigurationError as exc:
+                errors.append(
+                    Error(
+                        str(exc),
+                        hint="A list of attributes, a dict of journy.io name to attribute, or a callable.",
+                        id="journy.E004",
+                    )
+                )
+    return errors
+
+
+def check_account_model(**kwargs: Any) -> list[CheckMessage]:
+    raw = _raw()
+    try:
+        model = account_model()
+    except JournyConfigurationError as exc:
+        return [Error(str(exc), hint="Set JOURNY['ACCOUNT_MODEL'] to 'app_label.ModelName'.", id="journy.E005")]
+    except Exception:  # the settings themselves are wrong: E009 says so
+        return []
+    members = raw.get("ACCOUNT_MEMBERS")
+    if members is None:
+        return []
+    if model is None:
+        return [
+            Error(
+                "JOURNY['ACCOUNT_MEMBERS'] is set but JOURNY['ACCOUNT_MODEL'] is not.",
+                hint="Set JOURNY['ACCOUNT_MODEL'] to your account model.",
+                id="journy.E006",
+            )
+        ]
+    if (isinstance(members, str) and "." in members) or callable(members):
+        try:
+            resolve_callable(members, "JOURNY['ACCOUNT_MEMBERS']")
+        except ConfigurationError as exc:
+            return [Error(str(exc), hint="Give a field name or a callable(account).", id="journy.E004")]
+        return []
+    try:
+        members_relation()
+    except JournyConfigurationError as exc:
+        return [
+            Error(
+                str(exc),
+                hint="Name the many-to-many field between the account model and the user model.",
+                id="journy.E006",
+            )
+        ]
+    return []
+
+
+def check_snippet(**kwargs: Any) -> list[CheckMessage]:
+    raw = _raw()
+    messages: list[CheckMessage] = []
+    secret = raw.get("VERIFICATION_SECRET")
+    if secret is not None and (not isinstance(secret, str) or not secret.strip()):
+        messages.append(
+            Error(
+                "JOURNY['VERIFICATION_SECRET'] is set but blank (or not a string).",
+                hint="Copy the identity-verification secret from journy.io's website settings, or remove the key.",
+                id="journy.E007",
+            )
+        )
+    tracker_id, domain = raw.get("TRACKER_ID"), raw.get("TRACKER_DOMAIN")
+    if tracker_id or domain:
+        try:
+            Tracker(str(tracker_id or ""), str(domain or ""), script_path=raw.get("TRACKER_SCRIPT_PATH", "/tracker.js"))
+        except (ValueError, TypeError) as exc:
+            messages.append(
+                Error(
+                    f"JOURNY['TRACKER_ID'/'TRACKER_DOMAIN']: {exc}",
+                    hint="Both come from the snippet in journy.io: TRACKER_ID is init's trackerId, TRACKER_DOMAIN "
+                    "the origin the tracker script loads from, e.g. 'https://go.acme.com'.",
+                    id="journy.E010",
+                )
+            )
+    snippet_on = bool(tracker_id or raw.get("WEBSITE_DOMAIN"))
+    if snippet_on and secret is None and raw.get("ENABLED", True) is not False:
+        messages.append(
+            Warning(
+                "The snippet is configured without JOURNY['VERIFICATION_SECRET']: identify and account calls carry "
+                "no verification, and journy.io refuses them once the website turns identity verification on.",
+                hint="Set JOURNY['VERIFICATION_SECRET'] to the website's identity-verification secret.",
+                id="journy.W002",
+            )
+        )
+    if snippet_on and not _request_context_processor():
+        messages.append(
+            Warning(
+                "No template engine has 'django.template.context_processors.request': {% journy_snippet %} "
+                "renders a comment instead of the snippet.",
+                hint="Add it to TEMPLATES[...]['OPTIONS']['context_processors'].",
+                id="journy.W004",
+            )
+        )
+    return messages
+
+
+def _request_context_processor() -> bool:
+    for engine in getattr(settings, "TEMPLATES", []):
+        processors = engine.get("OPTIONS", {}).get("context_processors", [])
+        if "django.template.context_processors.request" in processors:
+            return True
+    return False
+
+
+def check_middleware(**kwargs: Any) -> list[CheckMessage]:
+    middleware = list(getattr(settings, "MIDDLEWARE", None) or [])
+    if MIDDLEWARE not in middleware:
+        return [
+            Warning(
+                f"{MIDDLEWARE} is not in MIDDLEWARE: the __journey cookie is linked only at login, not for "
+                "remembered sessions.",
+                hint=f"Add {MIDDLEWARE!r} after AuthenticationMiddleware.",
+                id="journy.W003",
+            )
+        ]
+    position = middleware.index(MIDDLEWARE)
+    for needed in _NEEDS_BEFORE:
+        if needed in middleware and middleware.index(needed) > position:
+            return [
+                Error(
+                    f"{MIDDLEWARE} comes before {needed}: it needs the session and the user.",
+                    hint=f"Move {MIDDLEWARE!r} after {needed!r}.",
+                    id="journy.E008",
+                )
+            ]
+    return []
+
+
+#: Every check, in the order ``journy_check`` shows them.
+ALL_CHECKS: list[Callable[..., list[CheckMessage]]] = [
+    check_settings_shape,
+    check_api_key,
+    check_api_url,
+    check_queue,
+    check_dotted_paths,
+    check_account_model,
+    check_snippet,
+    check_middleware,
+]
+
+
+def register_checks() -> None:
+    for check in ALL_CHECKS:
+        register(check, "journy")

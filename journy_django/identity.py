@@ -1,0 +1,254 @@
+# mypy: disable-error-code="import-untyped"
+"""How the app's users and accounts become journy.io identities, properties and operations.
+
+Resolved from the settings on first use and cached until the settings change: the account model, the property
+maps, and the members relation (the many-to-many whose ``m2m_changed`` becomes membership calls).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from django.apps import apps
+from django.contrib.auth import get_user_model
+from django.db import models
+
+from journy_core import operations as ops
+from journy_core.errors import ConfigurationError
+from journy_core.importing import resolve_callable
+from journy_core.mapping import PropertyMap
+from journy_core.operations import Operation
+
+from .conf import JournyConfigurationError, cached, journy_settings
+
+__all__ = [
+    "MembersRelation",
+    "account_identity",
+    "account_model",
+    "is_account",
+    "is_user",
+    "members_relation",
+    "synced_fields",
+    "upsert_operation",
+    "user_identity",
+]
+
+#: The default user properties, kept when the user model has the attribute: journy.io forwards these to CRMs.
+DEFAULT_USER_PROPERTIES = {
+    "first_name": "first_name",
+    "last_name": "last_name",
+    "full_name": "get_full_name",
+    "registered_at": "date_joined",
+}
+DEFAULT_ACCOUNT_PROPERTIES = {"name": "name"}
+
+
+def _model_attributes(model: type[models.Model]) -> set[str]:
+    names = {field.name for field in model._meta.get_fields()}
+    return names | {name for name in dir(model) if not name.startswith("_")}
+
+
+def account_model() -> type[models.Model] | None:
+    """The model named by ``JOURNY["ACCOUNT_MODEL"]``, or None when the app has no accounts."""
+
+    def resolve() -> type[models.Model] | None:
+        label = journy_settings()["ACCOUNT_MODEL"]
+        if label is None:
+            return None
+        try:
+            model: type[models.Model] = apps.get_model(label)
+        except (ValueError, LookupError) as exc:
+            raise JournyConfigurationError(
+                f"JOURNY['ACCOUNT_MODEL']={label!r} is not an installed model ({exc}); use 'app_label.ModelName', "
+                "e.g. 'teams.Organization'."
+            ) from None
+        return model
+
+    found: type[models.Model] | None = cached("account_model", resolve)
+    return found
+
+
+def _property_map(key: str, model: type[models.Model], defaults: dict[str, str]) -> PropertyMap:
+    spec = journy_settings()[key]
+    if spec is None:
+        present = _model_attributes(model)
+        spec = {name: attribute for name, attribute in defaults.items() if attribute in present}
+    try:
+        return PropertyMap(spec, f"JOURNY[{key!r}]")
+    except ConfigurationError as exc:
+        raise JournyConfigurationError(str(exc)) from None
+
+
+def user_properties() -> PropertyMap:
+    found: PropertyMap = cached(
+        "user_properties", lambda: _property_map("USER_PROPERTIES", get_user_model(), DEFAULT_USER_PROPERTIES)
+    )
+    return found
+
+
+def account_properties() -> PropertyMap | None:
+    model = account_model()
+    if model is None:
+        return None
+    found: PropertyMap = cached(
+        "account_properties", lambda: _property_map("ACCOUNT_PROPERTIES", model, DEFAULT_ACCOUNT_PROPERTIES)
+    )
+    return found
+
+
+def is_user(obj: object) -> bool:
+    return isinstance(obj, get_user_model())
+
+
+def is_account(obj: object) -> bool:
+    model = account_model()
+    return model is not None and isinstance(obj, model)
+
+
+_EMAIL_FIELDS: dict[type[models.Model], str] = {}
+
+
+def _email_field(user_model: type[models.Model]) -> str:
+    try:
+        return _EMAIL_FIELDS[user_model]
+    except KeyError:
+        getter = getattr(user_model, "get_email_field_name", None)
+        name = _EMAIL_FIELDS[user_model] = str(getter()) if callable(getter) else "email"
+        return name
+
+
+def user_identity(user: Any) -> dict[str, Any]:
+    """``{"user_id": ..., "email": ...}`` of a user instance, or ``{"user_id": ...}`` of an ID."""
+    if not isinstance(user, models.Model):
+        return {"user_id": user}
+    ident: dict[str, Any] = {"user_id": user.pk}
+    email = getattr(user, _email_field(type(user)), None)
+    if isinstance(email, str) and email.strip():
+        ident["email"] = email.strip()
+    return ident
+
+
+def account_identity(account: Any) -> dict[str, Any]:
+    """``{"account_id": ..., "domain": ...}`` of an account instance, or ``{"account_id": ...}`` of an ID."""
+    if not isinstance(account, models.Model):
+        return {"account_id": account}
+    ident: dict[str, Any] = {"account_id": account.pk}
+    domain_field = journy_settings()["ACCOUNT_DOMAIN_FIELD"]
+    if domain_field:
+        domain = getattr(account, domain_field, None)
+        if isinstance(domain, str) and domain.strip():
+            ident["domain"] = domain.strip()
+    return ident
+
+
+def synced_fields(model: type[models.Model]) -> frozenset[str] | None:
+    """The fields whose change is worth an upsert (None: any save), for skipping ``update_fields`` saves."""
+    if model is get_user_model() or issubclass(model, get_user_model()):
+        fields = user_properties().fields
+        extra = {_email_field(model)}
+    else:
+        account_map = account_properties()
+        fields = account_map.fields if account_map is not None else frozenset()
+        domain_field = journy_settings()["ACCOUNT_DOMAIN_FIELD"]
+        extra = {domain_field} if domain_field else set()
+    if fields is None:
+        return None
+    # update_fields holds field names and attnames (owner and owner_id); compare both.
+    names = set(fields) | extra
+    for name in list(names):
+        try:
+            names.add(model._meta.get_field(name).attname)
+        except Exception:  # a method or a property, not a field  # noqa: S112
+            continue
+    return frozenset(names)
+
+
+def upsert_operation(obj: models.Model) -> Operation:
+    """The upsert of a user or account instance, with its properties as the settings map them."""
+    if is_user(obj):
+        return ops.upsert_user(**user_identity(obj), properties=user_properties()(obj))
+    account_map = account_properties()
+    if account_map is None or not is_account(obj):
+        raise JournyConfigurationError(
+            f"{type(obj).__name__} is neither the user model nor JOURNY['ACCOUNT_MODEL'], so it cannot be synced."
+        )
+    return ops.upsert_account(**account_identity(obj), properties=account_map(obj))
+
+
+def delete_operation(obj: models.Model, pk: Any) -> Operation:
+    """The delete of a user or account whose primary key was ``pk`` (deleted instances lose theirs)."""
+    if is_user(obj):
+        return ops.delete_user(user_id=pk)
+    return ops.delete_account(account_id=pk)
+
+
+@dataclass(frozen=True)
+class MembersRelation:
+    """The many-to-many between accounts and users: its through model and the through's two foreign keys."""
+
+    through: type[models.Model]
+    account_attname: str
+    user_attname: str
+    accessor: str  # on the account instance: account.<accessor>.all() are its members
+
+
+def members_relation() -> MembersRelation | None:
+    """The relation ``JOURNY["ACCOUNT_MEMBERS"]`` names, or None (no setting, or a callable)."""
+
+    def resolve() -> MembersRelation | None:
+        name = journy_settings()["ACCOUNT_MEMBERS"]
+        model = account_model()
+        if name is None or model is None or not isinstance(name, str) or "." in name:
+            return None
+        try:
+            field = model._meta.get_field(name)
+        except Exception:
+            raise JournyConfigurationError(
+                f"JOURNY['ACCOUNT_MEMBERS']={name!r}: {model._meta.label} has no field {name!r}; name its "
+                "many-to-many to the user model (e.g. 'members'), or give a callable(account) -> users."
+            ) from None
+        user_model = get_user_model()
+        if not field.many_to_many or field.related_model is not user_model:
+            raise JournyConfigurationError(
+                f"JOURNY['ACCOUNT_MEMBERS']={name!r} is not a many-to-many between {model._meta.label} and "
+                f"{user_model._meta.label}."
+            )
+        if isinstance(field, models.ManyToManyField):  # declared on the account model
+            forward, account_side = field, True
+        else:  # declared on the user model, reached through its related_name
+            forward, account_side = field.field, False
+        through = forward.remote_field.through
+        source = through._meta.get_field(forward.m2m_field_name()).attname
+        target = through._meta.get_field(forward.m2m_reverse_field_name()).attname
+        account_attname, user_attname = (source, target) if account_side else (target, source)
+        return MembersRelation(through, account_attname, user_attname, name)
+
+    found: MembersRelation | None = cached("members_relation", resolve)
+    return found
+
+
+def members_of(account: models.Model) -> Iterable[Any]:
+    """The users (or user IDs) of an account, by the relation or the callable ``ACCOUNT_MEMBERS`` names."""
+    spec = journy_settings()["ACCOUNT_MEMBERS"]
+    if spec is None:
+        return []
+    relation = members_relation()
+    if relation is not None:
+        user_ids: Iterable[Any] = (
+            relation.through._default_manager.using(account._state.db)
+            .filter(**{relation.account_attname: account.pk})
+            .values_list(relation.user_attname, flat=True)
+        )
+        return user_ids
+    try:
+        function = resolve_callable(spec, "JOURNY['ACCOUNT_MEMBERS']")
+    except ConfigurationError as exc:
+        raise JournyConfigurationError(str(exc)) from None
+    found: Iterable[Any] = function(account)
+    return found
+
+
+def member_id(user: Any) -> Any:
+    return user.pk if isinstance(user, models.Model) else user

@@ -1,0 +1,107 @@
+# mypy: disable-error-code="import-untyped"
+"""``journy_django.middleware.JournyMiddleware``: links the ``__journey`` cookie of a logged-in visitor.
+
+Put it after ``SessionMiddleware`` and ``AuthenticationMiddleware``::
+
+    MIDDLEWARE = [
+        ...,
+        "django.contrib.sessions.middleware.SessionMiddleware",
+        "django.contrib.auth.middleware.AuthenticationMiddleware",
+        "journy_django.middleware.JournyMiddleware",
+    ]
+
+Logging in links the cookie already (the ``user_logged_in`` receiver); the middleware covers the other first
+times: a session remembered from an earlier visit, or a cookie set after the login (a visit to the marketing
+site). A request without the cookie costs one dict lookup; with a device already linked in this session, a
+session read; only a new device loads the user and queues a ``link``. It runs in sync and async stacks (no
+thread hop on Django >= 5.0 async sessions).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.conf import settings
+from django.http import HttpRequest, HttpResponseBase
+
+from journy_core import operations as ops
+from journy_core.devices import COOKIE_NAME, clean_device_id, remember_link
+from journy_core.guard import guarded
+
+from .conf import get_journy, journy_settings
+from .filters import skip_reason
+from .identity import user_identity
+from .links import SESSION_KEY, link_device
+
+__all__ = ["JournyMiddleware"]
+
+
+class JournyMiddleware:
+    """Link the visitor's device to the logged-in user, once per session and device ID."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.is_async:
+            return self.__acall__(request)
+        raw = request.COOKIES.get(COOKIE_NAME)
+        if raw is not None and not _linked_before(request, raw):
+            link_device(request, getattr(request, "user", None))
+        return self.get_response(request)
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
+        if COOKIE_NAME in request.COOKIES:
+            await alink_device(request)
+        response: Awaitable[HttpResponseBase] = self.get_response(request)
+        return await response
+
+
+def _linked_before(request: HttpRequest, raw: str) -> bool:
+    """Whether this session linked the cookie's value already: the common case, answered from the session alone
+    (a remembered value passed the cookie checks when it was linked)."""
+    try:
+        linked = request.session.get(SESSION_KEY)
+    except Exception:  # no session, or one that cannot be read: link_device() decides (guarded)
+        return False
+    return isinstance(linked, list) and raw in linked
+
+
+async def alink_device(request: HttpRequest) -> bool:
+    """:func:`~journy_django.links.link_device` for async stacks: awaits the session and the user instead of
+    touching them synchronously (which Django refuses in an event loop)."""
+    session = getattr(request, "session", None)
+    if session is None or not hasattr(session, "aget") or not hasattr(request, "auser"):
+        return bool(await sync_to_async(link_device)(request, getattr(request, "user", None)))
+    linked = False
+    with guarded("linking the __journey cookie", loud=settings.DEBUG):
+        linked = await _alink_device(request, session)
+    return linked  # noqa: RET504 - a return inside guarded() would hide the fallback from type checkers
+
+
+async def _alink_device(request: HttpRequest, session: Any) -> bool:
+    config = journy_settings()
+    device_id = clean_device_id(request.COOKIES.get(COOKIE_NAME))
+    if not config["LINK_DEVICES"] or device_id is None:
+        return False
+    known = await session.aget(SESSION_KEY)
+    known = known if isinstance(known, list) else None
+    if known is not None and device_id in known:
+        return False
+    user = await request.auser()
+    if not getattr(user, "is_authenticated", False) or skip_reason(request, user) is not None:
+        return False
+    updated = remember_link(known, device_id)
+    if updated is None:
+        return False
+    get_journy().enqueue(ops.link(device_id=device_id, user_id=user_identity(user)["user_id"]))
+    await session.aset(SESSION_KEY, updated)
+    return True

@@ -1,0 +1,278 @@
+# mypy: disable-error-code="import-untyped"
+"""The journy.io snippet for one request: what ``{% journy_snippet %}`` renders.
+
+``init``, then ``identify`` for a logged-in user and ``account`` for the request's account
+(``JOURNY["CURRENT_ACCOUNT"]``), each with its ``verification`` HMAC when ``VERIFICATION_SECRET`` is set, then
+``pageview`` (or ``screen`` when the view named one with :func:`set_screen`), then the events the view added with
+:func:`add_page_event`. Values are escaped by :func:`journy_core.render_snippet`; the CSP nonce of Django 6's CSP
+middleware or of django-csp goes on both script tags. When tracking is off, or the request is filtered, or the
+snippet is misconfigured, the page gets an HTML comment saying why instead, never an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.http import HttpRequest
+from django.utils.functional import empty
+from django.utils.html import escape
+from django.utils.safestring import SafeString, mark_safe
+
+from journy_core import Client, SnippetEvent, Tracker, TrackerCache, disabled_comment, render_snippet, script_json
+from journy_core.guard import guarded
+from journy_core.values import serialize_id, serialize_metadata, serialize_text
+from journy_core.verification import verification_hash
+
+from .conf import JournyConfigurationError, base_url, cached, journy_settings
+from .filters import skip_reason
+from .identity import account_identity, account_properties, is_account, user_identity, user_properties
+
+__all__ = [
+    "add_page_event",
+    "csp_nonce",
+    "render_event",
+    "render_for_request",
+    "request_user",
+    "set_account",
+    "set_screen",
+    "tracker",
+]
+
+logger = logging.getLogger("journy")
+
+_SCREEN = "_journy_screen"
+_EVENTS = "_journy_page_events"
+_ACCOUNT = "_journy_account"
+
+
+def set_screen(request: HttpRequest, name: str) -> None:
+    """Make the page's snippet call ``screen`` with ``name`` instead of ``pageview`` (single-page app views)."""
+    setattr(request, _SCREEN, name)
+
+
+def add_page_event(
+    request: HttpRequest, name: str, metadata: Mapping[str, object] | None = None, *, account: Any = None
+) -> None:
+    """Record an event from the browser when this page loads (``journy("event", ...)`` in the snippet).
+
+    For events the server knows about, :func:`journy_django.track` is more reliable (ad blockers do not stop it).
+    """
+    account_id = None if account is None else account_identity(account)["account_id"]
+    events: list[SnippetEvent] = request.__dict__.setdefault(_EVENTS, [])
+    events.append(SnippetEvent(name, metadata, account_id))
+
+
+def _tracker_or_reason() -> tuple[Tracker | None, str | None]:
+    static: tuple[Tracker | None, str | None] | None = cached("static_tracker", _static_tracker)
+    if static is not None:
+        return static
+    config = journy_settings()
+    website = config["WEBSITE_DOMAIN"]
+    if website:
+        if not config["API_KEY"]:
+            return None, "JOURNY['WEBSITE_DOMAIN'] needs JOURNY['API_KEY'] to fetch the snippet"
+
+        def build_cache() -> TrackerCache:
+            client = Client(config["API_KEY"], base_url=base_url())
+
+            def fetch(domain: str) -> str:
+                return str(client.get_tracking_snippet(domain).data["snippet"])
+
+            return TrackerCache(fetch, website, ttl=config["SNIPPET_CACHE_SECONDS"])
+
+        cache: TrackerCache = cached("tracker_cache", build_cache)
+        fetched = cache.get()
+        if fetched is None:
+            return None, f"the snippet of {website!r} could not be fetched from journy.io (see the journy log)"
+        return fetched, None
+    return None, "set JOURNY['TRACKER_ID'] and JOURNY['TRACKER_DOMAIN'] (or JOURNY['WEBSITE_DOMAIN'])"
+
+
+def _static_tracker() -> tuple[Tracker | None, str | None] | None:
+    """The tracker of ``TRACKER_ID``/``TRACKER_DOMAIN`` (or the reason there is none); None for ``WEBSITE_DOMAIN``."""
+    config = journy_settings()
+    tracker_id, tracking_domain = config["TRACKER_ID"], config["TRACKER_DOMAIN"]
+    if tracker_id and tracking_domain:
+        try:
+            return Tracker(tracker_id, tracking_domain, script_path=config["TRACKER_SCRIPT_PATH"]), None
+        except ValueError as exc:
+            raise JournyConfigurationError(f"JOURNY['TRACKER_ID'/'TRACKER_DOMAIN']: {exc}") from None
+    if config["WEBSITE_DOMAIN"]:
+        return None
+    return None, "set JOURNY['TRACKER_ID'] and JOURNY['TRACKER_DOMAIN'] (or JOURNY['WEBSITE_DOMAIN'])"
+
+
+def tracker() -> Tracker | None:
+    """The website's tracker from the settings (or fetched for ``WEBSITE_DOMAIN``), or None."""
+    return _tracker_or_reason()[0]
+
+
+def csp_nonce(request: HttpRequest) -> object | None:
+    """The request's CSP nonce: Django 6's ``ContentSecurityPolicyMiddleware`` or django-csp's; None without one.
+
+    Both are lazy objects, falsy until read: compare with ``is not None``.
+    """
+    nonce = getattr(request, "_csp_nonce", None)  # django.middleware.csp.get_nonce(request)
+    if nonce is None:
+        nonce = getattr(request, "csp_nonce", None)  # django-csp
+    return nonce
+
+
+def _in_event_loop() -> bool:
+    # _get_running_loop() returns None outside a loop, where get_running_loop() raises: cheaper on every page.
+    return asyncio._get_running_loop() is not None
+
+
+def request_user(request: HttpRequest) -> Any:
+    """The request's user without a database query in an event loop (an async view rendering a template): the
+    user ``auser()`` already loaded, or None when it was never loaded there."""
+    user = getattr(request, "user", None)
+    if user is None:
+        return None
+    wrapped = getattr(user, "_wrapped", user)  # a loaded lazy user: the user itself, cheaper to read
+    if wrapped is not empty:
+        return wrapped
+    if not _in_event_loop():
+        return user
+    return getattr(request, "_acached_user", None)
+
+
+def set_account(request: HttpRequest, account: Any) -> None:
+    """Name the request's account (an instance or its ID) instead of asking ``JOURNY["CURRENT_ACCOUNT"]``; async
+    views need it, since a template rendered in the event loop cannot run the callable's queries."""
+    setattr(request, _ACCOUNT, account)
+
+
+def _current_account(request: HttpRequest, user: Any) -> Any:
+    if hasattr(request, _ACCOUNT):
+        return getattr(request, _ACCOUNT)
+    function = journy_settings().current_account
+    if function is None:
+        return None
+    if _in_event_loop():
+        logger.debug("journy: an async view rendered the snippet: call journy_django.set_account() for its account")
+        return None
+    return function(request)
+
+
+def render_for_request(request: HttpRequest | None, *, screen: str | None = None) -> SafeString:
+    """The snippet's HTML for ``request`` (an HTML comment when it is not rendered)."""
+    try:
+        html = _render(request, screen)
+    except Exception:  # a plain try keeps guarded()'s set-up off every page's path
+        _report("rendering the journy.io snippet")
+        html = disabled_comment("error while rendering the snippet (see the journy log)")
+    return mark_safe(html)  # noqa: S308 - render_snippet and disabled_comment escape every value
+
+
+def _report(what: str) -> None:
+    """Log and count the exception being handled, as :func:`~journy_core.guard.guarded` does."""
+    with guarded(what, loud=settings.DEBUG):
+        raise  # noqa: PLE0704 - re-raises the exception being handled, into guarded()
+
+
+def _render(request: HttpRequest | None, screen: str | None) -> str:
+    config = journy_settings()
+    if not config.enabled:
+        return disabled_comment("JOURNY['ENABLED'] is False")
+    found, problem = _tracker_or_reason()
+    if found is None:
+        return disabled_comment(problem or "no tracker")
+    if request is None:
+        return disabled_comment("no request in the template context (add 'django.template.context_processors.request')")
+    user = request_user(request)
+    reason = skip_reason(request, user)
+    if reason is not None:
+        return disabled_comment(reason)
+    kwargs: dict[str, Any] = {}
+    if user is not None and getattr(user, "is_authenticated", False):
+        user = getattr(user, "_wrapped", user)  # past the lazy proxy, now that it is loaded: cheaper reads
+        ident = user_identity(user)
+        kwargs["user_id"] = ident["user_id"]
+        kwargs["email"] = ident.get("email")
+        kwargs["user_properties"] = user_properties()(user) or None
+        account = _current_account(request, user)
+        if account is not None:
+            kwargs["account_id"] = account_identity(account)["account_id"]
+            account_map = account_properties()
+            if isinstance(account, models.Model) and is_account(account) and account_map is not None:
+                kwargs["account_properties"] = account_map(account) or None
+    kwargs["screen"] = screen if screen is not None else getattr(request, _SCREEN, None)
+    kwargs["pageview"] = bool(config["SEND_PAGEVIEW"])
+    secret = config["VERIFICATION_SECRET"] or None
+    events = getattr(request, _EVENTS, ())
+    nonce = csp_nonce(request)
+    if events:
+        return render_snippet(found, verification_secret=secret, nonce=nonce, events=events, **kwargs)
+    return _with_nonce(_render_cached(found, secret, kwargs), nonce)
+
+
+#: Rendered snippets by what they depend on: a user browsing gets the same snippet on every page, and rendering
+#: it (JSON escaping, three HMACs) is most of the tag's cost. Bounded; emptied when full.
+_RENDERED: dict[tuple[Any, ...], str] = {}
+_RENDERED_MAX = 4096
+
+
+def _render_cached(tracker: Tracker, secret: str | None, kwargs: dict[str, Any]) -> str:
+    # Property values carry their type: True == 1 == 1.0 for a dict key, but they render differently.
+    key = (tracker, secret, *kwargs, *(_typed(v) if isinstance(v, dict) else v for v in kwargs.values()))
+    try:
+        found = _RENDERED.get(key)
+    except TypeError:  # a list among the property values: not hashable, so not cached
+        return render_snippet(tracker, verification_secret=secret, **kwargs)
+    if found is None:
+        found = render_snippet(tracker, verification_secret=secret, **kwargs)
+        if len(_RENDERED) >= _RENDERED_MAX:
+            _RENDERED.clear()
+        _RENDERED[key] = found
+    return found
+
+
+def _typed(properties: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple((name, value.__class__, value) for name, value in properties.items())
+
+
+def _with_nonce(html: str, nonce: object | None) -> str:
+    """The CSP nonce on every script tag. Only the renderer's own tags can match: values have ``<`` escaped."""
+    if nonce is None:
+        return html
+    return html.replace("<script", f'<script nonce="{escape(str(nonce))}"')
+
+
+def render_event(
+    request: HttpRequest | None, name: str, metadata: Mapping[str, object] | None = None, account: Any = None
+) -> SafeString:
+    """A ``<script>`` calling ``journy("event", ...)`` (what ``{% journy_event %}`` renders), with the request's
+    account and its verification; empty when tracking is off or the request is filtered."""
+    html = ""
+    with guarded(f"rendering the journy.io event {name!r}", loud=settings.DEBUG):
+        html = _render_event(request, name, metadata, account)
+    return mark_safe(html)  # noqa: S308 - every value goes through script_json or escape
+
+
+def _render_event(request: HttpRequest | None, name: str, metadata: Mapping[str, object] | None, account: Any) -> str:
+    config = journy_settings()
+    if not config.enabled or request is None:
+        return ""
+    user = request_user(request)
+    if skip_reason(request, user) is not None:
+        return ""
+    if account is None and user is not None and getattr(user, "is_authenticated", False):
+        account = _current_account(request, user)
+    args: dict[str, Any] = {"name": serialize_text(name, "name", "an event name")}
+    if account is not None:
+        account_id = serialize_id(account_identity(account)["account_id"], "account")
+        args["accountId"] = account_id
+        if config["VERIFICATION_SECRET"]:
+            args["verification"] = verification_hash(config["VERIFICATION_SECRET"], account_id)
+    serialized = serialize_metadata(metadata, argument="metadata")
+    if serialized:
+        args["metadata"] = serialized
+    nonce = csp_nonce(request)
+    nonce_attr = "" if nonce is None else f' nonce="{escape(str(nonce))}"'
+    return f'<script{nonce_attr}>journy("event", {script_json(args)});</script>'

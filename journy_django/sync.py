@@ -1,0 +1,249 @@
+# mypy: disable-error-code="import-untyped"
+"""Model sync: users and accounts reach journy.io after each commit that changes them.
+
+The signal receivers (connected in ``AppConfig.ready()``) record changes with
+:func:`~journy_django.transactions.record_change`; nothing is queued before the commit or after a rollback.
+
+- ``post_save`` of the user model or ``JOURNY["ACCOUNT_MODEL"]``: an upsert built from the final state at commit; a
+  save whose ``update_fields`` touch no synced field (``last_login`` at each login) records nothing.
+- ``post_delete``: a delete (which replaces the upserts of the same transaction).
+- ``m2m_changed`` on the ``JOURNY["ACCOUNT_MEMBERS"]`` relation (add, remove, clear, from either side): membership
+  calls, grouped per account.
+
+:func:`pause_sync` (a context manager and a decorator) stops recording in the current thread or task, for bulk
+imports, migrations and tests; an object opts out with a ``journy_should_sync()`` method returning False, or
+``JOURNY["SHOULD_SYNC"]``. Nothing here raises into the app's ``save()``: errors are logged (loudly with DEBUG).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ContextDecorator
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import models
+from django.db.models.signals import m2m_changed, post_delete, post_save
+
+from journy_core import operations as ops
+from journy_core.changes import ChangeBuffer
+from journy_core.guard import guarded
+from journy_core.operations import MAX_USERS_PER_MEMBERSHIP_CALL, Operation
+
+from .conf import get_journy, journy_settings
+from .identity import (
+    account_identity,
+    account_model,
+    delete_operation,
+    is_account,
+    is_user,
+    member_id,
+    members_of,
+    members_relation,
+    synced_fields,
+    upsert_operation,
+)
+from .transactions import record_change
+
+__all__ = ["is_paused", "pause_sync", "should_sync", "sync"]
+
+logger = logging.getLogger("journy")
+
+_paused: contextvars.ContextVar[int] = contextvars.ContextVar("journy_sync_paused", default=0)
+
+
+class pause_sync(ContextDecorator):
+    """Stop syncing model changes to journy.io inside the block (or the decorated function).
+
+    >>> with pause_sync():                      # doctest: +SKIP
+    ...     import_ten_thousand_users()
+    >>> call_command("journy_sync")             # doctest: +SKIP  (then send the final state in bulk)
+
+    It covers the current thread (or asyncio task); ``track()`` and device links are not paused.
+    """
+
+    def __init__(self) -> None:
+        self._tokens: list[contextvars.Token[int]] = []
+
+    def _recreate_cm(self) -> pause_sync:
+        # Each call of a decorated function gets its own instance: threads never share the token stack.
+        return type(self)()
+
+    def __enter__(self) -> pause_sync:
+        self._tokens.append(_paused.set(_paused.get() + 1))
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        _paused.reset(self._tokens.pop())
+
+
+def is_paused() -> bool:
+    """Whether :class:`pause_sync` is active in this thread or task."""
+    return _paused.get() > 0
+
+
+def should_sync(obj: models.Model) -> bool:
+    """The per-object opt-out: ``obj.journy_should_sync()`` and ``JOURNY["SHOULD_SYNC"](obj)`` must not be False;
+    with ``SKIP_STAFF`` staff users are not synced."""
+    config = journy_settings()
+    hook = getattr(obj, "journy_should_sync", None)
+    if callable(hook) and not hook():
+        return False
+    if config.should_sync is not None and not config.should_sync(obj):
+        return False
+    return not (config["SKIP_STAFF"] and is_user(obj) and getattr(obj, "is_staff", False))
+
+
+def _enqueue(buffer: ChangeBuffer) -> None:
+    with guarded("queueing model changes for journy.io", loud=settings.DEBUG):
+        journy = get_journy()
+        for operation in buffer.operations():
+            journy.enqueue(operation)
+
+
+def _builder(obj: models.Model) -> Callable[[], Operation | None]:
+    def build() -> Operation | None:
+        # Called at commit, from the object's final state; the opt-out is asked again with that state.
+        operation = None
+        with guarded(f"syncing {type(obj).__name__} {obj.pk}", loud=settings.DEBUG):
+            if should_sync(obj):
+                operation = upsert_operation(obj)
+        return operation
+
+    return build
+
+
+def _synced_model(sender: type[models.Model]) -> str | None:
+    """``"user"``, ``"account"`` or None for a model the app does not sync (the fast path of every save)."""
+    concrete = sender._meta.concrete_model  # proxies of the user or account model count as them
+    if concrete is get_user_model()._meta.concrete_model:
+        return "user" if journy_settings()["SYNC_USERS"] else None
+    accounts = account_model()
+    if accounts is not None and concrete is accounts._meta.concrete_model:
+        return "account"
+    return None
+
+
+def on_post_save(
+    sender: type[models.Model], instance: models.Model, update_fields: Iterable[str] | None = None, **kwargs: Any
+) -> None:
+    if _paused.get() or kwargs.get("raw"):  # raw: loaddata fixtures
+        return
+    with guarded(f"recording a save of {sender.__name__}", loud=settings.DEBUG):
+        config = journy_settings()
+        if not config.enabled:
+            return
+        kind = _synced_model(sender)
+        if kind is None:
+            return
+        if update_fields is not None:
+            fields = synced_fields(sender)
+            if fields is not None and not fields.intersection(update_fields):
+                return
+        key = (kind, instance.pk)
+        build = _builder(instance)
+        record_change(lambda buffer: buffer.upsert(key, build), using=kwargs.get("using"), enqueue=_enqueue)
+
+
+def on_post_delete(sender: type[models.Model], instance: models.Model, **kwargs: Any) -> None:
+    if _paused.get():
+        return
+    with guarded(f"recording a delete of {sender.__name__}", loud=settings.DEBUG):
+        if not journy_settings().enabled:
+            return
+        kind = _synced_model(sender)
+        if kind is None or not should_sync(instance):
+            return
+        key = (kind, instance.pk)
+        operation = delete_operation(instance, instance.pk)
+        record_change(lambda buffer: buffer.delete(key, operation), using=kwargs.get("using"), enqueue=_enqueue)
+
+
+_CLEARED = "_journy_cleared_members"
+
+
+def on_m2m_changed(
+    sender: type[models.Model],
+    instance: models.Model,
+    action: str,
+    pk_set: set[Any] | None = None,
+    **kwargs: Any,
+) -> None:
+    if _paused.get():
+        return
+    with guarded(f"recording a membership change ({action})", loud=settings.DEBUG):
+        if not journy_settings().enabled:
+            return
+        relation = members_relation()
+        if relation is None or sender is not relation.through:
+            return
+        from_account = is_account(instance)
+        if action == "pre_clear":
+            # post_clear does not say who was removed: read it while the rows still exist.
+            mine, other = (
+                (relation.account_attname, relation.user_attname)
+                if from_account
+                else (relation.user_attname, relation.account_attname)
+            )
+            rows = (
+                relation.through._default_manager.using(kwargs.get("using"))
+                .filter(**{mine: instance.pk})
+                .values_list(other, flat=True)
+            )
+            setattr(instance, _CLEARED, list(rows))
+            return
+        if action == "post_clear":
+            pk_set = set(instance.__dict__.pop(_CLEARED, []))
+            membership = "remove"
+        elif action in ("post_add", "post_remove"):
+            membership = "add" if action == "post_add" else "remove"
+        else:
+            return
+        if not pk_set:
+            return
+        pairs = [(instance.pk, other) if from_account else (other, instance.pk) for other in pk_set]
+        changes = [({"account_id": account_pk}, {"user_id": user_pk}) for account_pk, user_pk in sorted(pairs, key=str)]
+
+        def apply(buffer: ChangeBuffer) -> None:
+            for account, user in changes:
+                buffer.membership(membership, account, user)
+
+        record_change(apply, using=kwargs.get("using"), enqueue=_enqueue)
+
+
+def sync(obj: models.Model, *, members: bool = False) -> None:
+    """Queue an upsert of a user or account now (not waiting for a commit), whatever pause or opt-out says.
+
+    With ``members=True`` (an account), also queue the addition of its current members.
+
+    >>> journy_django.sync(request.user)          # doctest: +SKIP
+    """
+    journy = get_journy()
+    journy.enqueue(upsert_operation(obj))
+    if members:
+        for operation in membership_operations(obj):
+            journy.enqueue(operation)
+
+
+def membership_operations(account: models.Model) -> Iterator[Operation]:
+    """``add_users_to_account`` calls of at most 100 users for every member of ``account``."""
+    batch: list[Any] = []
+    ident = account_identity(account)
+    for user in members_of(account):
+        batch.append(member_id(user))
+        if len(batch) == MAX_USERS_PER_MEMBERSHIP_CALL:
+            yield ops.add_users_to_account(**ident, users=batch)
+            batch = []
+    if batch:
+        yield ops.add_users_to_account(**ident, users=batch)
+
+
+def connect() -> None:
+    """Connect the receivers (``AppConfig.ready()`` does it); every model, filtered cheaply in the receiver, so
+    that ``override_settings(JOURNY=...)`` may change the account model."""
+    post_save.connect(on_post_save, dispatch_uid="journy_django.sync.post_save")
+    post_delete.connect(on_post_delete, dispatch_uid="journy_django.sync.post_delete")
+    m2m_changed.connect(on_m2m_changed, dispatch_uid="journy_django.sync.m2m_changed")

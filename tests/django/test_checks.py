@@ -1,0 +1,59 @@
+"""System checks, each called directly."""
+
+from __future__ import annotations
+
+import pytest
+
+from journy_django import checks
+
+
+def ids(messages):
+    return [m.id for m in messages]
+
+
+@pytest.mark.parametrize(
+    ("check", "overrides", "expected"),
+    [
+        (checks.check_api_key, {"API_KEY": None, "QUEUE": None}, "journy.E001"),
+        (checks.check_api_url, {"API_URL": "ftp://api.journy.io"}, "journy.E002"),
+        (checks.check_api_url, {"API_URL": "http://127.0.0.1:8484"}, "journy.W001"),
+        (checks.check_queue, {"QUEUE": {"BACKEND": "carrier-pigeon"}}, "journy.E003"),
+        (checks.check_queue, {"QUEUE": {"BACKEND": "thread", "OPTIONS": {"NOPE": 1}}}, "journy.E003"),
+        (checks.check_dotted_paths, {"CURRENT_ACCOUNT": "myapp.nowhere.func"}, "journy.E004"),
+        (checks.check_dotted_paths, {"USER_PROPERTIES": 42}, "journy.E004"),
+        (checks.check_account_model, {"ACCOUNT_MODEL": "nope.Missing"}, "journy.E005"),
+        (checks.check_account_model, {"ACCOUNT_MEMBERS": "name"}, "journy.E006"),
+        (checks.check_snippet, {"VERIFICATION_SECRET": "  "}, "journy.E007"),
+        (checks.check_snippet, {"VERIFICATION_SECRET": None}, "journy.W002"),
+        (checks.check_snippet, {"TRACKER_DOMAIN": "go.acme.com"}, "journy.E010"),
+        (checks.check_settings_shape, {"API_KYE": "typo"}, "journy.E009"),
+        (checks.check_settings_shape, {"INTERNAL_IPS": ["not-an-ip"]}, "journy.E009"),
+    ],
+)
+def test_each_problem_has_its_check_id_and_a_hint(settings, check, overrides, expected):
+    settings.JOURNY = {**settings.JOURNY, **overrides}
+    messages = check()
+    assert expected in ids(messages)
+    assert all(m.hint for m in messages)
+
+
+def test_the_test_settings_pass_every_check(settings):
+    assert [m for check in checks.ALL_CHECKS for m in check()] == []
+
+
+def test_the_middleware_missing_or_misplaced(settings):
+    settings.MIDDLEWARE = [m for m in settings.MIDDLEWARE if "journy" not in m]
+    assert ids(checks.check_middleware()) == ["journy.W003"]
+    settings.MIDDLEWARE = [checks.MIDDLEWARE, *settings.MIDDLEWARE]
+    assert ids(checks.check_middleware()) == ["journy.E008"]
+
+
+def test_the_request_context_processor_missing(settings):
+    settings.TEMPLATES = [{**settings.TEMPLATES[0], "OPTIONS": {"context_processors": []}}]
+    assert "journy.W004" in ids(checks.check_snippet())
+
+
+def test_checks_are_registered_with_django():
+    from django.core.checks import run_checks
+
+    assert [m for m in run_checks(tags=["journy"]) if m.id.startswith("journy")] == []

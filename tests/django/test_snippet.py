@@ -1,0 +1,205 @@
+"""{% journy_snippet %} and {% journy_event %}: calls, verification, escaping, CSP nonce, disabled states."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.template import Context, Template
+from django.test import RequestFactory
+
+from journy_core import verification_hash
+from journy_core.emulator import DEFAULT_API_KEY, Website
+from tests.django.testapp.models import Organization
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+User = get_user_model()
+SECRET = "website-secret"
+
+
+def calls(html: str) -> list[tuple[str, dict]]:
+    """The journy(...) calls of a rendered snippet, decoded."""
+    found = []
+    for match in re.finditer(r'journy\("(\w+)"(?:, (\{.*?\}))?\);', html):
+        found.append((match[1], json.loads(match[2]) if match[2] else {}))
+    return found
+
+
+@pytest.fixture
+def member():
+    user = User.objects.create_user("ada", "ada@acme.com", password="pw", first_name="Ada", last_name="Lovelace")
+    org = Organization.objects.create(name="ACME", domain="acme.com", plan="pro")
+    org.members.add(user)
+    return user, org
+
+
+def test_a_logged_in_page_identifies_the_user_and_account_with_verification(client, member):
+    user, org = member
+    client.force_login(user)
+    html = client.get("/page/").content.decode()
+    assert '<script async src="https://go.acme.test/tracker.js"></script>' in html
+    got = dict(calls(html))
+    assert got["init"] == {"trackerId": "tracker-1", "domain": "https://go.acme.test"}
+    assert got["identify"]["userId"] == str(user.pk)
+    assert got["identify"]["email"] == "ada@acme.com"
+    assert got["identify"]["verification"] == verification_hash(SECRET, str(user.pk))
+    assert got["identify"]["properties"]["full_name"] == "Ada Lovelace"
+    assert got["account"] == {
+        "accountId": str(org.pk),
+        "verification": verification_hash(SECRET, str(org.pk)),
+        "properties": {"name": "ACME", "plan": "pro"},
+    }
+    assert got["pageview"] == {"accountId": str(org.pk), "verification": verification_hash(SECRET, str(org.pk))}
+    assert SECRET not in html
+
+
+def test_an_anonymous_page_gets_init_and_pageview_only(client):
+    html = client.get("/page/").content.decode()
+    assert [name for name, _ in calls(html)] == ["init", "pageview"]
+
+
+def test_a_view_can_name_a_screen_and_add_page_events(client, member):
+    user, org = member
+    client.force_login(user)
+    got = calls(client.get("/screen/").content.decode())
+    names = [name for name, _ in got]
+    assert "pageview" not in names
+    assert dict(got)["screen"]["name"] == "Billing"
+    assert dict(got)["event"] == {
+        "name": "opened_billing",
+        "accountId": str(org.pk),
+        "verification": verification_hash(SECRET, str(org.pk)),
+        "metadata": {"tab": "invoices"},
+    }
+
+
+def test_the_event_tag_renders_a_verified_event(client, member):
+    user, org = member
+    client.force_login(user)
+    html = client.get("/event/").content.decode()
+    assert dict(calls(html))["event"] == {
+        "name": "viewed_pricing",
+        "accountId": str(org.pk),
+        "verification": verification_hash(SECRET, str(org.pk)),
+        "metadata": {"plan": "pro"},
+    }
+
+
+def test_user_controlled_values_cannot_break_out_of_the_script(client, member):
+    user, _ = member
+    user.first_name = "</script><script>alert(1)</script>"
+    user.last_name = "\u2028<!--"
+    user.save()
+    client.force_login(user)
+    html = client.get("/page/").content.decode()
+    assert "<script>alert(1)" not in html
+    assert "\u2028" not in html
+    assert html.count("</script>") == 2  # the loader and the inline script, nothing else
+    assert dict(calls(html))["identify"]["properties"]["first_name"] == "</script><script>alert(1)</script>"
+
+
+def test_cached_snippets_tell_equal_but_different_values_apart(member, settings):
+    user, _ = member
+    request = RequestFactory().get("/")
+    request.user = user
+    rendered = []
+    for value in (True, 1, 1.0, "1"):
+        settings.JOURNY = {**settings.JOURNY, "USER_PROPERTIES": lambda u, v=value: {"paid": v}}
+        rendered.append(dict(calls(_render(request)))["identify"]["properties"]["paid"])
+    assert [(type(v), v) for v in rendered] == [(bool, True), (int, 1), (float, 1.0), (str, "1")]
+
+
+def _render(request) -> str:
+    return Template("{% load journy %}{% journy_snippet %}").render(Context({"request": request}))
+
+
+def test_the_csp_nonce_of_django_or_django_csp_is_on_every_script_tag():
+    request = RequestFactory().get("/")
+    request.user = None
+    request.csp_nonce = "csp-nonce-1"  # django-csp
+    html = _render(request)
+    assert html.count('nonce="csp-nonce-1"') == 2
+    del request.csp_nonce
+    try:
+        from django.utils.csp import LazyNonce  # Django 6
+    except ImportError:
+        pytest.skip("Django < 6 has no built-in CSP nonce")
+    request._csp_nonce = LazyNonce()
+    assert not request._csp_nonce  # falsy until read: the tag must not skip it
+    html = _render(request)
+    assert html.count(f'nonce="{request._csp_nonce}"') == 2
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"ENABLED": False}, "ENABLED"),
+        ({"TRACKER_ID": None, "TRACKER_DOMAIN": None}, "TRACKER_ID"),
+        ({"SKIP_STAFF": True}, "staff"),
+    ],
+)
+def test_disabled_tracking_renders_a_comment_saying_why(client, settings, overrides, reason):
+    settings.JOURNY = {**settings.JOURNY, **overrides}
+    staff = User.objects.create_user("admin", "admin@acme.com", is_staff=True)
+    client.force_login(staff)
+    html = client.get("/page/").content.decode()
+    assert "<script" not in html
+    assert re.search(r"<!-- journy.io tracking disabled: [^>]*" + reason, html)
+
+
+def test_a_broken_current_account_callable_renders_a_comment_not_an_error(client, member, settings):
+    settings.JOURNY = {**settings.JOURNY, "CURRENT_ACCOUNT": lambda request: 1 / 0}
+    client.force_login(member[0])
+    response = client.get("/page/")
+    assert response.status_code == 200
+    assert "journy.io tracking disabled: error" in response.content.decode()
+
+
+def test_without_a_secret_no_verification_is_sent(client, member, settings):
+    settings.JOURNY = {**settings.JOURNY, "VERIFICATION_SECRET": None}
+    client.force_login(member[0])
+    html = client.get("/page/").content.decode()
+    assert "verification" not in html
+
+
+@pytest.fixture
+def acme_website(emulator):
+    emulator.configure(websites=[Website("acme.test", "fetched-tracker")])
+    yield emulator
+    emulator.configure(websites=[Website("localhost", "emulator-tracker")])  # the session emulator's default
+
+
+def test_the_tracker_is_fetched_from_journy_io_for_a_website_domain(client, settings, acme_website):
+    emulator = acme_website
+    settings.JOURNY = {
+        **settings.JOURNY,
+        "API_KEY": DEFAULT_API_KEY,
+        "API_URL": emulator.url,
+        "TRACKER_ID": None,
+        "TRACKER_DOMAIN": None,
+        "WEBSITE_DOMAIN": "acme.test",
+    }
+    for _ in range(3):
+        html = client.get("/page/").content.decode()
+        assert dict(calls(html))["init"]["trackerId"] == "fetched-tracker"
+    assert len(emulator.calls("/tracking/snippet")) == 1  # cached
+
+
+def test_an_async_view_that_never_loaded_the_user_renders_without_a_query(member):
+    import asyncio
+
+    from django.test import AsyncClient
+
+    client = AsyncClient()
+
+    async def scenario():
+        await client.aforce_login(member[0])
+        return await client.get("/async-lazy/"), await client.get("/async/")
+
+    lazy, loaded = asyncio.run(scenario())
+    assert lazy.status_code == 200 and "identify" not in lazy.content.decode()
+    assert "error" not in lazy.content.decode()
+    assert '"identify"' in loaded.content.decode()
