@@ -11,7 +11,6 @@ without one (CI, a pipe) or with --exit it stops right away.
 from __future__ import annotations
 
 import argparse
-import errno
 import os
 import sys
 import time
@@ -19,16 +18,6 @@ from datetime import datetime, timezone
 
 from journy_core import Client, Journy
 from journy_core.emulator import DEFAULT_API_KEY, Emulator
-
-
-def start_emulator(port: int) -> Emulator:
-    try:
-        return Emulator(port=port).start()
-    except OSError as exc:
-        if exc.errno != errno.EADDRINUSE:
-            raise
-        print(f"port {port} is taken; using a free one")
-        return Emulator(port=0).start()
 
 
 def send_sample_data(url: str) -> None:
@@ -52,33 +41,19 @@ def send_sample_data(url: str) -> None:
     print(f"queued Journy: {journy.stats()}")
 
 
-def show(emulator: Emulator) -> None:
-    state = emulator.state()
-    print("\nWhat the emulator received:")
-    for user in state["users"]:
-        print(f"  user     {user.get('userId')} <{user.get('email')}> {user.get('properties')}")
-    for account in state["accounts"]:
-        print(f"  account  {account.get('accountId')} ({account.get('domain')}) {account.get('properties')}")
-    for membership in state["memberships"]:
-        print(f"  member   {membership}")
-    for link in state["links"]:
-        print(f"  device   {link}")
-    for event in state["events"]:
-        print(f"  event    {event.get('name')} {event.get('metadata') or ''}")
-    print(f"  ({len(emulator.calls())} API calls in all)")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, default=8484)
     parser.add_argument("--exit", action="store_true", help="stop after printing, even in a terminal")
     args = parser.parse_args()
     os.environ.pop("JOURNY_API_URL", None)  # this demo talks to the emulator it starts
-    emulator = start_emulator(args.port)
+    emulator = Emulator.start_on(args.port)
+    if args.port and emulator.port != args.port:
+        print(f"port {args.port} is taken; the emulator uses {emulator.port}")
     try:
         print(f"journy.io emulator running at {emulator.url} (API key {DEFAULT_API_KEY})")
         send_sample_data(emulator.url)
-        show(emulator)
+        print("\n" + emulator.report())
         if args.exit or os.environ.get("CI") or not sys.stdout.isatty():
             return 0
         print(f"\nOpen {emulator.url}/ to see the data; Ctrl-C to stop.")

@@ -14,7 +14,6 @@ pipe) or with --exit it stops after printing.
 from __future__ import annotations
 
 import argparse
-import errno
 import os
 import re
 import sys
@@ -27,16 +26,6 @@ sys.path[:0] = [str(HERE), str(HERE.parents[1])]
 from journy_core.emulator import Emulator  # noqa: E402 - after the sys.path set-up
 
 # Django is imported inside the functions: only once DJANGO_SETTINGS_MODULE and the emulator's URL are set.
-
-
-def start_emulator(port: int) -> Emulator:
-    try:
-        return Emulator(port=port).start()
-    except OSError as exc:
-        if exc.errno != errno.EADDRINUSE:
-            raise
-        print(f"port {port} is taken; the emulator uses a free one")
-        return Emulator(port=0).start()
 
 
 def play_a_visit() -> None:
@@ -53,22 +42,6 @@ def play_a_visit() -> None:
     client.post("/reports/export/")
 
 
-def show(emulator: Emulator) -> None:
-    state = emulator.state()
-    print("\nWhat the emulator received:")
-    for user in state["users"]:
-        print(f"  user     {user.get('userId')} <{user.get('email')}> {user.get('properties')}")
-    for account in state["accounts"]:
-        print(f"  account  {account.get('accountId')} {account.get('properties')}")
-    for membership in state["memberships"]:
-        print(f"  member   {membership}")
-    for link in state["links"]:
-        print(f"  device   {link}")
-    for event in state["events"]:
-        print(f"  event    {event.get('name')} {event.get('metadata') or ''}")
-    print(f"  ({len(emulator.calls())} API calls in all; open {emulator.url}/ for the emulator's page)")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, default=8484, help="the emulator's port")
@@ -76,7 +49,9 @@ def main() -> int:
     parser.add_argument("--exit", action="store_true", help="stop after printing, even in a terminal")
     args = parser.parse_args()
 
-    emulator = start_emulator(args.port)
+    emulator = Emulator.start_on(args.port)
+    if args.port and emulator.port != args.port:
+        print(f"port {args.port} is taken; the emulator uses {emulator.port}")
     workdir = tempfile.mkdtemp(prefix="journy-django-demo-")
     os.environ["JOURNY_API_URL"] = emulator.url
     os.environ["DEMO_DATABASE"] = str(Path(workdir) / "db.sqlite3")
@@ -94,7 +69,7 @@ def main() -> int:
 
         if not journy_django.get_journy().flush(timeout=10):
             print("some operations were not delivered within 10 s")
-        show(emulator)
+        print("\n" + emulator.report())
         interactive = sys.stdout.isatty() and not args.exit and not os.environ.get("CI")
         if interactive:
             print(f"\nThe app: http://127.0.0.1:{args.app_port}/ (ada / demo-password). Ctrl-C to stop.")

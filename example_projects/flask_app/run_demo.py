@@ -11,7 +11,6 @@ creates an invoice (a server-side ``track``), then prints what reached the emula
 from __future__ import annotations
 
 import argparse
-import errno
 import re
 import sys
 import tempfile
@@ -22,16 +21,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from journy_core.emulator import Emulator
 
 
-def start_emulator(port: int) -> Emulator:
-    try:
-        return Emulator(port=port).start()
-    except OSError as exc:
-        if exc.errno != errno.EADDRINUSE:
-            raise
-        print(f"port {port} is taken; using a free one")
-        return Emulator(port=0).start()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--port", type=int, default=8484, help="emulator port (default 8484)")
@@ -39,7 +28,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from teams import Team, User, create_app, db, journy  # noqa: PLC0415 - found through the sys.path entry above
 
-    emulator = start_emulator(args.port)
+    emulator = Emulator.start_on(args.port)
+    if args.port and emulator.port != args.port:
+        print(f"port {args.port} is taken; the emulator uses {emulator.port}")
     print(f"journy.io emulator: {emulator.url}")
     with tempfile.TemporaryDirectory() as tmp:
         app = create_app(
@@ -72,18 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"delivered: {delivered}; queue stats: {journy.stats()}")
 
     state = emulator.state()
-    print("\nWhat the emulator received:")
-    for user in state["users"]:
-        print(f"  user     {user.get('userId')} <{user.get('email')}> {user.get('properties')}")
-    for account in state["accounts"]:
-        print(f"  account  {account.get('accountId')} {account.get('domain')} {account.get('properties')}")
-    for membership in state.get("memberships", []):
-        print(f"  member   {membership}")
-    for link in state.get("links", []):
-        print(f"  link     {link}")
-    for event in state.get("events", []):
-        who = f"user={event.get('user')} account={event.get('account')}"
-        print(f"  event    {event.get('name')} {who} {event.get('metadata')}")
+    print("\n" + emulator.report())
     emulator.stop()
     ok = bool(state["users"] and state["accounts"] and state.get("links") and state.get("events"))
     print("\nOK" if ok else "\nsomething did not arrive")

@@ -11,6 +11,7 @@ import contextlib
 import copy
 import dataclasses
 import email.utils
+import errno
 import hashlib
 import ipaddress
 import itertools
@@ -382,6 +383,44 @@ class Emulator:
         )
 
     # --- lifecycle ---
+
+    @classmethod
+    def start_on(cls, port: int = 8484, **options: Any) -> Emulator:
+        """A started emulator on ``port``, or on a free port when that one is taken (look at ``.port``): what
+        demos and example projects want, where a second run must not fail on a busy port."""
+        try:
+            return cls(port=port, **options).start()
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            return cls(port=0, **options).start()
+
+    def report(self) -> str:
+        """What the emulator received, as lines of text for a terminal."""
+        state = self.state()
+        lines = ["What the emulator received:"]
+        for user in state["users"]:
+            lines.append(f"  user     {user.get('userId')} <{user.get('email')}> {user.get('properties') or ''}")
+        for account in state["accounts"]:
+            lines.append(
+                f"  account  {account.get('accountId')} ({account.get('domain')}) {account.get('properties') or ''}"
+            )
+        for membership in state["memberships"]:
+            account, user = membership.get("account") or {}, membership.get("user") or {}
+            lines.append(
+                f"  member   user {user.get('userId') or user.get('email')} in account "
+                f"{account.get('accountId') or account.get('domain')} ({membership.get('status')})"
+            )
+        for link in state["links"]:
+            user = link.get("user") or {}
+            lines.append(f"  device   {link.get('deviceId')} -> user {user.get('userId') or user.get('email')}")
+        for event in state["events"]:
+            lines.append(
+                f"  event    {event.get('name')} user={event.get('user')} account={event.get('account')} "
+                f"{event.get('metadata') or ''}"
+            )
+        lines.append(f"  ({len(self.calls())} API calls in all; the emulator's page: {self.url}/)")
+        return "\n".join(lines)
 
     def start(self) -> Emulator:
         """Starts serving in a daemon thread (on a free port when ``port=0``) and returns ``self``."""

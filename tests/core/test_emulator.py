@@ -853,3 +853,30 @@ def test_a_scripted_answer_can_target_one_path_and_be_scripted_over_http(api: Ap
     api.emu.script_answer(500)
     api.post("/_emulator/reset")
     assert api.get("/validate").status_code == 200  # reset drops scripted answers
+
+
+def test_start_on_takes_a_free_port_when_the_wanted_one_is_busy() -> None:
+    with Emulator() as first:
+        second = Emulator.start_on(first.port)
+        try:
+            assert second.port != first.port
+            assert requests.get(second.url + "/_emulator/state", timeout=5).status_code == 200
+        finally:
+            second.stop()
+
+
+def test_the_report_lists_what_arrived_for_a_terminal() -> None:
+    with Emulator() as emu:
+        headers = {"X-Api-Key": DEFAULT_API_KEY}
+        requests.post(emu.url + "/users/upsert", json={"identification": {"userId": "42"}}, headers=headers, timeout=5)
+        requests.post(
+            emu.url + "/track",
+            json={"identification": {"user": {"userId": "42"}}, "name": "signed_in"},
+            headers=headers,
+            timeout=5,
+        )
+        report = emu.report()
+    assert report.splitlines()[0] == "What the emulator received:"
+    assert "  user     42 <None>" in report
+    assert "  event    signed_in user={'userId': '42'}" in report
+    assert "(2 API calls in all" in report

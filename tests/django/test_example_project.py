@@ -24,8 +24,11 @@ def test_the_demo_shows_the_user_account_membership_device_and_event_arriving() 
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     assert "user     1 <ada@acme.example>" in out
-    assert "account  1 {'name': 'ACME, Inc', 'plan': 'pro'}" in out
-    assert "member   {'account': {'accountId': '1'}" in out
-    assert "device   {'deviceId': 'demo-device-1'" in out
-    assert "event    exported_report {'format': 'csv'}" in out
+    assert "account  1 (None) {'name': 'ACME, Inc', 'plan': 'pro'}" in out
+    assert "member   user 1 in account 1 (active)" in out
+    assert "device   demo-device-1 -> user 1" in out
+    assert (
+        "event    exported_report user={'userId': '1', 'email': 'ada@acme.example'} account={'accountId': '1'} " in out
+    )
+    assert "{'format': 'csv'}" in out
     assert 'journy("identify", {"userId":"1"' in out
