@@ -19,6 +19,7 @@ import threading
 from typing import Any
 
 from flask import Flask, Response, current_app, has_request_context, session
+from flask import globals as _flask_globals
 from flask import request as current_request
 from werkzeug.wrappers import Request
 
@@ -33,6 +34,10 @@ try:
     import flask_login
 except ImportError:  # Flask-Login is optional: without it, apps call journy.link(...) themselves
     flask_login = None
+
+#: The request context itself (Flask 3.0 and 3.1): one context-variable read instead of a LocalProxy lookup per
+#: attribute; None on a Flask without it, where the public proxies do the same.
+_cv_request: Any = getattr(_flask_globals, "_cv_request", None)
 
 __all__ = ["SESSION_KEY", "current_account", "current_user", "install", "link_device", "skipped"]
 
@@ -60,7 +65,30 @@ def install(app: Flask, state: JournyState) -> None:
     """Hook ``app``: the per-request link check and, when Flask-Login is installed, its login signals."""
 
     def link_after_request(response: Response) -> Response:
-        return _link_after_request(state, response)
+        # Runs after every request: the usual cases (no ``__journey`` cookie, or a device this session already
+        # linked) cost a context-variable read, two dictionary lookups and a substring test.
+        try:
+            raw: str | None
+            ctx = _cv_request.get(None) if _cv_request is not None else None
+            if ctx is not None:
+                cookies = ctx.request.cookies  # parsed already, by the session interface
+                if COOKIE_NAME not in cookies:
+                    return response
+                raw = cookies[COOKIE_NAME]
+            else:
+                raw = current_request.cookies.get(COOKIE_NAME)
+                if raw is None:
+                    return response
+            settings = state.settings
+            if not settings.enabled or not settings.link_devices:
+                return response  # (before reading the session, which would add ``Vary: Cookie``)
+            linked = (ctx.session if ctx is not None else session).get(SESSION_KEY)
+            if isinstance(linked, str) and f"{_SEPARATOR}{raw}{_SEPARATOR}" in f"{linked}{_SEPARATOR}":
+                return response  # this session already linked this device
+            _link_unlinked(state, raw, linked)
+        except Exception:
+            report_exception("linking the __journey cookie", loud=state.debug)
+        return response
 
     app.after_request(link_after_request)
     connect_login_signals()
@@ -171,22 +199,12 @@ def link_device(
     return True
 
 
-def _link_after_request(state: JournyState, response: Response) -> Response:
-    raw = current_request.cookies.get(COOKIE_NAME)
-    if raw is None or not state.settings.enabled or not state.settings.link_devices:
-        return response  # the common case: nothing to link
-    try:
-        linked = session.get(SESSION_KEY)
-        if isinstance(linked, str) and f"{_SEPARATOR}{raw}{_SEPARATOR}" in f"{linked}{_SEPARATOR}":
-            return response  # the usual case once linked: this session already linked this device
-        device_id = clean_device_id(raw)
-        if device_id is None or device_id in _linked(linked)[1]:
-            return response
-        user = current_user(state)
-        if user is not None:
-            settings = state.settings
-            email = user_email_of(settings, user)
-            link_device(state, user_id=user_id_of(settings, user), email=email, user=user)
-    except Exception:
-        report_exception("linking the __journey cookie", loud=state.debug)
-    return response
+def _link_unlinked(state: JournyState, raw: str, linked: object) -> None:
+    """Link the request's ``__journey`` cookie (``raw``), which the session's record (``linked``) does not list."""
+    settings = state.settings
+    device_id = clean_device_id(raw)
+    if device_id is None or device_id in _linked(linked)[1]:
+        return
+    user = current_user(state)
+    if user is not None:
+        link_device(state, user_id=user_id_of(settings, user), email=user_email_of(settings, user), user=user)

@@ -79,7 +79,8 @@ def _identify(obj: Any, spec: Identity) -> str | None:
     if isinstance(obj, _PLAIN_IDS):
         return str(obj)
     if spec is None:
-        value = _default_reader(type(obj))(obj)
+        reader = _default_readers.get(type(obj))
+        value = (reader or _default_reader(type(obj)))(obj)
     elif isinstance(spec, str):
         value = read_attribute(obj, spec)
     else:

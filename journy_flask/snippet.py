@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from flask import current_app, g, has_request_context
+from flask import globals as _flask_globals
 from jinja2 import pass_context
 from jinja2.runtime import Context
 from jinja2.utils import missing
@@ -21,8 +22,12 @@ from journy_core.guard import guarded, report_exception
 from journy_core.snippet import SnippetEvent, Tracker, disabled_comment, render_event_script, render_snippet
 
 from . import hooks
-from .identities import account_id_of, is_account, is_user, user_email_of, user_id_of
-from .state import EMPTY_PAGE, G_NAME, JournyState, page_data
+from .identities import _identify, account_id_of, is_account, is_user
+from .state import EMPTY_PAGE, G_NAME, UNSET, JournyState, page_data
+
+#: The app context itself (Flask 3.0 and 3.1): one context-variable read instead of LocalProxy lookups on every
+#: page; None on a Flask without it, where the public proxies do the same.
+_cv_app: Any = getattr(_flask_globals, "_cv_app", None)
 
 __all__ = ["journy_event", "journy_snippet", "render_page_snippet"]
 
@@ -52,7 +57,9 @@ def _nonce(context: Context | None, state: JournyState) -> object | None:
 
 
 def _state_or_comment() -> tuple[Any, Markup | None]:
-    state = current_app._get_current_object().extensions.get("journy")  # type: ignore[attr-defined]
+    app_ctx = _cv_app.get(None) if _cv_app is not None else None
+    app = app_ctx.app if app_ctx is not None else current_app._get_current_object()  # type: ignore[attr-defined]
+    state = app.extensions.get("journy")
     if state is None:
         return None, _html(disabled_comment("journy_flask.Journy is not initialised on this app"))
     problem = state.settings.tracker_problem
@@ -78,6 +85,19 @@ def render_page_snippet(
     This runs on every page, so it does the least it can: the HTML for a given user, account and screen is cached
     (rendering it costs JSON encoding and two HMACs), and only pages with a CSP nonce or events are rendered anew.
     """
+    return _render_page_snippet(state, context, screen, events, pageview, None)
+
+
+def _render_page_snippet(
+    state: JournyState,
+    context: Context | None,
+    screen: str | None,
+    events: Iterable[SnippetEvent | Mapping[str, Any]],
+    pageview: bool,
+    app_ctx: Any,
+) -> Markup:
+    """:func:`render_page_snippet`, with positional arguments (a cheaper call) and the app context when the caller
+    has it."""
     settings = state.settings
     tracker: Tracker | None = settings.tracker
     if tracker is None and state.tracker_cache is not None:
@@ -87,29 +107,39 @@ def render_page_snippet(
     user_id = email = account_id = user_properties = account_properties = None
     extra_events: list[SnippetEvent | Mapping[str, Any]] = list(events) if events else []
     if has_request_context():
-        namespace = g._get_current_object()  # flask.g, looked up once
+        if app_ctx is None and _cv_app is not None:
+            app_ctx = _cv_app.get(None)
+        namespace = app_ctx.g if app_ctx is not None else g._get_current_object()  # flask.g, looked up once
         page = namespace.__dict__.get(G_NAME) or EMPTY_PAGE  # nothing set by the view: read-only defaults
-        user = hooks.current_user(state, namespace)
+        user = namespace.__dict__.get("_login_user") if state.has_login_manager else None  # Flask-Login's
+        if user is None or settings.current_user is not None:
+            user = hooks.current_user(state, namespace)
+        elif not getattr(user, "is_authenticated", False):
+            user = None
         if settings.has_skip_filters and hooks.skipped(state, user, page_data()):
             return _html(disabled_comment("this request is skipped (JOURNY_INTERNAL_IPS or JOURNY_SKIP)"))
         if user is not None:
-            user_id = user_id_of(settings, user, authenticated=True)
-            email = user_email_of(settings, user)
+            user_id = _identify(user, settings.user_id)  # user_id_of(), for a user known to be logged in
+            if settings.user_email is not None:  # user_email_of(), inlined
+                found = getattr(user, settings.user_email, None)
+                email = found if isinstance(found, str) and found.strip() else None
             user_map = settings.user_properties
             if (
-                settings.snippet_properties
-                and user_map is not None
+                user_map is not None
+                and settings.snippet_properties
                 and (user_id is not None or email is not None)
                 and is_user(settings, user)
             ):
                 user_properties = user_map(user)
-        account = hooks.current_account(state, page)
+        account = page.account  # journy.set_account(...), else JOURNY_CURRENT_ACCOUNT()
+        if account is UNSET:
+            account = settings.current_account() if settings.current_account is not None else None
         if account is not None:
-            account_id = account_id_of(settings, account)
+            account_id = _identify(account, settings.account_id)  # account_id_of()
             account_map = settings.account_properties
             if (
-                settings.snippet_properties
-                and account_map is not None
+                account_map is not None
+                and settings.snippet_properties
                 and account_id is not None
                 and is_account(settings, account)
             ):
@@ -118,7 +148,10 @@ def render_page_snippet(
             screen = page.screen
         if page.events:
             extra_events = [*page.events, *extra_events]
-    nonce = _nonce(context, state)
+    if settings.csp_nonce is None and context is not None and context.resolve_or_missing("csp_nonce") is missing:
+        nonce = None  # the usual case, without a call
+    else:
+        nonce = _nonce(context, state)
     key: tuple[object, ...] | None = None
     if nonce is None and not extra_events:  # a nonce changes on every request; events are rare: render those
         if state.snippet_cache_settings is not settings or state.snippet_cache_tracker is not tracker:
@@ -171,11 +204,15 @@ def journy_snippet(
 ) -> Markup:
     """``{{ journy_snippet() }}``: the journy.io snippet for this page, with ``identify`` for the logged-in user
     and ``account`` for the current account. ``screen="Billing"`` records a screen instead of a pageview."""
-    state, comment = _state_or_comment()
-    if comment is not None:
+    app_ctx = _cv_app.get(None) if _cv_app is not None else None  # _state_or_comment(), inlined: every page
+    app = app_ctx.app if app_ctx is not None else current_app._get_current_object()  # type: ignore[attr-defined]
+    state = app.extensions.get("journy")
+    if state is None or state.settings.tracker_problem is not None:
+        comment = _state_or_comment()[1]
+        assert comment is not None  # what is wrong: not initialised, or no tracker
         return comment
     try:
-        return render_page_snippet(state, context=context, screen=screen, events=events, pageview=pageview)
+        return _render_page_snippet(state, context, screen, events, pageview, app_ctx)
     except Exception:
         report_exception("rendering the journy.io snippet", loud=state.debug)
     return _html(disabled_comment("the snippet could not be rendered (see the log)"))

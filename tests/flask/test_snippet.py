@@ -151,3 +151,23 @@ def test_the_tracker_can_be_fetched_by_website_domain(emulator: Emulator) -> Non
     assert calls(first)["init"]["trackerId"] == "emulator-tracker"
     assert first == second
     assert len(emulator.calls("/tracking/snippet")) == 1  # fetched once, then cached
+
+
+def test_a_changed_property_or_account_shows_on_the_next_page(app: Flask) -> None:
+    client, user_id, team_id = logged_in(app, full_name="Ada")
+    first = calls(client.get(f"/page?team={team_id}").text)
+    assert first["identify"]["properties"]["full_name"] == "Ada"
+    assert calls(client.get(f"/page?team={team_id}").text) == first  # the cached snippet: the same HTML
+    with app.app_context():
+        user = db.session.get(User, user_id)
+        assert user is not None
+        user.full_name = "Ada Lovelace"
+        team = db.session.get(Team, team_id)
+        assert team is not None
+        team.plan = "enterprise"
+        db.session.commit()
+    found = calls(client.get(f"/page?team={team_id}").text)
+    assert found["identify"]["properties"]["full_name"] == "Ada Lovelace"
+    assert found["identify"]["verification"] == verification_hash(SECRET, str(user_id))
+    assert found["account"]["properties"]["plan"] == "enterprise"
+    assert "account" not in calls(client.get("/page").text)  # no current account on this page
