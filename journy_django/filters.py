@@ -13,13 +13,14 @@ from typing import Any
 
 from django.http import HttpRequest
 
-from .conf import journy_settings
+from .conf import JournySettings, journy_settings
 
-__all__ = ["is_impersonated", "skip_reason"]
+__all__ = ["is_impersonated", "skip_reason", "skip_reason_with"]
 
 #: Session keys impersonation packages set: django-hijack (3.x ``hijack_history``, 2.x ``is_hijacked_user``),
 #: django-impersonate (``_impersonate``), django-loginas (``loginas_original_session``).
 IMPERSONATION_SESSION_KEYS = ("hijack_history", "is_hijacked_user", "_impersonate", "loginas_original_session")
+_IMPERSONATION_KEYS = frozenset(IMPERSONATION_SESSION_KEYS)
 
 
 def is_impersonated(request: HttpRequest) -> bool:
@@ -29,6 +30,12 @@ def is_impersonated(request: HttpRequest) -> bool:
     session = getattr(request, "session", None)
     if session is None:
         return False
+    try:
+        keys = session.keys()
+        if _IMPERSONATION_KEYS.isdisjoint(keys):  # the common case: one pass over a few keys, in C
+            return False
+    except Exception:  # a session without keys() (or one that cannot be read here): ask it key by key  # noqa: S110
+        pass
     try:
         return any(key in session and session[key] for key in IMPERSONATION_SESSION_KEYS)
     except Exception:  # a session backend that cannot be read here
@@ -41,7 +48,11 @@ def _client_ip(request: HttpRequest) -> str | None:
 
 def skip_reason(request: HttpRequest | None, user: Any = None) -> str | None:
     """Why this request (and user) must not be tracked, or None to track it."""
-    config = journy_settings()
+    return skip_reason_with(journy_settings(), request, user)
+
+
+def skip_reason_with(config: JournySettings, request: HttpRequest | None, user: Any = None) -> str | None:
+    """:func:`skip_reason` with the settings already in hand (the snippet's path reads them once)."""
     if not config.enabled:
         return "JOURNY['ENABLED'] is False"
     if user is not None and config["SKIP_STAFF"] and getattr(user, "is_staff", False):

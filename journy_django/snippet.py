@@ -28,9 +28,16 @@ from journy_core.guard import guarded
 from journy_core.values import serialize_id, serialize_metadata, serialize_text
 from journy_core.verification import verification_hash
 
-from .conf import JournyConfigurationError, base_url, cached, journy_settings
-from .filters import skip_reason
-from .identity import account_identity, account_properties, is_account, user_identity, user_properties
+from .conf import JournyConfigurationError, JournySettings, base_url, cached, journy_settings
+from .filters import skip_reason, skip_reason_with
+from .identity import (
+    TypedValues,
+    account_identity,
+    account_property_values,
+    is_account,
+    user_email,
+    user_property_values,
+)
 
 __all__ = [
     "add_page_event",
@@ -44,6 +51,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger("journy")
+
+_get_running_loop = asyncio._get_running_loop
 
 _SCREEN = "_journy_screen"
 _EVENTS = "_journy_page_events"
@@ -125,7 +134,7 @@ def csp_nonce(request: HttpRequest) -> object | None:
 
 def _in_event_loop() -> bool:
     # _get_running_loop() returns None outside a loop, where get_running_loop() raises: cheaper on every page.
-    return asyncio._get_running_loop() is not None
+    return _get_running_loop() is not None
 
 
 def request_user(request: HttpRequest) -> Any:
@@ -148,13 +157,13 @@ def set_account(request: HttpRequest, account: Any) -> None:
     setattr(request, _ACCOUNT, account)
 
 
-def _current_account(request: HttpRequest, user: Any) -> Any:
+def _current_account(request: HttpRequest, config: JournySettings) -> Any:
     if hasattr(request, _ACCOUNT):
         return getattr(request, _ACCOUNT)
-    function = journy_settings().current_account
+    function = config.current_account
     if function is None:
         return None
-    if _in_event_loop():
+    if _get_running_loop() is not None:  # _in_event_loop(), without a call
         logger.debug("journy: an async view rendered the snippet: call journy_django.set_account() for its account")
         return None
     return function(request)
@@ -167,6 +176,8 @@ def render_for_request(request: HttpRequest | None, *, screen: str | None = None
     except Exception:  # a plain try keeps guarded()'s set-up off every page's path
         _report("rendering the journy.io snippet")
         html = disabled_comment("error while rendering the snippet (see the journy log)")
+    if html.__class__ is SafeString:  # a cached snippet, marked safe once
+        return html
     return mark_safe(html)  # noqa: S308 - render_snippet and disabled_comment escape every value
 
 
@@ -186,55 +197,82 @@ def _render(request: HttpRequest | None, screen: str | None) -> str:
     if request is None:
         return disabled_comment("no request in the template context (add 'django.template.context_processors.request')")
     user = request_user(request)
-    reason = skip_reason(request, user)
+    reason = skip_reason_with(config, request, user)
     if reason is not None:
         return disabled_comment(reason)
-    kwargs: dict[str, Any] = {}
-    if user is not None and getattr(user, "is_authenticated", False):
+    # What the snippet depends on, read once: the cache key when the page has no events, else the arguments.
+    user_id = email = user_values = account_id = account_values = None
+    has_account = has_account_properties = False
+    authenticated = user is not None and bool(getattr(user, "is_authenticated", False))
+    if authenticated:
         user = getattr(user, "_wrapped", user)  # past the lazy proxy, now that it is loaded: cheaper reads
-        ident = user_identity(user)
-        kwargs["user_id"] = ident["user_id"]
-        kwargs["email"] = ident.get("email")
-        kwargs["user_properties"] = user_properties()(user) or None
-        account = _current_account(request, user)
+        if isinstance(user, models.Model):
+            user_id, email = user.pk, user_email(user)
+        else:
+            user_id = user
+        user_values = user_property_values()(user)
+        account = _current_account(request, config)
         if account is not None:
-            kwargs["account_id"] = account_identity(account)["account_id"]
-            account_map = account_properties()
-            if isinstance(account, models.Model) and is_account(account) and account_map is not None:
-                kwargs["account_properties"] = account_map(account) or None
-    kwargs["screen"] = screen if screen is not None else getattr(request, _SCREEN, None)
-    kwargs["pageview"] = bool(config["SEND_PAGEVIEW"])
+            has_account = True
+            account_id = account.pk if isinstance(account, models.Model) else account
+            if isinstance(account, models.Model) and is_account(account):
+                reader = account_property_values()
+                if reader is not None:
+                    has_account_properties = True
+                    account_values = reader(account)
+    if screen is None:
+        screen = getattr(request, _SCREEN, None)
+    pageview = bool(config["SEND_PAGEVIEW"])
     secret = config["VERIFICATION_SECRET"] or None
     events = getattr(request, _EVENTS, ())
     nonce = csp_nonce(request)
+    key: tuple[Any, ...] | None = None
+    if not events:
+        # IDs carry their type too: 7 and "7" are equal to neither, but 1 == True.
+        # The tracker by identity (its dataclass hash is Python code): the entry holds it, so its id is not reused.
+        key = (id(found), secret, screen, pageview, authenticated, user_id, user_id.__class__, email, user_values)
+        if has_account:
+            key += (account_id, account_id.__class__, has_account_properties, account_values)
+        try:
+            entry = _RENDERED.get(key)
+        except TypeError:  # a list among the property values: not hashable, so not cached
+            key = entry = None
+        if entry is not None and entry[0] is found:
+            return _with_nonce(entry[1], nonce)
+    kwargs: dict[str, Any] = {}
+    if authenticated:
+        kwargs["user_id"] = user_id
+        kwargs["email"] = email
+        kwargs["user_properties"] = _as_dict(user_values)
+        if has_account:
+            kwargs["account_id"] = account_id
+            if has_account_properties:
+                kwargs["account_properties"] = _as_dict(account_values)
+    kwargs["screen"] = screen
+    kwargs["pageview"] = pageview
     if events:
         return render_snippet(found, verification_secret=secret, nonce=nonce, events=events, **kwargs)
-    return _with_nonce(_render_cached(found, secret, kwargs), nonce)
-
-
-#: Rendered snippets by what they depend on: a user browsing gets the same snippet on every page, and rendering
-#: it (JSON escaping, three HMACs) is most of the tag's cost. Bounded; emptied when full.
-_RENDERED: dict[tuple[Any, ...], str] = {}
-_RENDERED_MAX = 4096
-
-
-def _render_cached(tracker: Tracker, secret: str | None, kwargs: dict[str, Any]) -> str:
-    # Property values carry their type: True == 1 == 1.0 for a dict key, but they render differently.
-    key = (tracker, secret, *kwargs, *(_typed(v) if isinstance(v, dict) else v for v in kwargs.values()))
-    try:
-        found = _RENDERED.get(key)
-    except TypeError:  # a list among the property values: not hashable, so not cached
-        return render_snippet(tracker, verification_secret=secret, **kwargs)
-    if found is None:
-        found = render_snippet(tracker, verification_secret=secret, **kwargs)
+    html = render_snippet(found, verification_secret=secret, **kwargs)
+    if key is not None:
+        html = SafeString(html)
         if len(_RENDERED) >= _RENDERED_MAX:
             _RENDERED.clear()
-        _RENDERED[key] = found
-    return found
+        _RENDERED[key] = (found, html)
+    return _with_nonce(html, nonce)
 
 
-def _typed(properties: dict[str, Any]) -> tuple[Any, ...]:
-    return tuple((name, value.__class__, value) for name, value in properties.items())
+def _as_dict(values: TypedValues | None) -> dict[str, Any] | None:
+    """The properties dict the map returned (None for none), from its typed values."""
+    if not values:
+        return None
+    return {name: value for name, _, value in values}
+
+
+#: Rendered snippets (with their tracker; marked safe) by what they depend on: a user browsing gets the same
+#: snippet on every page, and rendering it (JSON escaping, three HMACs) is most of the tag's cost. The key holds
+#: every mapped property value, read on every page, so a change shows on the next one. Bounded; emptied when full.
+_RENDERED: dict[tuple[Any, ...], tuple[Tracker, SafeString]] = {}
+_RENDERED_MAX = 4096
 
 
 def _with_nonce(html: str, nonce: object | None) -> str:
@@ -263,7 +301,7 @@ def _render_event(request: HttpRequest | None, name: str, metadata: Mapping[str,
     if skip_reason(request, user) is not None:
         return ""
     if account is None and user is not None and getattr(user, "is_authenticated", False):
-        account = _current_account(request, user)
+        account = _current_account(request, config)
     args: dict[str, Any] = {"name": serialize_text(name, "name", "an event name")}
     if account is not None:
         account_id = serialize_id(account_identity(account)["account_id"], "account")

@@ -112,6 +112,56 @@ def test_cached_snippets_tell_equal_but_different_values_apart(member, settings)
     assert [(type(v), v) for v in rendered] == [(bool, True), (int, 1), (float, 1.0), (str, "1")]
 
 
+def test_a_changed_user_or_account_property_shows_on_the_next_page(client, member):
+    user, org = member
+    client.force_login(user)
+    first = dict(calls(client.get("/page/").content.decode()))
+    assert first["identify"]["properties"]["first_name"] == "Ada"
+    assert first["account"]["properties"] == {"name": "ACME", "plan": "pro"}
+    user.first_name = "Augusta"
+    user.save()
+    org.plan = "enterprise"
+    org.save()
+    again = dict(calls(client.get("/page/").content.decode()))
+    assert again["identify"]["properties"]["first_name"] == "Augusta"
+    assert again["identify"]["properties"]["full_name"] == "Augusta Lovelace"
+    assert again["identify"]["verification"] == verification_hash(SECRET, str(user.pk))
+    assert again["account"]["properties"] == {"name": "ACME", "plan": "enterprise"}
+    assert again["account"]["verification"] == verification_hash(SECRET, str(org.pk))
+
+
+def test_cached_snippets_follow_the_values_of_attribute_maps(member, settings):
+    user, _ = member
+    settings.JOURNY = {**settings.JOURNY, "USER_PROPERTIES": {"paid": "is_active", "tag": "last_name.upper"}}
+    request = RequestFactory().get("/")
+    request.user = user
+    rendered = []
+    for value in (True, 1, 1.0):
+        user.is_active = value
+        rendered.append(dict(calls(_render(request)))["identify"]["properties"])
+    assert [(type(p["paid"]), p["paid"]) for p in rendered] == [(bool, True), (int, 1), (float, 1.0)]
+    assert {p["tag"] for p in rendered} == {"LOVELACE"}
+    user.last_name = "Byron"
+    user.is_active = ["a", "list"]  # not hashable: rendered without the cache
+    got = dict(calls(_render(request)))["identify"]["properties"]
+    assert got == {"paid": ["a", "list"], "tag": "BYRON"}
+
+
+def test_an_impersonated_session_gets_no_identify(client, member):
+    user, _ = member
+    client.force_login(user)
+    assert '"identify"' in client.get("/page/").content.decode()
+    session = client.session
+    session["hijack_history"] = ["1"]
+    session.save()
+    html = client.get("/page/").content.decode()
+    assert '"identify"' not in html
+    assert "impersonated session" in html
+    session["hijack_history"] = []  # hijack 3 empties it when the staff member releases the user
+    session.save()
+    assert '"identify"' in client.get("/page/").content.decode()
+
+
 def _render(request) -> str:
     return Template("{% load journy %}{% journy_snippet %}").render(Context({"request": request}))
 
