@@ -19,7 +19,7 @@ from typing import Any
 from django.conf import settings
 from django.db import models
 from django.http import HttpRequest
-from django.utils.functional import empty
+from django.utils.functional import SimpleLazyObject, empty
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
@@ -137,13 +137,27 @@ def _in_event_loop() -> bool:
     return _get_running_loop() is not None
 
 
+_object_getattribute = object.__getattribute__
+
+
+def _unwrapped(user: Any) -> Any:
+    """``getattr(user, "_wrapped", user)``: a lazy user's ``_wrapped`` (possibly ``empty``), else the user itself.
+
+    ``request.user`` is a ``SimpleLazyObject``, whose ``__getattribute__`` is Python code that reads ``_wrapped``
+    with ``object.__getattribute__``: for that exact type (a subclass could override it), do so directly.
+    """
+    if type(user) is SimpleLazyObject:
+        return _object_getattribute(user, "_wrapped")
+    return getattr(user, "_wrapped", user)
+
+
 def request_user(request: HttpRequest) -> Any:
     """The request's user without a database query in an event loop (an async view rendering a template): the
     user ``auser()`` already loaded, or None when it was never loaded there."""
     user = getattr(request, "user", None)
     if user is None:
         return None
-    wrapped = getattr(user, "_wrapped", user)  # a loaded lazy user: the user itself, cheaper to read
+    wrapped = _unwrapped(user)  # a loaded lazy user: the user itself, cheaper to read
     if wrapped is not empty:
         return wrapped
     if not _in_event_loop():
@@ -205,7 +219,7 @@ def _render(request: HttpRequest | None, screen: str | None) -> str:
     has_account = has_account_properties = False
     authenticated = user is not None and bool(getattr(user, "is_authenticated", False))
     if authenticated:
-        user = getattr(user, "_wrapped", user)  # past the lazy proxy, now that it is loaded: cheaper reads
+        user = _unwrapped(user)  # past the lazy proxy, now that it is loaded: cheaper reads
         if isinstance(user, models.Model):
             user_id, email = user.pk, user_email(user)
         else:

@@ -253,3 +253,86 @@ def test_an_async_view_that_never_loaded_the_user_renders_without_a_query(member
     assert lazy.status_code == 200 and "identify" not in lazy.content.decode()
     assert "error" not in lazy.content.decode()
     assert '"identify"' in loaded.content.decode()
+
+
+def _anonymous_request():
+    request = RequestFactory().get("/")
+    request.user = None
+    return request
+
+
+@pytest.mark.parametrize(
+    ("tag", "context", "screen"),
+    [
+        ("{% journy_snippet %}", {}, None),
+        ('{% journy_snippet screen="Billing" %}', {}, "Billing"),
+        ("{% journy_snippet screen='Billing' %}", {}, "Billing"),
+        ("{% journy_snippet screen=name %}", {"name": "Billing"}, "Billing"),
+        ("{% journy_snippet screen=name|upper %}", {"name": "Billing"}, "BILLING"),
+        ('{% journy_snippet "Billing" %}', {}, "Billing"),  # positional, as the simple_tag took it
+        ("{% journy_snippet name %}", {"name": "Billing"}, "Billing"),
+    ],
+)
+def test_the_snippet_tag_takes_a_screen_as_a_literal_variable_or_positional_argument(tag, context, screen):
+    html = Template("{% load journy %}" + tag).render(Context({"request": _anonymous_request(), **context}))
+    got = calls(html)
+    if screen is None:
+        assert [name for name, _ in got] == ["init", "pageview"]
+    else:
+        assert "pageview" not in dict(got)
+        assert dict(got)["screen"]["name"] == screen
+    assert "&lt;" not in html  # marked safe: not escaped again
+
+
+@pytest.mark.parametrize(
+    "tag",
+    [
+        "{% journy_snippet as snippet %}",
+        '{% journy_snippet screen="Billing" as snippet %}',
+        "{% journy_snippet name as snippet %}",
+    ],
+)
+def test_the_snippet_tag_can_store_the_snippet_in_a_variable(tag):
+    template = Template("{% load journy %}" + tag + "[{{ snippet }}]")
+    html = template.render(Context({"request": _anonymous_request(), "name": "Billing"}))
+    assert html.startswith("[<script")  # nothing where the tag is; the snippet, unescaped, where the variable is
+    assert html.endswith("</script>]")
+    assert dict(calls(html))["init"]["trackerId"] == "tracker-1"
+
+
+def test_the_snippet_tag_renders_per_request_and_per_context():
+    """Compiled once, rendered many times: the screen variable and the request are read on every render."""
+    template = Template("{% load journy %}{% journy_snippet screen=name %}")
+    for name in ("Billing", "Settings", "Billing"):
+        html = template.render(Context({"request": _anonymous_request(), "name": name}))
+        assert dict(calls(html))["screen"]["name"] == name
+    assert "no request in the template context" in template.render(Context({"name": "Billing"}))
+
+
+@pytest.mark.parametrize(
+    ("tag", "message"),
+    [
+        ('{% journy_snippet name="Billing" %}', "'journy_snippet' received unexpected keyword argument 'name'"),
+        ('{% journy_snippet "Billing" "Settings" %}', "'journy_snippet' received too many positional arguments"),
+        (
+            '{% journy_snippet screen="Billing" screen="Settings" %}',
+            "'journy_snippet' received multiple values for keyword argument 'screen'",
+        ),
+        (
+            '{% journy_snippet "Billing" screen="Settings" %}',
+            "'journy_snippet' received multiple values for keyword argument 'screen'",
+        ),
+        (
+            '{% journy_snippet screen="Billing" "Settings" %}',
+            "'journy_snippet' received some positional argument(s) after some keyword argument(s)",
+        ),
+        ('{% journy_snippet "Billing" as %}', "'journy_snippet' received too many positional arguments"),
+        ('{% journy_snippet screen="Billing %}', "Could not parse the remainder"),
+    ],
+)
+def test_the_snippet_tag_rejects_wrong_arguments_when_the_template_compiles(tag, message):
+    from django.template import TemplateSyntaxError
+
+    with pytest.raises(TemplateSyntaxError) as raised:
+        Template("{% load journy %}" + tag)
+    assert message in str(raised.value)
