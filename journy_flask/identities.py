@@ -74,6 +74,15 @@ def _default_reader(cls: type) -> Callable[[Any], object]:
 
 
 def _identify(obj: Any, spec: Identity) -> str | None:
+    if spec is None:
+        # The usual case, a class seen before: only _default_reader() fills the table, for classes that passed the
+        # checks below (never None, a bool or a plain ID), so a hit skips them.
+        known = _default_readers.get(type(obj))
+        if known is not None:
+            value = known(obj)
+            if value is None or value is True or value is False:
+                return None
+            return value if type(value) is str else str(value)
     if obj is None or obj is True or obj is False:
         return None
     if isinstance(obj, _PLAIN_IDS):

@@ -8,7 +8,7 @@ gets an HTML comment saying why instead of the snippet: a template never breaks 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from flask import current_app, g, has_request_context
@@ -28,6 +28,7 @@ from .state import EMPTY_PAGE, G_NAME, UNSET, JournyState, page_data
 #: The app context itself (Flask 3.0 and 3.1): one context-variable read instead of LocalProxy lookups on every
 #: page; None on a Flask without it, where the public proxies do the same.
 _cv_app: Any = getattr(_flask_globals, "_cv_app", None)
+_cv_request: Any = getattr(_flask_globals, "_cv_request", None)
 
 __all__ = ["journy_event", "journy_snippet", "render_page_snippet"]
 
@@ -105,13 +106,14 @@ def _render_page_snippet(
     if tracker is None:
         return _html(disabled_comment(f"the snippet of {settings.website_domain!r} could not be fetched (see the log)"))
     user_id = email = account_id = user_properties = account_properties = None
-    extra_events: list[SnippetEvent | Mapping[str, Any]] = list(events) if events else []
-    if has_request_context():
+    extra_events: Sequence[SnippetEvent | Mapping[str, Any]] = list(events) if events else ()
+    if _cv_request.get(None) is not None if _cv_request is not None else has_request_context():
         if app_ctx is None and _cv_app is not None:
             app_ctx = _cv_app.get(None)
         namespace = app_ctx.g if app_ctx is not None else g._get_current_object()  # flask.g, looked up once
-        page = namespace.__dict__.get(G_NAME) or EMPTY_PAGE  # nothing set by the view: read-only defaults
-        user = namespace.__dict__.get("_login_user") if state.has_login_manager else None  # Flask-Login's
+        namespace_vars = namespace.__dict__
+        page = namespace_vars.get(G_NAME) or EMPTY_PAGE  # nothing set by the view: read-only defaults
+        user = namespace_vars.get("_login_user") if state.has_login_manager else None  # Flask-Login's
         if user is None or settings.current_user is not None:
             user = hooks.current_user(state, namespace)
         elif not getattr(user, "is_authenticated", False):

@@ -277,3 +277,19 @@ def test_hook_errors_are_loud_in_debug_mode(app: Flask, caplog: pytest.LogCaptur
         db.session.add(User(email="ada@acme.test"))
         db.session.commit()
     assert [record.levelname for record in caplog.records] == ["ERROR"]
+
+
+def test_a_class_seen_before_is_identified_the_same_way_again() -> None:
+    """The table of default readers is a shortcut: the second object of a class gives what the first did."""
+    from journy_flask.identities import _identify
+
+    @dataclasses.dataclass
+    class Thing:
+        id: object
+
+    for value, expected in ((7, "7"), (None, None), (True, None), (False, None), ("a", "a")):
+        assert _identify(Thing(value), None) == expected
+        assert _identify(Thing(value), None) == expected  # the class is known now
+    assert _identify(None, None) is None
+    assert _identify(True, None) is None
+    assert _identify(5, None) == "5"
