@@ -6,9 +6,12 @@ JOURNY_REQUIRE_SERVICES=1 (CI sets it), where a missing service fails the test i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,6 +30,50 @@ def require_service(name: str, host: str, port: int) -> None:
     if REQUIRE_SERVICES:
         pytest.fail(f"{reason}; JOURNY_REQUIRE_SERVICES=1 requires it")
     pytest.skip(reason)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+#: Debian's Chromium: Playwright's own browser download cannot be used here (scripts/ensure_chromium.sh installs it).
+CHROMIUM = "/usr/bin/chromium"
+#: Without the background-networking flags Chromium keeps trying to reach Google's hosts on a closed network.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@contextlib.contextmanager
+def headless_chromium() -> Iterator[Any]:
+    """A Playwright browser on Debian's headless Chromium; skips (or, under JOURNY_REQUIRE_SERVICES=1, fails) with
+    the reason when Chromium or Playwright is missing."""
+    reason = None
+    if not Path(CHROMIUM).exists():
+        reason = f"headless Chromium is not installed at {CHROMIUM} (apt-get install chromium)"
+    else:
+        try:
+            from playwright.sync_api import sync_playwright
+        except ImportError:
+            reason = "playwright is not installed (pip install playwright)"
+    if reason is not None:
+        if REQUIRE_SERVICES:
+            pytest.fail(f"{reason}; JOURNY_REQUIRE_SERVICES=1 requires it")
+        pytest.skip(reason)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
 
 
 @pytest.fixture(autouse=True)

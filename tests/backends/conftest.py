@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from journy_core.emulator import DEFAULT_API_KEY, FAULT_KINDS, Emulator
-from tests.conftest import require_service
+from tests.conftest import free_port, require_service
 
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 ROOT = Path(__file__).resolve().parents[2]
@@ -158,13 +158,6 @@ def emulator_faults(emulator: Emulator) -> Iterator[Emulator]:
     """The emulator, with fault kinds and the timeout delay put back after the test."""
     yield emulator
     emulator.configure(fault_rate=0.0, faults=FAULT_KINDS, timeout_delay=30.0)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture

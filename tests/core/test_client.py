@@ -28,6 +28,7 @@ from journy_core import (
     UnprocessableError,
 )
 from journy_core.emulator import Emulator
+from tests.conftest import free_port
 
 
 @pytest.fixture
@@ -252,14 +253,8 @@ def test_a_204_without_body_is_a_success(client: Client, emulator: Emulator) -> 
 # -- transport failures --------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_a_refused_connection_raises_connection_failed_with_a_known_outcome(api_key: str) -> None:
-    with Client(api_key, base_url=f"http://127.0.0.1:{_free_port()}") as c, pytest.raises(ConnectionFailed) as info:
+    with Client(api_key, base_url=f"http://127.0.0.1:{free_port()}") as c, pytest.raises(ConnectionFailed) as info:
         c.track("signed_in", user_id="1")
     assert info.value.outcome_unknown is False
 
@@ -427,7 +422,7 @@ def test_the_api_key_never_appears_in_repr_logs_or_errors(emulator: Emulator, ca
         texts += [repr(client), str(client)]
         for call in (
             lambda: client.get_api_key_details(),
-            lambda: Client(SECRET_KEY, base_url=f"http://127.0.0.1:{_free_port()}").track("x", user_id="1"),
+            lambda: Client(SECRET_KEY, base_url=f"http://127.0.0.1:{free_port()}").track("x", user_id="1"),
         ):
             with pytest.raises(journy_core.JournyError) as info:
                 call()

@@ -21,30 +21,13 @@ import pytest
 
 from journy_core import verification_hash
 from journy_core.emulator import Emulator
-from tests.conftest import REQUIRE_SERVICES
+from tests.conftest import free_port, headless_chromium
 
-CHROMIUM = "/usr/bin/chromium"
 PROJECT = Path(__file__).resolve().parents[2] / "example_projects" / "django_app"
 SECRET = "browser-test-secret"
 HOSTILE = "</script><script>alert(1)</script>"
 
 pytestmark = pytest.mark.browser
-
-
-def _require_chromium() -> None:
-    if Path(CHROMIUM).exists():
-        return
-    reason = f"headless Chromium not found at {CHROMIUM} (apt-get install chromium)"
-    if REQUIRE_SERVICES:
-        pytest.fail(f"{reason}; JOURNY_REQUIRE_SERVICES=1 requires it")
-    pytest.skip(reason)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture
@@ -60,7 +43,7 @@ def example_app(emulator: Emulator, tmp_path: Path) -> Iterator[str]:
     manage = [sys.executable, str(PROJECT / "manage.py")]
     subprocess.run([*manage, "migrate", "-v0"], env=env, check=True, timeout=60)
     subprocess.run([*manage, "demo_data", "--first-name", HOSTILE], env=env, check=True, timeout=60)
-    port = _free_port()
+    port = free_port()
     log = (tmp_path / "runserver.log").open("wb")
     server = subprocess.Popen(
         [*manage, "runserver", f"127.0.0.1:{port}", "--noreload"],
@@ -87,35 +70,18 @@ def example_app(emulator: Emulator, tmp_path: Path) -> Iterator[str]:
 
 
 def test_a_hostile_name_runs_no_script_and_the_queue_holds_verified_calls(example_app: str) -> None:
-    _require_chromium()
-    from playwright.sync_api import sync_playwright
-
     dialogs: list[str] = []
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
-        try:
-            page = browser.new_page()
-            page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-            page.goto(f"{example_app}/login/")
-            page.fill("input[name=username]", "ada")
-            page.fill("input[name=password]", "demo-password")
-            page.click("#login")
-            page.wait_for_url(f"{example_app}/dashboard/")
-            page.wait_for_function("window.__journy_emulator__ !== undefined")  # the tracker script loaded
-            queue = page.evaluate("window.__journy_queue__.map(item => ({command: item.command, args: item.args}))")
-            title_text = page.text_content("body") or ""
-        finally:
-            browser.close()
+    with headless_chromium() as browser:
+        page = browser.new_page()
+        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+        page.goto(f"{example_app}/login/")
+        page.fill("input[name=username]", "ada")
+        page.fill("input[name=password]", "demo-password")
+        page.click("#login")
+        page.wait_for_url(f"{example_app}/dashboard/")
+        page.wait_for_function("window.__journy_emulator__ !== undefined")  # the tracker script loaded
+        queue = page.evaluate("window.__journy_queue__.map(item => ({command: item.command, args: item.args}))")
+        title_text = page.text_content("body") or ""
 
     assert dialogs == []
     assert HOSTILE in title_text  # the name is on the page, as text

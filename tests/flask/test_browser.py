@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 from collections.abc import Iterator
@@ -14,37 +13,13 @@ from werkzeug.serving import make_server
 
 from journy_core import verification_hash
 from journy_core.emulator import Emulator
-from tests.conftest import REQUIRE_SERVICES
+from tests.conftest import headless_chromium
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 EXAMPLE = Path(__file__).resolve().parents[2] / "example_projects" / "flask_app"
 HOSTILE = "</script><script>alert(1)</script>"
 SECRET = "browser-test-secret"
-
-
-def require_chromium() -> None:
-    reason = None
-    if not os.path.exists(CHROMIUM):
-        reason = f"headless Chromium is not installed at {CHROMIUM} (apt-get install chromium)"
-    else:
-        try:
-            import playwright.sync_api  # noqa: F401
-        except ImportError:
-            reason = "playwright is not installed (pip install playwright)"
-    if reason is not None:
-        if REQUIRE_SERVICES:
-            pytest.fail(f"{reason}; JOURNY_REQUIRE_SERVICES=1 requires it")
-        pytest.skip(reason)
 
 
 @pytest.fixture
@@ -90,27 +65,20 @@ def example_server_tracking(queue: list[dict[str, Any]]) -> str:
 
 
 def test_a_hostile_user_name_runs_no_script_and_the_queue_carries_the_right_hashes(example_server: str) -> None:
-    require_chromium()
-    from playwright.sync_api import sync_playwright
-
     dialogs: list[str] = []
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-            page.goto(f"{example_server}/login")
-            page.fill("input[name=email]", "mallory@acme.test")
-            page.fill("input[name=password]", "password")
-            page.click("button:has-text('Log in')")
-            page.wait_for_url(f"{example_server}/")  # the home page, with the user's team as the account
-            page.wait_for_function("window.__journy_emulator__ !== undefined")  # the tracker script loaded
-            home: list[dict[str, Any]] = page.evaluate(read_queue)
-            page.goto(f"{example_server}/teams/1")
-            team_page: list[dict[str, Any]] = page.evaluate(read_queue)
-            title = page.title()
-        finally:
-            browser.close()
+    with headless_chromium() as browser:
+        page = browser.new_page()
+        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+        page.goto(f"{example_server}/login")
+        page.fill("input[name=email]", "mallory@acme.test")
+        page.fill("input[name=password]", "password")
+        page.click("button:has-text('Log in')")
+        page.wait_for_url(f"{example_server}/")  # the home page, with the user's team as the account
+        page.wait_for_function("window.__journy_emulator__ !== undefined")  # the tracker script loaded
+        home: list[dict[str, Any]] = page.evaluate(read_queue)
+        page.goto(f"{example_server}/teams/1")
+        team_page: list[dict[str, Any]] = page.evaluate(read_queue)
+        title = page.title()
 
     assert dialogs == []
     assert HOSTILE in title  # the name reached the page, as text
@@ -131,15 +99,8 @@ def test_a_hostile_user_name_runs_no_script_and_the_queue_carries_the_right_hash
 
 
 def test_an_anonymous_page_queues_init_and_pageview(example_server: str) -> None:
-    require_chromium()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            page.goto(f"{example_server}/")
-            commands = page.evaluate("window.__journy_queue__.map(c => c.command)")
-        finally:
-            browser.close()
+    with headless_chromium() as browser:
+        page = browser.new_page()
+        page.goto(f"{example_server}/")
+        commands = page.evaluate("window.__journy_queue__.map(c => c.command)")
     assert commands == ["init", "pageview"]
