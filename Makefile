@@ -1,15 +1,17 @@
 # Two commands do all the set-up on a fresh machine (see README.md):
 #   make demo   the main job: an example app wired to the plugin, talking to the local emulator
-#   make test   the whole test suite (Django 5.2 on Python 3.11, then Django 6 on Python 3.13)
+#   make test   the whole test suite (Django 5.2 on Python 3.11, Django 6 on Python 3.13, then the Django tests on
+#               Django 4.2 LTS on Python 3.11)
 # Each creates its virtualenv on first use and reinstalls only when pyproject.toml or constraints/ change.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 PYTHON313 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python) $(shell command -v python3.13))
 VENV ?= .venv
 VENV313 ?= .venv-py313
+VENV42 ?= .venv-django42
 PYTEST_ARGS ?=
 
-.PHONY: demo demo-django demo-flask demo-core test test-main test-py313 browser lint bench clean
+.PHONY: demo demo-django demo-flask demo-core test test-main test-py313 test-django42 browser lint bench clean
 
 $(VENV)/.installed: pyproject.toml constraints/django52.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +28,15 @@ $(VENV313)/.installed: pyproject.toml constraints/django6.txt
 		|| (cat $(VENV313)/install.log; exit 1)
 	touch $@
 
+# Django 4.2 LTS on Python 3.11: only the Django tests run there (the rest does not depend on the Django version),
+# with the dev-django42 extra: dev less django-tasks-db, which requires Django >= 5.2.
+$(VENV42)/.installed: pyproject.toml constraints/django42.txt
+	$(PYTHON) -m venv $(VENV42)
+	@echo "Installing into $(VENV42) (log: $(VENV42)/install.log)"
+	@$(VENV42)/bin/python -m pip install -c constraints/django42.txt -e '.[dev-django42]' > $(VENV42)/install.log 2>&1 \
+		|| (cat $(VENV42)/install.log; exit 1)
+	touch $@
+
 demo: demo-django
 
 demo-django: $(VENV)/.installed
@@ -37,7 +48,7 @@ demo-flask: $(VENV)/.installed
 demo-core: $(VENV)/.installed
 	$(VENV)/bin/python scripts/demo.py
 
-test: test-main test-py313
+test: test-main test-py313 test-django42
 
 test-main: $(VENV)/.installed browser
 	$(VENV)/bin/ruff check .
@@ -47,6 +58,9 @@ test-main: $(VENV)/.installed browser
 
 test-py313: $(VENV313)/.installed browser
 	$(VENV313)/bin/pytest $(PYTEST_ARGS)
+
+test-django42: $(VENV42)/.installed browser
+	$(VENV42)/bin/pytest tests/django $(PYTEST_ARGS)
 
 browser:
 	@bash scripts/ensure_chromium.sh
@@ -59,4 +73,4 @@ bench: $(VENV)/.installed
 	$(VENV)/bin/python benchmarks/client_throughput.py
 
 clean:
-	rm -rf $(VENV) $(VENV313) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(VENV313) $(VENV42) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -244,9 +244,9 @@ def test_an_async_view_that_never_loaded_the_user_renders_without_a_query(member
     from django.test import AsyncClient
 
     client = AsyncClient()
+    client.force_login(member[0])  # not aforce_login(), which Django 4.2 does not have
 
     async def scenario():
-        await client.aforce_login(member[0])
         return await client.get("/async-lazy/"), await client.get("/async/")
 
     lazy, loaded = asyncio.run(scenario())

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.contrib.auth import authenticate, login
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -47,8 +48,11 @@ def track_view(request: HttpRequest) -> HttpResponse:
 
 
 async def async_page(request: HttpRequest) -> HttpResponse:
-    user = await request.auser()
-    return render(request, "testapp/page.html", {"seen": user.is_authenticated})
+    if hasattr(request, "auser"):  # Django >= 5.0
+        seen = (await request.auser()).is_authenticated
+    else:  # Django 4.2 has no auser(): async views loaded the lazy request.user in a thread
+        seen = await sync_to_async(lambda: request.user.is_authenticated)()
+    return render(request, "testapp/page.html", {"seen": seen})
 
 
 async def async_lazy_page(request: HttpRequest) -> HttpResponse:
