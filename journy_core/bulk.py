@@ -5,6 +5,12 @@ pairs ordered by key (the primary key, as a string) and this module sends them: 
 :class:`~journy_core.pacing.Pacer`, transient failures retried. After each batch it writes the last key done to
 ``state_file``, so an interrupted sync run again starts after it (the adapter filters its query with
 :meth:`BulkSync.resume_after`); a sync that completes forgets its checkpoint.
+
+``--since`` (only the rows changed since a date) is shared too: :func:`parse_since` reads the date,
+:data:`SINCE_FIELDS` are the timestamp fields looked for, and :func:`since_scope` describes the filter. A checkpoint
+remembers the scope of the run that wrote it and is resumed only by a run with the same scope: the keys done by a
+run filtered on another date (or not filtered) say nothing about the rows this run selects, so resuming after them
+could skip rows silently. Such a run starts from the beginning instead, and its checkpoint replaces the other one.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import date, datetime, timezone
 from itertools import islice
 from pathlib import Path
 
@@ -26,9 +33,70 @@ from .operations import Operation
 from .pacing import Pacer
 from .retry import RetryPolicy, is_transient
 
-__all__ = ["BulkSync", "ProgressReport", "SyncSummary"]
+__all__ = [
+    "SINCE_FIELDS",
+    "SINCE_FORMATS",
+    "BulkSync",
+    "Checkpoint",
+    "ProgressReport",
+    "SyncSummary",
+    "default_since_field",
+    "missing_since_field",
+    "parse_since",
+    "since_scope",
+]
 
 logger = logging.getLogger("journy")
+
+#: The timestamp fields ``--since`` filters on: the first one a model has wins (``--since-field`` names another).
+SINCE_FIELDS = ("updated_at", "modified_at", "modified", "last_modified", "date_joined", "created_at", "created")
+
+#: What ``--since`` accepts, for error messages and help texts.
+SINCE_FORMATS = "a date (YYYY-MM-DD) or an ISO 8601 datetime"
+
+
+def parse_since(value: str) -> datetime:
+    """The aware datetime of a ``--since`` value: a date (midnight UTC) or an ISO 8601 datetime (UTC when it has no
+    offset). Raises ValueError, whose message names the accepted formats, for anything else."""
+    text = value.strip()
+    if text[-1:] in ("Z", "z"):  # Python 3.10's fromisoformat does not know "Z"
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        try:
+            parsed = datetime.combine(date.fromisoformat(text), datetime.min.time())
+        except ValueError:
+            raise ValueError(f"{value!r} is not {SINCE_FORMATS}") from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
+
+
+def default_since_field(names: Iterable[str]) -> str | None:
+    """The first of :data:`SINCE_FIELDS` among a model's field ``names``, or None."""
+    available = set(names)
+    return next((field for field in SINCE_FIELDS if field in available), None)
+
+
+def missing_since_field(model: str) -> str:
+    """The error for a ``--since`` on a model without any of :data:`SINCE_FIELDS`."""
+    return f"--since: {model} has none of {', '.join(SINCE_FIELDS)}; name its timestamp field with --since-field."
+
+
+def since_scope(since: datetime | None, field: str | None) -> str | None:
+    """The scope of a checkpoint written by a run filtered with ``--since`` on ``field`` (None: not filtered).
+
+    Two spellings of one instant (``2026-01-01``, ``2026-01-01T01:00:00+01:00``) give the same scope."""
+    if since is None:
+        return None
+    return f"--since {since.astimezone(timezone.utc).isoformat()} on {field}"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Where an interrupted run of one kind stopped: the last key done, and the scope of that run's filter."""
+
+    after: str
+    scope: str | None = None
 
 
 @dataclass(frozen=True)
@@ -83,7 +151,10 @@ class BulkSync:
 
     # -- checkpoints -----------------------------------------------------------------------------------------
 
-    def _read_state(self) -> dict[str, str]:
+    # The file maps each kind to its checkpoint: the key alone for an unfiltered run (``{"users": "8"}``), or
+    # ``{"after": key, "scope": scope}`` for a run with ``--since``.
+
+    def _read_state(self) -> dict[str, Checkpoint]:
         if self.state_file is None or not self.state_file.exists():
             return {}
         try:
@@ -91,9 +162,19 @@ class BulkSync:
         except (OSError, ValueError):
             logger.warning("journy: ignoring an unreadable sync checkpoint file %s", self.state_file)
             return {}
-        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+        if not isinstance(data, dict):
+            return {}
+        state: dict[str, Checkpoint] = {}
+        for name, value in data.items():
+            if isinstance(value, dict):
+                if value.get("after") is not None:
+                    scope = value.get("scope")
+                    state[str(name)] = Checkpoint(str(value["after"]), None if scope is None else str(scope))
+            elif value is not None:
+                state[str(name)] = Checkpoint(str(value))
+        return state
 
-    def _write_state(self, name: str, key: str | None) -> None:
+    def _write_state(self, name: str, key: str | None, scope: str | None = None) -> None:
         if self.state_file is None or self.dry_run:
             return
         state = self._read_state()
@@ -103,9 +184,13 @@ class BulkSync:
                 self.state_file.unlink(missing_ok=True)
                 return
         else:
-            state[name] = key
+            state[name] = Checkpoint(key, scope)  # one checkpoint per kind: it replaces one of another scope
+        data = {
+            kind: point.after if point.scope is None else {"after": point.after, "scope": point.scope}
+            for kind, point in state.items()
+        }
         temporary = self.state_file.with_suffix(self.state_file.suffix + ".tmp")
-        temporary.write_text(json.dumps(state, indent=2, sort_keys=True))
+        temporary.write_text(json.dumps(data, indent=2, sort_keys=True))
         temporary.replace(self.state_file)  # atomic: a crash leaves the old checkpoint or the new one
 
     def forget(self, *names: str) -> None:
@@ -113,9 +198,30 @@ class BulkSync:
         for name in names:
             self._write_state(name, None)
 
-    def resume_after(self, name: str) -> str | None:
-        """The last key a previous, interrupted run of ``name`` completed, or None to start from the beginning."""
+    def checkpoint(self, name: str) -> Checkpoint | None:
+        """The checkpoint a previous, interrupted run of ``name`` left, whatever its scope."""
         return self._read_state().get(name)
+
+    def resume_after(self, name: str, scope: str | None = None) -> str | None:
+        """The last key a previous, interrupted run of ``name`` with the same ``scope`` (see :func:`since_scope`)
+        completed, or None to start from the beginning."""
+        point = self.checkpoint(name)
+        return point.after if point is not None and point.scope == scope else None
+
+    def resume_notice(self, name: str, scope: str | None = None) -> str | None:
+        """What to tell the user when ``name`` has a checkpoint of another scope, which this run does not resume
+        (it starts from the beginning and its own checkpoint replaces that one); None otherwise."""
+        point = self.checkpoint(name)
+        if point is None or point.scope == scope:
+            return None
+
+        def described(run_scope: str | None) -> str:
+            return f"with {run_scope}" if run_scope is not None else "without --since"
+
+        return (
+            f"{name}: not resuming after key {point.after}: that checkpoint is of a run {described(point.scope)}, "
+            f"this run is {described(scope)}; starting from the beginning"
+        )
 
     # -- sending ---------------------------------------------------------------------------------------------
 
@@ -138,10 +244,18 @@ class BulkSync:
                 self.pacer.observe(result.rate_limit, result.calls_remaining)
                 return True
 
-    def run(self, name: str, items: Iterable[tuple[str, Operation | None]], total: int | None = None) -> SyncSummary:
-        """Send every operation of ``items`` (``None`` operations are counted as skipped)."""
+    def run(
+        self,
+        name: str,
+        items: Iterable[tuple[str, Operation | None]],
+        total: int | None = None,
+        *,
+        scope: str | None = None,
+    ) -> SyncSummary:
+        """Send every operation of ``items`` (``None`` operations are counted as skipped). ``scope`` describes the
+        filter of the rows (:func:`since_scope`): the checkpoints this run writes carry it."""
         started = time.monotonic()
-        resumed_from = self.resume_after(name)
+        resumed_from = self.resume_after(name, scope)
         sent = failed = skipped = 0
         iterator: Iterator[tuple[str, Operation | None]] = iter(items)
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix=f"journy-sync-{name}") as pool:
@@ -157,7 +271,7 @@ class BulkSync:
                     outcomes = list(pool.map(self._send, operations))
                     sent += sum(outcomes)
                     failed += len(outcomes) - sum(outcomes)
-                    self._write_state(name, batch[-1][0])
+                    self._write_state(name, batch[-1][0], scope)
                 if self.progress is not None:
                     done = sent + failed + skipped
                     self.progress(ProgressReport(name, done, total, failed, self._eta(total, done, started)))

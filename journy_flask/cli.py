@@ -4,13 +4,17 @@
 stop data from arriving. ``sync`` sends every user and account (and the accounts' members), streamed from the
 database ordered by primary key in batches (bounded memory), paced under the rate limit, with progress and an
 ETA, and resumable: it records the last key done in a checkpoint file, so running it again after an interruption
-starts where it stopped.
+starts where it stopped. ``--since`` keeps only the rows whose timestamp column is at or after a date (a WHERE in
+the query, so the count and the checkpoint see the same rows); a checkpoint is resumed only by a run with the same
+``--since`` (see :mod:`journy_core.bulk`).
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +23,17 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from journy_core import operations as ops
-from journy_core.bulk import BulkSync, ProgressReport, SyncSummary
+from journy_core.bulk import (
+    SINCE_FIELDS,
+    SINCE_FORMATS,
+    BulkSync,
+    ProgressReport,
+    SyncSummary,
+    default_since_field,
+    missing_since_field,
+    parse_since,
+    since_scope,
+)
 from journy_core.diagnostics import check_api_key
 from journy_core.operations import Operation
 from journy_core.urls import resolve_base_url
@@ -115,14 +129,72 @@ def _print_progress(report: ProgressReport) -> None:
     click.echo(f"  {report.name}: {report.done}{total}{failed}{eta}", err=True)
 
 
-def _rows(
-    session: Any, model: type, after: str | None, batch_size: int, *, load_members: str | None = None
-) -> Iterator[Any]:
-    """The rows of ``model`` after the primary key ``after``, in key order, ``batch_size`` at a time."""
-    pk = _pk_column(model)
-    statement: Any = select(model).order_by(pk)
+@dataclass(frozen=True)
+class _Since:
+    """A ``--since`` filter on one model: ``column >= value``, the value converted for the column's type."""
+
+    field: str
+    column: Any
+    value: Any
+    since: datetime
+
+    @property
+    def scope(self) -> str | None:
+        return since_scope(self.since, self.field)
+
+
+def _since_filter(model: type, since: datetime | None, since_field: str | None) -> _Since | None:
+    """The ``--since`` filter of ``model`` (None without ``--since``); a usage error when it has no such column."""
+    if since is None:
+        return None
+    columns: Any = sa_inspect(model).column_attrs
+    field = since_field or default_since_field(columns.keys())
+    if field is None:
+        raise click.UsageError(missing_since_field(model.__name__))
+    if field not in columns:
+        raise click.BadParameter(f"{field!r} is not a column of {model.__name__}", param_hint="'--since-field'")
+    column_type = columns[field].expression.type
+    try:
+        python_type: Any = column_type.python_type
+    except NotImplementedError:  # a custom type: compare with the datetime as given
+        python_type = None
+    value: Any = since
+    if python_type is datetime:
+        if not getattr(column_type, "timezone", False):  # a naive column holds UTC: compare with naive UTC
+            value = since.astimezone(timezone.utc).replace(tzinfo=None)
+    elif python_type is date:
+        value = since.astimezone(timezone.utc).date()  # the whole day: never less than asked
+    elif python_type is not None:
+        problem = f"{model.__name__}.{field} is not a date or datetime column"
+        if since_field is None:  # a default name on a column of another type
+            raise click.UsageError(f"--since: {problem}; name its timestamp column with --since-field.")
+        raise click.BadParameter(problem, param_hint="'--since-field'")
+    return _Since(field, getattr(model, field), value, since)
+
+
+def _conditions(model: type, after: str | None, since: _Since | None) -> list[Any]:
+    """The WHERE of a sync query: the rows changed since ``--since``, after the checkpoint's key."""
+    conditions: list[Any] = []
+    if since is not None:
+        conditions.append(since.column >= since.value)
     if after is not None:
-        statement = statement.where(pk > _key_value(model, after))
+        conditions.append(_pk_column(model) > _key_value(model, after))
+    return conditions
+
+
+def _rows(
+    session: Any,
+    model: type,
+    after: str | None,
+    batch_size: int,
+    *,
+    since: _Since | None = None,
+    load_members: str | None = None,
+) -> Iterator[Any]:
+    """The rows of ``model`` after the primary key ``after`` (and changed since ``since``), in key order,
+    ``batch_size`` at a time."""
+    pk = _pk_column(model)
+    statement: Any = select(model).where(*_conditions(model, after, since)).order_by(pk)
     if load_members is not None:
         statement = statement.options(selectinload(getattr(model, load_members)))
     result = session.execute(statement.execution_options(yield_per=batch_size))
@@ -148,11 +220,8 @@ def _key_value(model: type, key: str) -> Any:
     return python_type(key) if python_type in (int, str) else key
 
 
-def _count(session: Any, model: type, after: str | None) -> int:
-    pk = _pk_column(model)
-    statement: Any = select(func.count()).select_from(model)
-    if after is not None:
-        statement = statement.where(pk > _key_value(model, after))
+def _count(session: Any, model: type, after: str | None, since: _Since | None = None) -> int:
+    statement: Any = select(func.count()).select_from(model).where(*_conditions(model, after, since))
     return int(session.execute(statement).scalar_one())
 
 
@@ -167,9 +236,29 @@ def _key(model: type, row: Any) -> str:
     return str(getattr(row, _pk_column(model).key))
 
 
+def _parse_since_option(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return parse_since(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
 @journy_cli.command("sync", help="Send every user and account to journy.io (resumable, paced).")
 @click.option("--users", "only_users", is_flag=True, help="Sync users (default: users and accounts).")
 @click.option("--accounts", "only_accounts", is_flag=True, help="Sync accounts and their members.")
+@click.option(
+    "--since",
+    metavar="DATE",
+    callback=_parse_since_option,
+    help=f"Only rows changed (or created) since DATE: {SINCE_FORMATS} (UTC without an offset).",
+)
+@click.option(
+    "--since-field",
+    metavar="NAME",
+    help=f"The column --since filters on (default: the first of {', '.join(SINCE_FIELDS)} the model has).",
+)
 @click.option("--batch-size", default=100, show_default=True, type=click.IntRange(1, 10_000))
 @click.option("--dry-run", is_flag=True, help="Read and count everything, send nothing.")
 @click.option(
@@ -182,8 +271,17 @@ def _key(model: type, row: Any) -> str:
 @click.option("--restart", is_flag=True, help="Ignore the checkpoint and start from the beginning.")
 @with_appcontext
 def sync_command(
-    only_users: bool, only_accounts: bool, batch_size: int, dry_run: bool, state_file: str, restart: bool
+    only_users: bool,
+    only_accounts: bool,
+    since: datetime | None,
+    since_field: str | None,
+    batch_size: int,
+    dry_run: bool,
+    state_file: str,
+    restart: bool,
 ) -> None:
+    if since_field is not None and since is None:
+        raise click.UsageError("--since-field needs --since.")
     state = _state()
     settings = state.settings
     both = not only_users and not only_accounts
@@ -196,6 +294,13 @@ def sync_command(
             plan.append("members")
     if not plan:
         raise click.ClickException("nothing to sync: set JOURNY_USER_MODEL and/or JOURNY_ACCOUNT_MODEL")
+    models: dict[str, type] = {}
+    for name in plan:
+        model = settings.user_model if name == "users" else settings.account_model
+        assert model is not None  # the plan only names configured models
+        models[name] = model
+    # Every model's --since column, before anything is sent: a model without one stops the command here.
+    filters = {name: _since_filter(model, since, since_field) for name, model in models.items()}
     if restart:
         Path(state_file).unlink(missing_ok=True)
     session = _session(state)
@@ -203,13 +308,19 @@ def sync_command(
         bulk = BulkSync(client, batch_size=batch_size, dry_run=dry_run, state_file=state_file, progress=_print_progress)
         summaries: list[SyncSummary] = []
         for name in plan:
-            model = settings.user_model if name == "users" else settings.account_model
-            assert model is not None  # the plan only names configured models
-            after = bulk.resume_after(name)
+            model = models[name]
+            since_filter = filters[name]
+            # A checkpoint is resumed only by a run with the same --since and column (see journy_core.bulk).
+            scope = since_filter.scope if since_filter is not None else None
+            notice = bulk.resume_notice(name, scope)
+            if notice is not None:
+                click.echo(notice, err=True)
+            after = bulk.resume_after(name, scope)
             if after is not None:
                 click.echo(f"{name}: resuming after key {after}", err=True)
-            total = _count(session, model, after)
-            summaries.append(bulk.run(name, _operations(state, session, name, model, after, batch_size), total))
+            total = _count(session, model, after, since_filter)
+            operations = _operations(state, session, name, model, after, batch_size, since_filter)
+            summaries.append(bulk.run(name, operations, total, scope=scope))
     click.echo("")
     failed = 0
     for summary in summaries:
@@ -225,11 +336,11 @@ def sync_command(
 
 
 def _operations(
-    state: Any, session: Any, name: str, model: Any, after: str | None, batch_size: int
+    state: Any, session: Any, name: str, model: Any, after: str | None, batch_size: int, since: _Since | None = None
 ) -> Iterator[tuple[str, Operation | None]]:
     settings = state.settings
     members = settings.account_members if name == "members" else None
-    for row in _rows(session, model, after, batch_size, load_members=members):
+    for row in _rows(session, model, after, batch_size, since=since, load_members=members):
         key = _key(model, row)
         if not wants_sync(settings, row):
             yield key, None

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 from journy_core import Client, Journy
 from journy_core import operations as ops
-from journy_core.bulk import BulkSync, ProgressReport
+from journy_core.bulk import (
+    BulkSync,
+    Checkpoint,
+    ProgressReport,
+    default_since_field,
+    missing_since_field,
+    parse_since,
+    since_scope,
+)
 from journy_core.diagnostics import check_api_key
 from journy_core.emulator import Emulator
 from journy_core.errors import ConfigurationError
@@ -67,6 +76,87 @@ def test_forgetting_a_checkpoint_restarts_from_the_beginning(tmp_path: Path, api
     assert sync.resume_after("accounts") == "7"
     sync.forget("accounts")
     assert not state.exists()
+
+
+def test_a_checkpoint_is_resumed_only_by_a_run_with_the_same_since(
+    fast_emulator: Emulator, api_key: str, tmp_path: Path
+) -> None:
+    state = tmp_path / "journy-sync.json"
+    client = Client(api_key, base_url=fast_emulator.url)
+    january = since_scope(parse_since("2026-01-01"), "updated_at")
+
+    def interrupted() -> Iterator[tuple[str, ops.Operation | None]]:
+        yield from users(range(15))
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        BulkSync(client, batch_size=10, state_file=state).run("users", interrupted(), scope=january)
+    assert json.loads(state.read_text()) == {"users": {"after": "000009", "scope": january}}
+    sync = BulkSync(client, batch_size=10, state_file=state)
+    assert sync.checkpoint("users") == Checkpoint("000009", january)
+    assert sync.resume_after("users", january) == "000009"
+    assert sync.resume_after("users", since_scope(parse_since("2026-01-01T01:00:00+01:00"), "updated_at")) == "000009"
+    assert sync.resume_notice("users", january) is None
+    # Another date, another field or no --since: the keys done say nothing about this run's rows.
+    for other in (since_scope(parse_since("2026-02-01"), "updated_at"), since_scope(parse_since("2026-01-01"), "x")):
+        assert sync.resume_after("users", other) is None
+    assert sync.resume_after("users") is None
+    notice = sync.resume_notice("users")
+    assert notice is not None
+    assert "not resuming after key 000009" in notice
+    assert f"with {january}" in notice
+    assert "this run is without --since; starting from the beginning" in notice
+    # The unfiltered run that starts over replaces the checkpoint with its own.
+    with pytest.raises(KeyboardInterrupt):
+        sync.run("users", interrupted())
+    assert json.loads(state.read_text()) == {"users": "000009"}
+    assert sync.resume_after("users") == "000009"
+    assert sync.resume_after("users", january) is None
+
+
+def test_a_checkpoint_file_of_an_earlier_version_is_read_as_unfiltered(tmp_path: Path, api_key: str) -> None:
+    state = tmp_path / "s.json"
+    state.write_text(json.dumps({"users": "19", "accounts": 7}))
+    sync = BulkSync(Client(api_key, base_url="http://127.0.0.1:9"), state_file=state)
+    assert sync.checkpoint("users") == Checkpoint("19")
+    assert sync.resume_after("accounts") == "7"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2026-01-15", datetime(2026, 1, 15, tzinfo=timezone.utc)),
+        ("2026-01-15T10:30", datetime(2026, 1, 15, 10, 30, tzinfo=timezone.utc)),
+        ("2026-01-15 10:30:05", datetime(2026, 1, 15, 10, 30, 5, tzinfo=timezone.utc)),
+        ("2026-01-15T10:30:00Z", datetime(2026, 1, 15, 10, 30, tzinfo=timezone.utc)),
+        ("2026-01-15T10:30:00+02:00", datetime(2026, 1, 15, 10, 30, tzinfo=timezone(timedelta(hours=2)))),
+    ],
+)
+def test_since_accepts_a_date_or_an_iso_datetime_utc_without_an_offset(value: str, expected: datetime) -> None:
+    parsed = parse_since(value)
+    assert parsed == expected
+    assert parsed.tzinfo is not None
+
+
+@pytest.mark.parametrize("value", ["yesterday", "2026-13-01", "15/01/2026", ""])
+def test_since_refuses_anything_else_naming_the_accepted_formats(value: str) -> None:
+    with pytest.raises(ValueError, match=r"is not a date \(YYYY-MM-DD\) or an ISO 8601 datetime"):
+        parse_since(value)
+
+
+def test_the_since_field_is_the_first_default_timestamp_a_model_has() -> None:
+    assert default_since_field(["id", "created_at", "date_joined", "email"]) == "date_joined"
+    assert default_since_field(["modified", "updated_at"]) == "updated_at"
+    assert default_since_field(["id", "name"]) is None
+    assert "Team has none of updated_at" in missing_since_field("Team")
+    assert "--since-field" in missing_since_field("Team")
+
+
+def test_the_since_scope_names_one_instant_and_the_field() -> None:
+    assert since_scope(None, "updated_at") is None
+    scope = since_scope(parse_since("2026-01-01T02:00:00+02:00"), "updated_at")
+    assert scope == since_scope(parse_since("2026-01-01"), "updated_at")
+    assert scope == "--since 2026-01-01T00:00:00+00:00 on updated_at"
 
 
 def test_a_dry_run_counts_without_sending(fast_emulator: Emulator, api_key: str, tmp_path: Path) -> None:

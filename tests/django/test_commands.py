@@ -110,6 +110,31 @@ def test_journy_sync_since_filters_on_date_joined(live, data, tmp_path, capsys):
         call_command("journy_sync", "--since", "yesterday")
 
 
+def test_journy_sync_since_on_a_model_without_timestamp_fields_stops_before_sending(live, data, tmp_path):
+    with pytest.raises(CommandError, match=r"--since: testapp.Organization has none of updated_at.*--since-field"):
+        call_command("journy_sync", "--since", "2000-01-01", "--state-file", str(tmp_path / "s.json"))
+    assert live.calls() == []  # not even the users, which could be filtered
+
+
+def test_journy_sync_since_field_naming_no_field_is_an_error_naming_it(live, data, tmp_path):
+    with pytest.raises(CommandError, match="--since-field 'nope'"):
+        call_command("journy_sync", "--users", "--since", "2000-01-01", "--since-field", "nope")
+    with pytest.raises(CommandError, match="--since-field needs --since"):
+        call_command("journy_sync", "--users", "--since-field", "date_joined")
+    assert live.calls() == []
+
+
+def test_journy_sync_since_does_not_resume_a_checkpoint_of_a_run_without_since(live, data, tmp_path, capsys):
+    users, _ = data
+    state = tmp_path / "state.json"
+    state.write_text(json.dumps({"users": str(users[29].pk)}))  # an unfiltered run stopped there
+    call_command("journy_sync", "--users", "--since", "2000-01-01", "--state-file", str(state))
+    assert len(live.calls("/users/upsert")) == 40  # resuming would have skipped the first 30
+    out = capsys.readouterr().out
+    assert f"users: not resuming after key {users[29].pk}" in out
+    assert "users: 40 to go" in out
+
+
 def _sync_peak_memory(rows: int, tmp_path) -> int:
     import tracemalloc
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
+from sqlalchemy import String
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from journy_core.bulk import parse_since, since_scope
 from journy_core.emulator import DEFAULT_API_KEY, Emulator
 from journy_flask import pause_sync
 
@@ -122,3 +126,235 @@ def test_sync_without_models_says_what_to_set(flag: str, emulator: Emulator) -> 
     result = app.test_cli_runner().invoke(args=["journy", "sync", flag])
     assert result.exit_code != 0
     assert "JOURNY_USER_MODEL" in result.output
+
+
+# --since: users 1 to 6 created at these (naive UTC) times; --since 2024-02-01 selects users 2, 4, 5 (created on the
+# boundary: the filter is >=) and 6, which are not a range of keys.
+CREATED = [
+    datetime(2024, 1, 1),
+    datetime(2024, 3, 1),
+    datetime(2023, 12, 31, 23, 59, 59),
+    datetime(2024, 2, 15),
+    datetime(2024, 2, 1),
+    datetime(2024, 6, 1),
+]
+SINCE_FEBRUARY = [2, 4, 5, 6]
+
+
+def seed_dated_users(app: Flask) -> None:
+    with app.app_context(), pause_sync():
+        db.session.add_all(
+            [User(email=f"user{n}@acme.test", full_name=f"User {n}", created_at=at) for n, at in enumerate(CREATED, 1)]
+        )
+        db.session.commit()
+
+
+def upserted_user_ids(emulator: Emulator) -> list[int]:
+    """The user IDs of every upsert that reached the emulator, one per call."""
+    return sorted(int(call["body"]["identification"]["userId"]) for call in emulator.calls("/users/upsert"))
+
+
+@pytest.mark.parametrize(
+    "since",
+    ["2024-02-01", "2024-02-01T00:00:00", "2024-02-01T01:00:00+01:00", "2024-02-01T00:00:00Z"],
+)
+def test_sync_since_sends_only_the_users_created_or_changed_since_the_date(
+    since: str, emulator: Emulator, tmp_path: Path
+) -> None:
+    app = emulator_app(emulator)
+    seed_dated_users(app)
+    result = app.test_cli_runner().invoke(
+        args=["journy", "sync", "--users", "--since", since, "--state-file", str(tmp_path / "s.json")]
+    )
+    assert result.exit_code == 0, result.output
+    assert upserted_user_ids(emulator) == SINCE_FEBRUARY  # an offset is converted: the same instant everywhere
+    assert "users: sent 4, failed 0, skipped 0" in result.output
+
+
+def test_sync_since_counts_only_the_selected_rows_in_the_progress(emulator: Emulator, tmp_path: Path) -> None:
+    app = emulator_app(emulator)
+    seed_dated_users(app)
+    state_file = str(tmp_path / "s.json")
+    result = app.test_cli_runner().invoke(
+        args=["journy", "sync", "--users", "--since", "2024-02-01", "--batch-size", "3", "--state-file", state_file]
+    )
+    assert result.exit_code == 0, result.output
+    assert "  users: 3/4" in result.output
+    assert "  users: 4/4" in result.output
+    assert "/6" not in result.output
+
+
+def test_sync_since_with_a_dry_run_counts_the_selected_rows_and_sends_nothing(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    app = emulator_app(emulator)
+    seed_dated_users(app)
+    result = app.test_cli_runner().invoke(
+        args=["journy", "sync", "--users", "--since", "2024-02-01", "--dry-run", "--state-file", str(tmp_path / "s")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "users: would send 4" in result.output
+    assert emulator.calls() == []
+
+
+@pytest.mark.parametrize("since", ["yesterday", "2024-13-01", "01/02/2024", ""])
+def test_sync_since_with_a_bad_date_is_a_usage_error_naming_the_formats(since: str, emulator: Emulator) -> None:
+    app = emulator_app(emulator)
+    seed_dated_users(app)
+    result = app.test_cli_runner().invoke(args=["journy", "sync", "--since", since])
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for '--since'" in result.output
+    assert "YYYY-MM-DD" in result.output
+    assert "ISO 8601" in result.output
+    assert emulator.calls() == []
+
+
+def test_sync_since_on_a_model_without_timestamp_columns_stops_before_sending_and_says_to_use_since_field(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    app = emulator_app(emulator)
+    seed(app, users=3, teams=1)  # users have created_at; Team has no timestamp column
+    result = app.test_cli_runner().invoke(
+        args=["journy", "sync", "--since", "2024-01-01", "--state-file", str(tmp_path / "s.json")]
+    )
+    assert result.exit_code == 2, result.output
+    assert "--since: Team has none of updated_at, modified_at" in result.output
+    assert "--since-field" in result.output
+    assert emulator.calls() == []  # not even the users, which could be filtered
+
+
+class AuditBase(DeclarativeBase):  # its own metadata: the other tests' databases do not get this table
+    pass
+
+
+class Customer(AuditBase):
+    """A user model with two timestamps: ``created_at`` (the default --since column) and ``billed_at``."""
+
+    __tablename__ = "customer"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime]
+    billed_at: Mapped[datetime | None]
+
+
+def test_sync_since_field_filters_on_the_named_column(emulator: Emulator, tmp_path: Path) -> None:
+    app = emulator_app(
+        emulator,
+        JOURNY_USER_MODEL=Customer,
+        JOURNY_USER_PROPERTIES=["email"],
+        JOURNY_ACCOUNT_MODEL=None,
+        JOURNY_ACCOUNT_MEMBERS=None,
+    )
+    billed = [datetime(2024, 5, 1), None, datetime(2023, 1, 1), datetime(2024, 4, 1), None, datetime(2024, 2, 1)]
+    with app.app_context(), pause_sync():
+        AuditBase.metadata.create_all(db.engine)
+        db.session.add_all(
+            [
+                Customer(email=f"c{n}@acme.test", created_at=created, billed_at=billed_at)
+                for n, (created, billed_at) in enumerate(zip(CREATED, billed, strict=True), 1)
+            ]
+        )
+        db.session.commit()
+    state_file = str(tmp_path / "s.json")
+    runner = app.test_cli_runner()
+    result = runner.invoke(
+        args=["journy", "sync", "--since", "2024-02-01", "--since-field", "billed_at", "--state-file", state_file]
+    )
+    assert result.exit_code == 0, result.output
+    assert upserted_user_ids(emulator) == [1, 4, 6]  # billed since February; NULL never matches
+    emulator.reset()
+    result = runner.invoke(args=["journy", "sync", "--since", "2024-02-01", "--state-file", state_file])
+    assert result.exit_code == 0, result.output
+    assert upserted_user_ids(emulator) == SINCE_FEBRUARY  # without --since-field: created_at
+
+
+@pytest.mark.parametrize(
+    ("field", "message"),
+    [("nope", "'nope' is not a column of User"), ("email", "User.email is not a date or datetime column")],
+)
+def test_sync_since_field_naming_no_timestamp_column_is_an_error_naming_it(
+    field: str, message: str, emulator: Emulator
+) -> None:
+    app = emulator_app(emulator)
+    seed_dated_users(app)
+    result = app.test_cli_runner().invoke(
+        args=["journy", "sync", "--users", "--since", "2024-01-01", "--since-field", field]
+    )
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for '--since-field'" in result.output
+    assert message in result.output
+    assert emulator.calls() == []
+
+
+def test_sync_since_field_without_since_is_a_usage_error(emulator: Emulator) -> None:
+    result = emulator_app(emulator).test_cli_runner().invoke(args=["journy", "sync", "--since-field", "created_at"])
+    assert result.exit_code == 2
+    assert "--since-field needs --since" in result.output
+
+
+FEBRUARY = since_scope(parse_since("2024-02-01"), "created_at")
+
+
+@pytest.mark.parametrize(
+    ("checkpoint", "args", "expected"),
+    [
+        pytest.param("4", ["--since", "2024-02-01"], SINCE_FEBRUARY, id="unfiltered-checkpoint-then-since"),
+        pytest.param(
+            {"after": "4", "scope": since_scope(parse_since("2024-03-01"), "created_at")},
+            ["--since", "2024-02-01"],
+            SINCE_FEBRUARY,
+            id="another-since",
+        ),
+        pytest.param({"after": "4", "scope": FEBRUARY}, [], [1, 2, 3, 4, 5, 6], id="since-checkpoint-then-unfiltered"),
+    ],
+)
+def test_a_checkpoint_left_by_a_run_with_another_since_is_not_resumed_so_no_row_is_skipped(
+    checkpoint: Any, args: list[str], expected: list[int], emulator: Emulator, tmp_path: Path
+) -> None:
+    # The keys done by a run filtered differently say nothing about this run's rows: resuming after key 4 would
+    # silently skip users 2 and 4 (or 1 to 4).
+    app = emulator_app(emulator)
+    seed_dated_users(app)
+    state_file = tmp_path / "sync.json"
+    state_file.write_text(json.dumps({"users": checkpoint}))
+    result = app.test_cli_runner().invoke(args=["journy", "sync", "--users", *args, "--state-file", str(state_file)])
+    assert result.exit_code == 0, result.output
+    assert "users: not resuming after key 4" in result.output
+    assert "starting from the beginning" in result.output
+    assert upserted_user_ids(emulator) == expected
+    assert not state_file.exists()  # completed: its checkpoint replaced the other one, then went
+
+
+def test_a_checkpoint_left_by_a_run_with_the_same_since_is_resumed(emulator: Emulator, tmp_path: Path) -> None:
+    app = emulator_app(emulator)
+    seed_dated_users(app)
+    state_file = tmp_path / "sync.json"
+    state_file.write_text(json.dumps({"users": {"after": "4", "scope": FEBRUARY}}))  # users 2 and 4 were sent
+    result = app.test_cli_runner().invoke(
+        args=["journy", "sync", "--users", "--since", "2024-02-01T01:00:00+01:00", "--state-file", str(state_file)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "users: resuming after key 4" in result.output
+    assert "  users: 2/2" in result.output  # the count honours both the checkpoint and --since
+    assert upserted_user_ids(emulator) == [5, 6]
+
+
+@pytest.mark.services
+def test_sync_since_on_postgresql_sends_only_the_rows_changed_since_the_date(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    with postgres_database() as uri:
+        app = emulator_app(emulator, uri)
+        try:
+            seed_dated_users(app)
+            since = ["--since", "2024-02-01T01:00:00+01:00"]
+            result = app.test_cli_runner().invoke(
+                args=["journy", "sync", "--users", *since, "--batch-size", "3", "--state-file", str(tmp_path / "s")]
+            )
+            assert result.exit_code == 0, result.output
+            assert upserted_user_ids(emulator) == SINCE_FEBRUARY
+            assert "  users: 4/4" in result.output
+        finally:
+            with app.app_context():
+                db.session.remove()
+                db.engine.dispose()

@@ -14,34 +14,37 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import date, datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.core.exceptions import FieldError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import models
 
 from journy_core import Client
-from journy_core.bulk import BulkSync, ProgressReport, SyncSummary
+from journy_core.bulk import (
+    SINCE_FIELDS,
+    BulkSync,
+    ProgressReport,
+    SyncSummary,
+    default_since_field,
+    missing_since_field,
+    parse_since,
+    since_scope,
+)
 from journy_core.operations import Operation
 
 from ...conf import JournyConfigurationError, base_url, journy_settings
 from ...identity import account_model, upsert_operation
 from ...sync import membership_operations, should_sync
 
-#: Fields ``--since`` filters on, first found wins (override with ``--since-field``).
-SINCE_FIELDS = ("updated_at", "modified_at", "modified", "last_modified", "date_joined", "created_at", "created")
-
 
 def _parse_since(value: str) -> datetime:
     try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        try:
-            parsed = datetime.combine(date.fromisoformat(value), datetime.min.time())
-        except ValueError:
-            raise CommandError(f"--since {value!r} is not a date (YYYY-MM-DD) or an ISO 8601 datetime.") from None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
+        return parse_since(value)
+    except ValueError as exc:
+        raise CommandError(f"--since {exc}.") from None
 
 
 class Command(BaseCommand):  # type: ignore[misc]
@@ -50,8 +53,17 @@ class Command(BaseCommand):  # type: ignore[misc]
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--users", action="store_true", help="sync users (default: users and accounts)")
         parser.add_argument("--accounts", action="store_true", help="sync accounts and their memberships")
-        parser.add_argument("--since", type=_parse_since, help="only rows changed (or created) since this date")
-        parser.add_argument("--since-field", help=f"the field --since filters on (default: first of {SINCE_FIELDS})")
+        parser.add_argument(
+            "--since",
+            type=_parse_since,
+            metavar="DATE",
+            help="only rows changed (or created) since DATE: YYYY-MM-DD or an ISO 8601 datetime (UTC without offset)",
+        )
+        parser.add_argument(
+            "--since-field",
+            metavar="F",
+            help=f"the field --since filters on (default: the first of {', '.join(SINCE_FIELDS)} the model has)",
+        )
         parser.add_argument("--batch-size", type=int, default=100, help="rows per checkpoint (default 100)")
         parser.add_argument("--dry-run", action="store_true", help="build every call but send nothing")
         parser.add_argument(
@@ -71,10 +83,21 @@ class Command(BaseCommand):  # type: ignore[misc]
             raise CommandError(str(exc)) from None
         if not config.enabled and not options["dry_run"]:
             raise CommandError("JOURNY['ENABLED'] is False: nothing is sent (use --dry-run to try the sync).")
+        if options["since_field"] and options["since"] is None:
+            raise CommandError("--since-field needs --since.")
         both = not options["users"] and not options["accounts"]
         accounts = account_model()
         if options["accounts"] and accounts is None:
             raise CommandError("--accounts needs JOURNY['ACCOUNT_MODEL'].")
+        plan: list[tuple[str, type[models.Model], Any]] = []
+        if (both or options["users"]) and config["SYNC_USERS"]:
+            plan.append(("users", get_user_model(), self._upserts))
+        if (both or options["accounts"]) and accounts is not None:
+            plan.append(("accounts", accounts, self._upserts))
+            if config["ACCOUNT_MEMBERS"] is not None:
+                plan.append(("memberships", accounts, self._memberships))
+        # The --since field of every model, before anything is sent: a model without one stops the command here.
+        since_fields = {model: self._since_field(model, options) for _, model, _ in plan}
         self._last_progress = 0.0
         bulk = BulkSync(
             client,
@@ -85,13 +108,9 @@ class Command(BaseCommand):  # type: ignore[misc]
         )
         if options["restart"]:
             bulk.forget("users", "accounts", "memberships")
-        summaries: list[SyncSummary] = []
-        if (both or options["users"]) and config["SYNC_USERS"]:
-            summaries.append(self._sync_model(bulk, "users", get_user_model(), options, self._upserts))
-        if (both or options["accounts"]) and accounts is not None:
-            summaries.append(self._sync_model(bulk, "accounts", accounts, options, self._upserts))
-            if config["ACCOUNT_MEMBERS"] is not None:
-                summaries.append(self._sync_model(bulk, "memberships", accounts, options, self._memberships))
+        summaries = [
+            self._sync_model(bulk, name, model, since_fields[model], options, items) for name, model, items in plan
+        ]
         client.close()
         failed = sum(summary.failed for summary in summaries)
         for summary in summaries:
@@ -113,31 +132,51 @@ class Command(BaseCommand):  # type: ignore[misc]
             raise JournyConfigurationError("JOURNY['API_KEY'] is not set: journy_sync has nothing to send with.")
         return Client(key, base_url=base_url())
 
-    def _queryset(self, bulk: BulkSync, name: str, model: type[models.Model], options: dict[str, Any]) -> Any:
+    @staticmethod
+    def _since_field(model: type[models.Model], options: dict[str, Any]) -> str | None:
+        """The field ``--since`` filters ``model`` on (None without ``--since``)."""
+        if options["since"] is None:
+            return None
+        field = options["since_field"] or default_since_field(f.name for f in model._meta.get_fields())
+        if field is None:
+            raise CommandError(missing_since_field(model._meta.label))
+        try:  # resolves the lookup (a field, or a path such as profile__updated_at) without running a query
+            model._default_manager.filter(**{f"{field}__gte": options["since"]})
+        except FieldError as exc:
+            raise CommandError(f"--since-field {field!r}: {exc}") from None
+        return field
+
+    @staticmethod
+    def _queryset(
+        model: type[models.Model], since_field: str | None, options: dict[str, Any], after: str | None
+    ) -> Any:
         queryset = model._default_manager.order_by("pk")
-        if options["since"] is not None:
-            field = options["since_field"] or next(
-                (f for f in SINCE_FIELDS if any(x.name == f for x in model._meta.get_fields())), None
-            )
-            if field is None:
-                raise CommandError(
-                    f"--since: {model._meta.label} has none of {SINCE_FIELDS}; name one with --since-field."
-                )
-            queryset = queryset.filter(**{f"{field}__gte": options["since"]})
-        after = bulk.resume_after(name)
+        if since_field is not None:
+            queryset = queryset.filter(**{f"{since_field}__gte": options["since"]})
         if after is not None:
             queryset = queryset.filter(pk__gt=model._meta.pk.to_python(after))
         return queryset
 
     def _sync_model(
-        self, bulk: BulkSync, name: str, model: type[models.Model], options: dict[str, Any], items: Any
+        self,
+        bulk: BulkSync,
+        name: str,
+        model: type[models.Model],
+        since_field: str | None,
+        options: dict[str, Any],
+        items: Any,
     ) -> SyncSummary:
-        queryset = self._queryset(bulk, name, model, options)
+        # A checkpoint is resumed only by a run with the same --since and field (see journy_core.bulk).
+        scope = since_scope(options["since"], since_field)
+        notice = bulk.resume_notice(name, scope)
+        if notice is not None:
+            self.stdout.write(notice)
+        after = bulk.resume_after(name, scope)
+        queryset = self._queryset(model, since_field, options, after)
         total = queryset.count()
-        after = bulk.resume_after(name)
         self.stdout.write(f"{name}: {total} to go" + (f" (resuming after {after})" if after else ""))
         rows = queryset.iterator(chunk_size=max(options["batch_size"], 100))
-        return bulk.run(name, items(rows), total)
+        return bulk.run(name, items(rows), total, scope=scope)
 
     @staticmethod
     def _upserts(rows: Iterator[models.Model]) -> Iterator[tuple[str, Operation | None]]:
