@@ -223,7 +223,11 @@ def test_a_process_that_exits_without_flushing_still_delivers_its_queue(emulator
     )
     assert result.returncode == 0, result.stderr
     assert len(event_names(emulator)) == 300
-    assert "delivered 300 operation(s) at exit" in result.stderr
+    # Most go at exit; on a loaded machine the sender may deliver a few while the loop still runs.
+    delivered_at_exit = re.search(r"delivered (\d+) operation\(s\) at exit", result.stderr)
+    assert delivered_at_exit is not None, result.stderr
+    assert 0 < int(delivered_at_exit.group(1)) <= 300
+    assert "never sent" not in result.stderr
 
 
 def test_an_exit_flush_that_runs_out_of_time_says_how_many_were_lost(emulator: Emulator, api_key: str) -> None:
