@@ -36,8 +36,9 @@ from .identities import (
     user_id_of,
     user_operation,
 )
+from .jinja import JournyExtension
 from .settings import DEFAULTS, Settings, read_settings
-from .snippet import journy_event, journy_snippet
+from .snippet import snippet_global
 from .state import UNSET, JournyState, get_state, page_data, session_target
 
 __all__ = ["Journy", "JournyState"]
@@ -76,7 +77,7 @@ class Journy:
     >>> journy = Journy(app)                                 # doctest: +SKIP
     >>> journy.track("created_invoice", metadata={"amount": 100})   # in a view: the current user  # doctest: +SKIP
 
-    In templates: ``{{ journy_snippet() }}`` in the base layout, ``{{ journy_event("opened_billing") }}`` anywhere.
+    In templates: ``{{ journy_snippet() }}`` in the base layout, ``{% journy_event "opened_billing" %}`` anywhere.
     Command line: ``flask journy check`` and ``flask journy sync``.
     """
 
@@ -116,8 +117,8 @@ class Journy:
         app.extensions["journy"] = state
         hooks.install(app, state)
 
-        app.add_template_global(journy_snippet, "journy_snippet")
-        app.add_template_global(journy_event, "journy_event")
+        app.add_template_global(snippet_global(state), "journy_snippet")
+        app.jinja_env.add_extension(JournyExtension)  # {% journy_event %}
         app.cli.add_command(journy_cli)
 
     @staticmethod

@@ -3,8 +3,8 @@
 The device cookie is linked to the user
 
 - on Flask-Login's ``user_logged_in`` (``login_user()``) and ``user_loaded_from_cookie`` (a remembered session);
-- after any request that carries a ``__journey`` cookie not yet linked in this session, once a user is logged in
-  (the visitor reached the marketing site, which set the cookie, after logging in);
+- on any request that carries a ``__journey`` cookie not yet linked in this session, once a user is logged in
+  (the visitor reached the marketing site, which set the cookie, after logging in), after its view;
 - when the app calls ``journy.link(...)`` itself (apps without Flask-Login).
 
 Each device is linked once per session: the linked device IDs are kept in ``flask.session`` under
@@ -27,7 +27,7 @@ from journy_core import operations as ops
 from journy_core.devices import COOKIE_NAME, clean_device_id, remember_link
 from journy_core.guard import guarded, report_exception
 
-from .identities import user_email_of, user_id_of
+from .identities import is_authenticated, user_email_of, user_id_of
 from .state import UNSET, JournyState, PageData, page_data
 
 try:
@@ -45,7 +45,7 @@ logger = logging.getLogger("journy")
 
 #: Where the device IDs linked in this session are kept: one string, the user then each device ID, separated by
 #: newlines (which a cleaned device ID cannot contain); a string costs the session serializer least.
-SESSION_KEY = "_journy_linked"
+SESSION_KEY = "_journy"
 _SEPARATOR = "\n"
 
 
@@ -66,7 +66,9 @@ def install(app: Flask, state: JournyState) -> None:
 
     def link_after_request(response: Response) -> Response:
         # Runs after every request: the usual cases (no ``__journey`` cookie, or a device this session already
-        # linked) cost a context-variable read, two dictionary lookups and a substring test.
+        # linked) cost a context-variable read, a few dictionary lookups and a substring test. (Flask calls it
+        # through ``ensure_sync()``, which costs about as much again; a URL value preprocessor, called without
+        # it, costs more: Flask then reads ``request.endpoint`` through the proxy for it.)
         try:
             raw: str | None
             ctx = _cv_request.get(None) if _cv_request is not None else None
@@ -81,11 +83,13 @@ def install(app: Flask, state: JournyState) -> None:
                     return response
             settings = state.settings
             if not settings.enabled or not settings.link_devices:
-                return response  # (before reading the session, which would add ``Vary: Cookie``)
-            linked = (ctx.session if ctx is not None else session).get(SESSION_KEY)
+                return response
+            current_session = ctx.session if ctx is not None else session
+            # dict.get: SessionMixin.get() is a Python method (it marks the session accessed, as ctx.session did)
+            linked = dict.get(current_session, SESSION_KEY) if isinstance(current_session, dict) else None
             if isinstance(linked, str) and f"{_SEPARATOR}{raw}{_SEPARATOR}" in f"{linked}{_SEPARATOR}":
                 return response  # this session already linked this device
-            _link_unlinked(state, raw, linked)
+            _link_unlinked(state, raw, current_session.get(SESSION_KEY))
         except Exception:
             report_exception("linking the __journey cookie", loud=state.debug)
         return response
@@ -133,7 +137,7 @@ def current_user(state: JournyState, namespace: Any = None) -> Any:
     user = namespace.__dict__.get("_login_user") if namespace is not None else None
     if user is None:
         user = flask_login.current_user._get_current_object()  # loads the user when nothing has yet
-    return user if getattr(user, "is_authenticated", False) else None
+    return user if is_authenticated(user) else None
 
 
 def current_account(state: JournyState, page: PageData | None = None) -> Any:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from operator import attrgetter
 from typing import Any
 
 from journy_core import operations as ops
@@ -17,11 +18,16 @@ from journy_core.operations import Operation
 from .settings import Identity, Settings
 
 try:
-    from sqlalchemy import inspect as sa_inspect
+    from sqlalchemy.orm.attributes import instance_state
 
     HAS_SQLALCHEMY = True
 except ImportError:  # SQLAlchemy is optional
     HAS_SQLALCHEMY = False
+
+try:
+    from flask_login import AnonymousUserMixin, UserMixin
+except ImportError:  # Flask-Login is optional
+    AnonymousUserMixin = UserMixin = None
 
 __all__ = [
     "account_id_of",
@@ -38,7 +44,7 @@ _PLAIN_IDS = (str, int, uuid.UUID)
 
 def _primary_key(obj: Any) -> object:
     """The single-column primary key of a mapped instance, without loading anything."""
-    state = sa_inspect(obj)
+    state = instance_state(obj)  # what sqlalchemy.inspect(obj) returns, without the inspection registry
     identity = state.identity
     if identity is not None:
         return identity[0] if len(identity) == 1 else ":".join(str(v) for v in identity)
@@ -52,9 +58,9 @@ def _get_id(obj: Any) -> object:
     return obj.get_id()
 
 
-def _id_attribute(obj: Any) -> object:
-    return getattr(obj, "id", None)
-
+#: ``obj.id``: Flask-Login's own ``UserMixin.get_id()`` is ``str(self.id)``, and an object without ``get_id`` is
+#: identified by its ``id`` (None when it has none). A C-level getter: the snippet reads two IDs on every page.
+_read_id = attrgetter("id")
 
 # How to read the default identifier of each class: resolved once per class, since this runs on every page.
 _default_readers: dict[type, Callable[[Any], object]] = {}
@@ -65,12 +71,43 @@ def _default_reader(cls: type) -> Callable[[Any], object]:
     if reader is None:
         if HAS_SQLALCHEMY and getattr(cls, "__mapper__", None) is not None:
             reader = _primary_key
-        elif callable(getattr(cls, "get_id", None)):
-            reader = _get_id  # a Flask-Login user that is not a mapped model
+        elif callable(getattr(cls, "get_id", None)) and getattr(cls, "get_id", None) is not _USER_MIXIN_GET_ID:
+            reader = _get_id  # a Flask-Login user with its own get_id(), not a mapped model
         else:
-            reader = _id_attribute
+            reader = _read_id
         _default_readers[cls] = reader
     return reader
+
+
+_USER_MIXIN_GET_ID = getattr(UserMixin, "get_id", None)
+
+#: Whether a user class is always (True) or never (False) authenticated: Flask-Login's ``UserMixin`` (whose
+#: ``is_authenticated`` is ``is_active``, True unless overridden) and ``AnonymousUserMixin``. A class that overrides
+#: either property is asked every time (None). Resolved once per class: the snippet asks on every page.
+_authenticated_by_class: dict[type, bool | None] = {}
+
+
+def _fixed_authentication(cls: type) -> bool | None:
+    if UserMixin is None:
+        return None
+    attributes = ("is_authenticated", "is_active")
+    if all(getattr(cls, name, None) is UserMixin.__dict__[name] for name in attributes):
+        return True
+    if getattr(cls, "is_authenticated", None) is AnonymousUserMixin.__dict__["is_authenticated"]:
+        return False
+    return None
+
+
+def is_authenticated(user: Any) -> bool:
+    """``user.is_authenticated``, answered from the class for Flask-Login's mixins (without two property calls)."""
+    cls = type(user)
+    try:
+        fixed = _authenticated_by_class[cls]
+    except KeyError:
+        fixed = _authenticated_by_class[cls] = _fixed_authentication(cls)
+    if fixed is not None:
+        return fixed
+    return bool(getattr(user, "is_authenticated", False))
 
 
 def _identify(obj: Any, spec: Identity) -> str | None:
@@ -79,7 +116,12 @@ def _identify(obj: Any, spec: Identity) -> str | None:
         # checks below (never None, a bool or a plain ID), so a hit skips them.
         known = _default_readers.get(type(obj))
         if known is not None:
-            value = known(obj)
+            try:
+                value = known(obj)
+            except AttributeError:
+                if known is not _read_id:
+                    raise
+                return None  # no ``id`` attribute
             if value is None or value is True or value is False:
                 return None
             return value if type(value) is str else str(value)
@@ -88,8 +130,13 @@ def _identify(obj: Any, spec: Identity) -> str | None:
     if isinstance(obj, _PLAIN_IDS):
         return str(obj)
     if spec is None:
-        reader = _default_readers.get(type(obj))
-        value = (reader or _default_reader(type(obj)))(obj)
+        reader = _default_readers.get(type(obj)) or _default_reader(type(obj))
+        try:
+            value = reader(obj)
+        except AttributeError:
+            if reader is not _read_id:
+                raise
+            return None  # no ``id`` attribute
     elif isinstance(spec, str):
         value = read_attribute(obj, spec)
     else:

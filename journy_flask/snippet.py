@@ -8,7 +8,7 @@ gets an HTML comment saying why instead of the snippet: a template never breaks 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from flask import current_app, g, has_request_context
@@ -22,7 +22,16 @@ from journy_core.guard import guarded, report_exception
 from journy_core.snippet import SnippetEvent, Tracker, disabled_comment, render_event_script, render_snippet
 
 from . import hooks
-from .identities import _identify, account_id_of, is_account, is_user
+from .identities import (
+    _authenticated_by_class,
+    _default_readers,
+    _identify,
+    _read_id,
+    account_id_of,
+    is_account,
+    is_authenticated,
+    is_user,
+)
 from .state import EMPTY_PAGE, G_NAME, UNSET, JournyState, page_data
 
 #: The app context itself (Flask 3.0 and 3.1): one context-variable read instead of LocalProxy lookups on every
@@ -30,7 +39,16 @@ from .state import EMPTY_PAGE, G_NAME, UNSET, JournyState, page_data
 _cv_app: Any = getattr(_flask_globals, "_cv_app", None)
 _cv_request: Any = getattr(_flask_globals, "_cv_request", None)
 
-__all__ = ["journy_event", "journy_snippet", "render_page_snippet"]
+__all__ = ["SafeHTML", "journy_event", "journy_snippet", "render_page_snippet", "snippet_global"]
+
+
+class SafeHTML(str):
+    """HTML that is safe as it is, for Jinja: a ``str`` with ``__html__`` (markupsafe's protocol, as ``Markup``),
+    whose ``__html__`` is ``str.__str__`` (C code): Jinja outputs it with two Python calls fewer than ``Markup``,
+    and ``{{ journy_snippet() }}`` is on every page."""
+
+    __slots__ = ()
+    __html__ = str.__str__
 
 
 def _html(text: str) -> Markup:
@@ -116,7 +134,7 @@ def _render_page_snippet(
         user = namespace_vars.get("_login_user") if state.has_login_manager else None  # Flask-Login's
         if user is None or settings.current_user is not None:
             user = hooks.current_user(state, namespace)
-        elif not getattr(user, "is_authenticated", False):
+        elif not is_authenticated(user):
             user = None
         if settings.has_skip_filters and hooks.skipped(state, user, page_data()):
             return _html(disabled_comment("this request is skipped (JOURNY_INTERNAL_IPS or JOURNY_SKIP)"))
@@ -150,8 +168,13 @@ def _render_page_snippet(
             screen = page.screen
         if page.events:
             extra_events = [*page.events, *extra_events]
-    if settings.csp_nonce is None and context is not None and context.resolve_or_missing("csp_nonce") is missing:
-        nonce = None  # the usual case, without a call
+    if (
+        settings.csp_nonce is None
+        and context is not None
+        and "csp_nonce" not in context.vars  # context.resolve_or_missing(), without the call
+        and "csp_nonce" not in context.parent
+    ):
+        nonce = None  # the usual case
     else:
         nonce = _nonce(context, state)
     key: tuple[object, ...] | None = None
@@ -196,6 +219,139 @@ def _render_page_snippet(
     return html
 
 
+def _allows_short_path(state: JournyState) -> bool:
+    """Whether these settings let the short path of :func:`snippet_global` answer: tracking on, a configured
+    tracker (not one fetched by website domain), Flask-Login's user (not ``JOURNY_CURRENT_USER``), no skip filter,
+    no nonce callable. Checked once per settings object (the test helpers swap them)."""
+    settings = state.settings
+    state.page_cache.clear()
+    state.page_cache_settings = settings
+    state.short_path = (
+        settings.tracker_problem is None
+        and settings.tracker is not None
+        and settings.current_user is None
+        and settings.csp_nonce is None
+        and not settings.has_skip_filters
+    )
+    return state.short_path
+
+
+def _short_page(state: JournyState, context: Context) -> str | None:
+    """The snippet of the usual page, from the cache in the fewest steps (this runs on every page), or None when
+    the page needs :func:`_render_page_snippet`: a view that set a screen, an account or events, a CSP nonce, a user
+    Flask-Login has not loaded, or settings that need more (see :func:`_allows_short_path`). Renders what
+    :func:`_render_page_snippet` renders for the same page (tested)."""
+    settings = state.settings
+    if state.page_cache_settings is not settings and not _allows_short_path(state):
+        return None
+    if not state.short_path or "csp_nonce" in context.vars or "csp_nonce" in context.parent:
+        return None
+    app_ctx = _cv_app.get(None)
+    if app_ctx is None or _cv_request.get(None) is None:
+        return None
+    namespace_vars = app_ctx.g.__dict__
+    user = namespace_vars.get("_login_user")  # the user Flask-Login loaded for this request
+    if user is None or G_NAME in namespace_vars:
+        return None
+    authenticated = _authenticated_by_class.get(type(user))  # is_authenticated(), for a class seen before
+    if authenticated is None:
+        return None
+    user_id = email = user_properties = account_id = account_properties = None
+    if authenticated:
+        if settings.user_id is None and _default_readers.get(type(user)) is _read_id:  # _identify(), inlined
+            value = getattr(user, "id", None)
+            if value is not None and value is not True and value is not False:
+                user_id = value if type(value) is str else str(value)
+        else:
+            user_id = _identify(user, settings.user_id)
+        if settings.user_email is not None:
+            found = getattr(user, settings.user_email, None)
+            email = found if isinstance(found, str) and found.strip() else None
+        if (
+            settings.user_properties is not None
+            and settings.snippet_properties
+            and (user_id is not None or email is not None)
+            and is_user(settings, user)
+        ):
+            user_properties = settings.user_properties(user)
+    # From here on the page is rendered on this path: JOURNY_CURRENT_ACCOUNT() is the app's code, called once.
+    current_account = settings.current_account
+    account = current_account() if current_account is not None else None
+    if account is not None:
+        if settings.account_id is None and _default_readers.get(type(account)) is _read_id:  # _identify(), inlined
+            value = getattr(account, "id", None)
+            if value is not None and value is not True and value is not False:
+                account_id = value if type(value) is str else str(value)
+        else:
+            account_id = _identify(account, settings.account_id)
+        if (
+            settings.account_properties is not None
+            and settings.snippet_properties
+            and account_id is not None
+            and is_account(settings, account)
+        ):
+            account_properties = settings.account_properties(account)
+    key: tuple[object, ...] | None = (user_id, email, account_id)
+    if user_properties is not None or account_properties is not None:
+        key = (
+            user_id,
+            email,
+            account_id,
+            None if user_properties is None else tuple(user_properties.items()),
+            None if account_properties is None else tuple(account_properties.items()),
+        )
+    try:
+        html = state.page_cache.get(key)  # type: ignore[arg-type]
+    except TypeError:  # an unhashable property value (a list): rendered, not cached
+        key, html = None, None
+    if html is None:
+        assert settings.tracker is not None  # checked by _allows_short_path()
+        html = SafeHTML(
+            render_snippet(
+                settings.tracker,
+                verification_secret=settings.verification_secret,
+                user_id=user_id,
+                email=email,
+                user_properties=user_properties,
+                account_id=account_id,
+                account_properties=account_properties,
+            )
+        )
+        if key is not None:
+            if len(state.page_cache) >= SNIPPET_CACHE_SIZE:
+                state.page_cache.clear()
+            state.page_cache[key] = html
+    return html
+
+
+def snippet_global(state: JournyState) -> Callable[..., Markup | str]:
+    """The ``journy_snippet`` Jinja global of one app (``init_app`` registers it): :func:`journy_snippet` bound to
+    the app's state, so that the usual page (no ``screen``, ``events`` or ``pageview=False``) skips finding the app
+    and goes straight to the cache."""
+
+    @pass_context
+    def journy_snippet_for_app(
+        context: Context,
+        *,
+        screen: str | None = None,
+        events: Iterable[SnippetEvent | Mapping[str, Any]] = (),
+        pageview: bool = True,
+    ) -> Markup | str:
+        if screen is None and pageview and not events and _cv_app is not None:
+            try:
+                html = _short_page(state, context)
+            except Exception:
+                report_exception("rendering the journy.io snippet", loud=state.debug)
+                return _html(disabled_comment("the snippet could not be rendered (see the log)"))
+            if html is not None:
+                return html
+        return journy_snippet(context, screen=screen, events=events, pageview=pageview)
+
+    journy_snippet_for_app.__name__ = journy_snippet_for_app.__qualname__ = "journy_snippet"
+    journy_snippet_for_app.__doc__ = journy_snippet.__doc__
+    return journy_snippet_for_app
+
+
 @pass_context
 def journy_snippet(
     context: Context,
@@ -203,7 +359,7 @@ def journy_snippet(
     screen: str | None = None,
     events: Iterable[SnippetEvent | Mapping[str, Any]] = (),
     pageview: bool = True,
-) -> Markup:
+) -> Markup | str:
     """``{{ journy_snippet() }}``: the journy.io snippet for this page, with ``identify`` for the logged-in user
     and ``account`` for the current account. ``screen="Billing"`` records a screen instead of a pageview."""
     app_ctx = _cv_app.get(None) if _cv_app is not None else None  # _state_or_comment(), inlined: every page

@@ -83,6 +83,12 @@ class JournyState:
         #: The settings and tracker the cached snippets were rendered with: new ones empty the cache.
         self.snippet_cache_settings: Settings | None = None
         self.snippet_cache_tracker: Tracker | None = None
+        #: The usual page (a view that customised nothing, no CSP nonce) by (user_id, email, account_id[, user
+        #: properties, account properties]), and the settings that allow that short path (``snippet._short_page``):
+        #: other settings empty it.
+        self.page_cache: dict[tuple[object, ...], str] = {}
+        self.page_cache_settings: Settings | None = None
+        self.short_path = False
         #: Whether Flask-Login is set up on the app; None until the first request (it may be set up after us).
         self.has_login_manager: bool | None = None
 

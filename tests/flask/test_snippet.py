@@ -1,4 +1,4 @@
-"""``{{ journy_snippet() }}`` and ``{{ journy_event() }}``: verification on the server, escaping, nonce, comments."""
+"""``{{ journy_snippet() }}`` and ``{% journy_event %}``: verification on the server, escaping, nonce, comments."""
 
 from __future__ import annotations
 
@@ -9,10 +9,14 @@ from typing import Any
 
 import pytest
 from flask import Flask, render_template_string
+from flask_login import AnonymousUserMixin, UserMixin
+from jinja2 import TemplateSyntaxError
 
 from journy_core import InvalidArgumentError, verification_hash
 from journy_core.emulator import Emulator
 from journy_flask import Journy
+from journy_flask.identities import account_id_of, is_authenticated, user_id_of
+from journy_flask.snippet import render_page_snippet
 
 from .conftest import SECRET, Team, User, build_app, db
 
@@ -107,9 +111,9 @@ def test_views_choose_a_screen_an_account_and_browser_events(app: Flask) -> None
     assert found["event"]["accountId"] == "77"
 
 
-def test_the_event_helper_renders_its_own_script_anywhere(app: Flask) -> None:
+def test_the_event_tag_renders_its_own_script_anywhere(app: Flask) -> None:
     with app.test_request_context("/"):
-        html = render_template_string('{{ journy_event("opened_billing", {"seats": 3}, account=5) }}')
+        html = render_template_string('{% journy_event "opened_billing", {"seats": 3}, account=5 %}')
     found = calls(html)
     assert found["event"] == {
         "name": "opened_billing",
@@ -118,6 +122,42 @@ def test_the_event_helper_renders_its_own_script_anywhere(app: Flask) -> None:
         "metadata": {"seats": 3},
     }
     assert "window.journy=window.journy||" in html  # works even before the snippet's stub
+
+
+@pytest.mark.parametrize(
+    ("tag", "metadata"),
+    [
+        ('{% journy_event "opened_billing" %}', None),
+        ('{% journy_event "opened_billing", plan="pro", seats=n %}', {"plan": "pro", "seats": 3}),
+        ('{% journy_event "opened_billing", {"plan": "free", "seats": 1}, plan="pro" %}', {"plan": "pro", "seats": 1}),
+    ],
+)
+def test_the_event_tag_takes_metadata_as_a_mapping_keywords_or_both(
+    app: Flask, tag: str, metadata: dict[str, object] | None
+) -> None:
+    with app.test_request_context("/"):
+        found = calls(render_template_string(tag, n=3))
+    assert found["event"]["name"] == "opened_billing"
+    assert found["event"].get("metadata") == metadata
+
+
+def test_the_event_tag_with_bad_metadata_renders_a_comment_not_an_error(app: Flask) -> None:
+    with app.test_request_context("/"):
+        html = render_template_string('{% journy_event "opened_billing", ["not", "a", "mapping"] %}')
+    assert html.startswith("<!--") and "could not be rendered" in html
+    assert "<script" not in html
+
+
+def test_a_misplaced_event_tag_argument_is_a_template_syntax_error_naming_the_tag(app: Flask) -> None:
+    with app.test_request_context("/"), pytest.raises(TemplateSyntaxError, match="journy_event takes a name"):
+        render_template_string('{% journy_event "opened_billing", plan="pro", {"seats": 3} %}')
+
+
+def test_the_extension_registers_one_jinja_global(app: Flask) -> None:
+    """Jinja copies each global into every template context it renders: journy adds only journy_snippet."""
+    bare = Flask("bare")
+    added = set(app.jinja_env.globals) - set(bare.jinja_env.globals)
+    assert added == {"journy_snippet"}
 
 
 def test_a_broken_current_account_callable_never_breaks_the_page(add_user: Callable[..., int]) -> None:
@@ -171,3 +211,81 @@ def test_a_changed_property_or_account_shows_on_the_next_page(app: Flask) -> Non
     assert found["identify"]["verification"] == verification_hash(SECRET, str(user_id))
     assert found["account"]["properties"]["plan"] == "enterprise"
     assert "account" not in calls(client.get("/page").text)  # no current account on this page
+
+
+@pytest.mark.parametrize("snippet_properties", [True, False])
+@pytest.mark.parametrize("with_team", [True, False])
+@pytest.mark.parametrize("logged_in_user", [True, False])
+def test_the_usual_page_takes_the_short_path_and_renders_what_the_general_path_renders(
+    snippet_properties: bool, with_team: bool, logged_in_user: bool
+) -> None:
+    app = build_app(JOURNY_SNIPPET_PROPERTIES=snippet_properties)
+
+    @app.get("/general")
+    def general() -> str:
+        return f"<html><head>{render_page_snippet(Journy.state())}</head><body></body></html>"
+
+    if logged_in_user:
+        client, _, team_id = logged_in(app, full_name="Ada")
+    else:
+        client = app.test_client()
+        with app.app_context():
+            team = Team(name="Acme", plan="pro")
+            db.session.add(team)
+            db.session.commit()
+            team_id = team.id
+    query = f"?team={team_id}" if with_team else ""
+    pages = [client.get(f"/page{query}").text for _ in range(3)]  # the first request may take the general path
+    state = Journy.state(app)
+    assert len(state.page_cache) == 1  # the later ones came from the short path's cache
+    assert pages[0] == pages[1] == pages[2] == client.get(f"/general{query}").text
+    found = calls(pages[2])
+    assert ("identify" in found) is logged_in_user
+    assert ("account" in found) is with_team
+    if logged_in_user:
+        assert ("properties" in found["identify"]) is snippet_properties
+
+
+def test_a_page_the_view_customised_takes_the_general_path(app: Flask) -> None:
+    journy = Journy()  # its methods find the app through current_app
+
+    @app.get("/screen")
+    def screen() -> str:
+        journy.set_screen("Billing")
+        return render_template_string("{{ journy_snippet() }}")
+
+    client, _, _ = logged_in(app)
+    found = calls(client.get("/screen").text)
+    assert found["screen"]["name"] == "Billing" and "pageview" not in found
+    assert Journy.state(app).page_cache == {}
+
+
+def test_authentication_is_read_from_flask_login_mixins_and_asked_of_classes_that_override_it() -> None:
+    class Plain(UserMixin):  # type: ignore[misc]
+        id = 1
+
+    class Deactivatable(UserMixin):  # type: ignore[misc]
+        def __init__(self, active: bool) -> None:
+            self.id, self.active = 2, active
+
+        @property
+        def is_active(self) -> bool:
+            return self.active
+
+    class Custom:
+        def __init__(self, authenticated: bool) -> None:
+            self.is_authenticated = authenticated
+
+    assert is_authenticated(Plain()) is True
+    assert is_authenticated(AnonymousUserMixin()) is False
+    assert [is_authenticated(Deactivatable(active)) for active in (True, False, True)] == [True, False, True]
+    assert [is_authenticated(Custom(flag)) for flag in (False, True)] == [False, True]
+
+
+def test_a_user_without_an_id_attribute_has_no_user_id() -> None:
+    class NoId(UserMixin):  # type: ignore[misc]
+        pass
+
+    settings = Journy.state(build_app()).settings
+    assert user_id_of(settings, NoId(), authenticated=True) is None
+    assert account_id_of(settings, Team(id=9)) == "9"
