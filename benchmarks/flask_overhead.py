@@ -1,14 +1,20 @@
 """What the Flask extension adds to a minimal logged-in page: the same app with and without ``Journy(app)``.
 
-    .venv/bin/python benchmarks/flask_overhead.py [--requests 200] [--pairs 60]
+    .venv/bin/python benchmarks/flask_overhead.py [--requests 200] [--pairs 40] [--no-database]
 
-Goal: at most 5% slower. Both apps use Flask-Login with a remembered user loaded from the session cookie and render
-one small template through Werkzeug's test client (the full WSGI stack: routing, session, Flask-Login, Jinja). The
-journy app puts ``{{ journy_snippet() }}`` in that template (``init``, ``identify`` and ``account`` with their
-verification hashes, ``pageview``) and carries a ``__journey`` cookie already linked in the session, so the
-per-request link check runs too. The two apps alternate in blocks of ``--requests``; the ratio is the median of
-the ratios of back-to-back blocks (robust to the machine's load changing during the run), measured in wall time
-and in CPU time (the cost itself, less disturbed by other processes on a shared machine).
+Goal: at most 5% slower. Both apps are what a Flask-Login app is: Flask-SQLAlchemy models on SQLite (in memory), a
+``user_loader`` that reads the user from the database on each request (as ``benchmarks/django_overhead.py`` reads
+Django's session and user), a view that loads the page's team, and one small template, rendered through Werkzeug's
+test client (the full WSGI stack: routing, cookie session, Flask-Login, Jinja). The journy app configures the user
+and account models (so the snippet carries their properties) and puts ``{{ journy_snippet() }}`` in that template
+(``init``, ``identify`` and ``account`` with their verification hashes, ``pageview``), and its client carries a
+``__journey`` cookie already linked in the session, so the per-request link check runs too (both clients send the
+cookie: the browser has it either way). ``--no-database`` keeps the users in a dict instead, a smaller page on which
+the same extension weighs more.
+
+The apps alternate in blocks of ``--requests``; the ratio is the median of the ratios of back-to-back blocks (robust
+to the machine's load changing during the run), measured in wall time and in CPU time (the cost itself, less
+disturbed by other processes on a shared machine).
 """
 
 from __future__ import annotations
@@ -19,25 +25,51 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
-from flask import Flask, render_template
+from flask import Flask, g, render_template
 from flask.testing import FlaskClient
 from flask_login import LoginManager, UserMixin, login_user
+from flask_sqlalchemy import SQLAlchemy
 from jinja2 import DictLoader
+from sqlalchemy import DateTime, String
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from journy_core import Tracker, render_snippet
 from journy_flask import Journy
 
-PLAIN = "<!doctype html><html><head><title>Home</title></head><body>Hello {{ current_user.name }}</body></html>"
+PLAIN = (
+    "<!doctype html><html><head><title>{{ g.team.name }}</title></head>"
+    "<body>Hello {{ current_user.name }}</body></html>"
+)
 #: Without the extension, a team pastes journy.io's snippet into the layout: no identify, no account, no hashes.
 PASTED = PLAIN.replace(
     "</title>",
     "</title>{% raw %}" + render_snippet(Tracker("bench-tracker", "https://go.acme.test")) + "{% endraw %}",
 )
-WITH_SNIPPET = (
-    "<!doctype html><html><head><title>Home</title>{{ journy_snippet() }}</head>"
-    "<body>Hello {{ current_user.name }}</body></html>"
-)
+WITH_SNIPPET = PLAIN.replace("</title>", "</title>{{ journy_snippet() }}")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+db = SQLAlchemy(model_class=Base)
+
+
+class DbUser(UserMixin, db.Model):  # type: ignore[misc, name-defined]
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    email: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class DbTeam(db.Model):  # type: ignore[misc, name-defined]
+    __tablename__ = "teams"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    plan: Mapped[str] = mapped_column(String(20))
 
 
 @dataclass
@@ -57,11 +89,21 @@ USERS = {1: User(1, "Ada Lovelace", "ada@acme.test")}
 TEAM = Team(7, "Acme, Inc")
 
 
-def make_app(with_journy: bool, template: str | None = None) -> Flask:
-    app = Flask(f"bench_{with_journy}_{template is not None}")
+def make_app(with_journy: bool, template: str | None = None, *, database: bool = True) -> Flask:
+    app = Flask(f"bench_{with_journy}_{template is not None}_{database}")
     app.config.update(SECRET_KEY="bench")
     manager = LoginManager(app)
-    manager.user_loader(lambda user_id: USERS.get(int(user_id)))
+    if database:
+        app.config.update(SQLALCHEMY_DATABASE_URI="sqlite://")
+        db.init_app(app)
+        manager.user_loader(lambda user_id: db.session.get(DbUser, int(user_id)))
+        with app.app_context():
+            db.create_all()
+            db.session.add(DbUser(id=1, name="Ada Lovelace", email="ada@acme.test", created_at=datetime.now(UTC)))
+            db.session.add(DbTeam(id=7, name="Acme, Inc", plan="pro"))
+            db.session.commit()
+    else:
+        manager.user_loader(lambda user_id: USERS.get(int(user_id)))
     home = template or (WITH_SNIPPET if with_journy else PLAIN)
     app.jinja_loader = DictLoader({"home.html": home})  # type: ignore[assignment]
     if with_journy:
@@ -70,17 +112,20 @@ def make_app(with_journy: bool, template: str | None = None) -> Flask:
             JOURNY_TRACKER_ID="bench-tracker",
             JOURNY_TRACKER_DOMAIN="https://go.acme.test",
             JOURNY_VERIFICATION_SECRET="bench-secret",
-            JOURNY_CURRENT_ACCOUNT=lambda: TEAM,
+            JOURNY_CURRENT_ACCOUNT=lambda: g.team,  # the team the view loaded for the page
         )
+        if database:
+            app.config.update(JOURNY_USER_MODEL=DbUser, JOURNY_ACCOUNT_MODEL=DbTeam)
         Journy(app)
 
     @app.get("/")
     def home() -> str:
+        g.team = db.session.get(DbTeam, 7) if database else TEAM
         return render_template("home.html")
 
     @app.get("/login")
     def login() -> str:
-        login_user(USERS[1])
+        login_user(db.session.get(DbUser, 1) if database else USERS[1])
         return "ok"
 
     return app
@@ -105,12 +150,14 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=200, help="requests per block")
     parser.add_argument("--pairs", type=int, default=40, help="rounds of one block per app, alternating order")
+    parser.add_argument("--no-database", action="store_true", help="users in a dict: no query on the page")
     args = parser.parse_args(argv)
 
+    database = not args.no_database
     clients = {
-        "bare page": logged_in_client(make_app(False)),
-        "pasted snippet": logged_in_client(make_app(False, PASTED)),
-        "journy": logged_in_client(make_app(True)),
+        "bare page": logged_in_client(make_app(False, database=database)),
+        "pasted snippet": logged_in_client(make_app(False, PASTED, database=database)),
+        "journy": logged_in_client(make_app(True, database=database)),
     }
     page = clients["journy"].get("/").text
     assert 'journy("identify"' in page, page
@@ -136,7 +183,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         results[label]["best-block ratio"] = min(times["journy"]) / min(times["bare page"])
 
     total = args.requests * args.pairs
-    print(f"minimal logged-in page, {total} requests per app and clock, in alternating blocks of {args.requests}:")
+    where = "its user and team read from SQLite" if database else "its user and team in memory (--no-database)"
+    print(f"minimal logged-in page, {where}, {total} requests per app and clock, in blocks of {args.requests}:")
     for label, found in results.items():
         ratio = found["ratio to bare page"]
         print(
