@@ -1,0 +1,115 @@
+"""The framework overhead counted in CPU instructions instead of timed: deterministic, so small changes show.
+
+    .venv/bin/python benchmarks/instructions.py [flask|flask-no-database|django] [--requests 300]
+
+Runs the page of ``flask_overhead.py`` (or ``django_overhead.py``) with and without journy under valgrind's
+callgrind (Debian's ``valgrind`` package), once with no measured requests and once with ``--requests``, after the
+same warm-up, and prints the instructions per request of each and their ratio: what the integration adds, free of
+the machine's load. Wall-clock ratios on a shared machine come out somewhat above these (cache misses count there);
+the timed benchmarks stay the measure of the goals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PAGES = ("flask", "flask-no-database", "django")
+
+
+def run_requests(page: str, with_journy: bool, requests: int) -> None:
+    """In the child process (under valgrind): build the page's app, warm up, then serve ``requests`` requests."""
+    sys.path.insert(0, str(HERE))
+    if page.startswith("flask"):
+        import flask_overhead
+
+        app = flask_overhead.make_app(with_journy, database=page == "flask")
+        client = flask_overhead.logged_in_client(app)
+        url = "/"
+    else:
+        import django_overhead
+        from django.contrib.auth import get_user_model
+        from django.core.management import call_command
+        from django.test import Client, override_settings
+        from django.urls import re_path
+
+        django_overhead.configure()
+        django_overhead.urlpatterns[:] = [re_path(r"^(?P<template>plain|journy)/$", django_overhead.page)]
+        call_command("migrate", verbosity=0)
+        user = get_user_model().objects.create_user("ada", "ada@acme.com", "pw", first_name="Ada", last_name="Lovelace")
+        middleware = list(django_overhead.BASE_MIDDLEWARE)
+        if with_journy:
+            middleware.append("journy_django.middleware.JournyMiddleware")
+        with override_settings(MIDDLEWARE=middleware):
+            client = Client()  # type: ignore[assignment]
+            client.force_login(user)  # type: ignore[attr-defined]
+            client.cookies["__journey"] = "device-1"  # type: ignore[attr-defined]
+        url = "/journy/" if with_journy else "/plain/"
+    for _ in range(100):
+        client.get(url)
+    # What the set-up allocated stays out of the garbage collector's way: otherwise one full collection of the
+    # start-up heap (tens of millions of instructions) lands in one run's window and not in the other's.
+    gc.collect()
+    gc.freeze()
+    for _ in range(requests):
+        client.get(url)
+
+
+def instructions(page: str, with_journy: bool, requests: int) -> int:
+    """Instructions valgrind counted for the whole child process."""
+    command = [
+        "valgrind",
+        "--tool=callgrind",
+        "--callgrind-out-file=/dev/null",
+        sys.executable,
+        __file__,
+        "--child",
+        page,
+        "--requests",
+        str(requests),
+    ]
+    if with_journy:
+        command.append("--with-journy")
+    env = {**os.environ, "PYTHONHASHSEED": "0"}  # the same dict layouts in every run
+    result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    found = re.search(r"Collected : (\d+)", result.stderr)
+    if result.returncode != 0 or found is None:
+        raise SystemExit(f"valgrind run failed ({result.returncode}):\n{result.stderr[-2000:]}")
+    return int(found.group(1))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("page", nargs="?", choices=PAGES, default="flask")
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--with-journy", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        run_requests(args.page, args.with_journy, args.requests)
+        return 0
+    if shutil.which("valgrind") is None:
+        print("valgrind is not installed (Debian: apt-get install valgrind)", file=sys.stderr)
+        return 2
+    per_request = {}
+    for with_journy in (False, True):
+        baseline = instructions(args.page, with_journy, 0)
+        measured = instructions(args.page, with_journy, args.requests)
+        per_request[with_journy] = (measured - baseline) / args.requests
+    without, with_ = per_request[False], per_request[True]
+    print(f"{args.page} page, {args.requests} requests after a warm-up (valgrind callgrind):")
+    print(f"  without journy: {without:12,.0f} instructions per request")
+    print(f"  with journy:    {with_:12,.0f} instructions per request (+{with_ - without:,.0f})")
+    print(f"  ratio: {with_ / without:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
