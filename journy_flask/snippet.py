@@ -213,10 +213,15 @@ def _render_page_snippet(
         )
     )
     if key is not None:
-        if len(state.snippet_cache) >= SNIPPET_CACHE_SIZE:
-            state.snippet_cache.clear()
-        state.snippet_cache[key] = html
+        _keep(state.snippet_cache, key, html)
     return html
+
+
+def _keep(cache: dict[tuple[object, ...], Any], key: tuple[object, ...], html: str) -> None:
+    """Cache ``html`` under ``key``; past :data:`SNIPPET_CACHE_SIZE` entries the cache starts over."""
+    if len(cache) >= SNIPPET_CACHE_SIZE:
+        cache.clear()
+    cache[key] = html
 
 
 def _allows_short_path(state: JournyState) -> bool:
@@ -318,9 +323,7 @@ def _short_page(state: JournyState, context: Context) -> str | None:
             )
         )
         if key is not None:
-            if len(state.page_cache) >= SNIPPET_CACHE_SIZE:
-                state.page_cache.clear()
-            state.page_cache[key] = html
+            _keep(state.page_cache, key, html)
     return html
 
 
