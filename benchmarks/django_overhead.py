@@ -17,6 +17,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import django
 from django.conf import settings
@@ -100,6 +101,34 @@ def page(request: object, template: str) -> object:
 
 urlpatterns: list[object] = []
 
+JOURNY_MIDDLEWARE = [*BASE_MIDDLEWARE, "journy_django.middleware.JournyMiddleware"]
+
+
+def set_up() -> Any:
+    """After :func:`configure`: the URL pattern, the tables, and the user both stacks log in as."""
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+    from django.urls import re_path
+
+    urlpatterns[:] = [re_path(r"^(?P<template>plain|journy)/$", page)]
+    call_command("migrate", verbosity=0)
+    return get_user_model().objects.create_user("ada", "ada@acme.com", "pw", first_name="Ada", last_name="Lovelace")
+
+
+def logged_in_client(user: Any, with_journy: bool) -> tuple[Any, str]:
+    """A test client of one stack, logged in as ``user`` with a ``__journey`` cookie, and the URL of its page,
+    after a first request (which links the device once)."""
+    from django.test import Client, override_settings
+
+    with override_settings(MIDDLEWARE=JOURNY_MIDDLEWARE if with_journy else BASE_MIDDLEWARE):
+        client = Client()  # the handler loads MIDDLEWARE now
+        client.force_login(user)
+        client.cookies["__journey"] = "device-1"
+        url = "/journy/" if with_journy else "/plain/"
+        response = client.get(url)
+        assert response.status_code == 200, response.status_code
+    return client, url
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -108,30 +137,11 @@ def main() -> int:
     args = parser.parse_args()
     configure()
 
-    from django.contrib.auth import get_user_model
-    from django.core.management import call_command
-    from django.test import Client, override_settings
-    from django.urls import re_path
-
     from journy_core.testing import Outbox
     from journy_django import get_journy
 
-    urlpatterns[:] = [re_path(r"^(?P<template>plain|journy)/$", page)]
-    call_command("migrate", verbosity=0)
-    user = get_user_model().objects.create_user("ada", "ada@acme.com", "pw", first_name="Ada", last_name="Lovelace")
-
-    stacks = {}
-    for name, middleware, url in (
-        ("without", BASE_MIDDLEWARE, "/plain/"),
-        ("with", [*BASE_MIDDLEWARE, "journy_django.middleware.JournyMiddleware"], "/journy/"),
-    ):
-        with override_settings(MIDDLEWARE=middleware):
-            client = Client()  # the handler loads MIDDLEWARE now
-            client.force_login(user)
-            client.cookies["__journey"] = "device-1"
-            response = client.get(url)  # warm up; links the device once
-            assert response.status_code == 200, response.status_code
-        stacks[name] = (client, url)
+    user = set_up()
+    stacks = {name: logged_in_client(user, with_journy) for name, with_journy in (("without", False), ("with", True))}
     html = stacks["with"][0].get("/journy/").content.decode()
     assert '"identify"' in html, html
     assert '"verification"' in html, html

@@ -35,23 +35,9 @@ def run_requests(page: str, with_journy: bool, requests: int) -> None:
         url = "/"
     else:
         import django_overhead
-        from django.contrib.auth import get_user_model
-        from django.core.management import call_command
-        from django.test import Client, override_settings
-        from django.urls import re_path
 
         django_overhead.configure()
-        django_overhead.urlpatterns[:] = [re_path(r"^(?P<template>plain|journy)/$", django_overhead.page)]
-        call_command("migrate", verbosity=0)
-        user = get_user_model().objects.create_user("ada", "ada@acme.com", "pw", first_name="Ada", last_name="Lovelace")
-        middleware = list(django_overhead.BASE_MIDDLEWARE)
-        if with_journy:
-            middleware.append("journy_django.middleware.JournyMiddleware")
-        with override_settings(MIDDLEWARE=middleware):
-            client = Client()  # type: ignore[assignment]
-            client.force_login(user)  # type: ignore[attr-defined]
-            client.cookies["__journey"] = "device-1"  # type: ignore[attr-defined]
-        url = "/journy/" if with_journy else "/plain/"
+        client, url = django_overhead.logged_in_client(django_overhead.set_up(), with_journy)
     for _ in range(100):
         client.get(url)
     # What the set-up allocated stays out of the garbage collector's way: otherwise one full collection of the
