@@ -34,6 +34,7 @@ from .errors import (
     api_error_for_status,
 )
 from .operations import Operation
+from .secrets import checked_api_key, redact
 from .urls import resolve_base_url
 
 __all__ = ["DEFAULT_TIMEOUT", "USER_AGENT", "Client", "Result"]
@@ -214,7 +215,9 @@ class Client(OperationMethods[Result]):
     """A synchronous client for every endpoint of the journy.io API, over one keep-alive HTTP session.
 
     :param api_key: the key from journy.io's settings (Connections). It is sent as ``X-Api-Key`` and never shown
-        in a repr, a log line or an error.
+        in a repr, a log line, an error or a traceback's local variables (it is held as a
+        :class:`~journy_core.secrets.Secret`); one that cannot be sent as a header (a line break in it, say)
+        raises :class:`~journy_core.InvalidArgumentError` here, saying what is wrong, not what the key is.
     :param base_url: ``https://api.journy.io`` by default; the ``JOURNY_API_URL`` environment variable overrides
         it. Plain http is refused except for loopback hosts (the local emulator).
     :param timeout: seconds, or a ``(connect, read)`` pair.
@@ -236,12 +239,14 @@ class Client(OperationMethods[Result]):
         pool_size: int = 10,
         session: requests.Session | None = None,
     ) -> None:
+        api_key = redact(api_key)  # first: a traceback through this frame shows the key only redacted
         if not isinstance(api_key, str) or not api_key.strip():
             raise InvalidArgumentError(
                 "api_key",
                 "is required: create a key in journy.io's settings (Connections) and pass it, "
                 "or start the local emulator (python -m journy_core.emulator) for development",
             )
+        key = checked_api_key(api_key)
         self.base_url = resolve_base_url(base_url)
         self.timeout = _validate_timeout(timeout)
         self.naive_timezone = naive_timezone
@@ -251,7 +256,7 @@ class Client(OperationMethods[Result]):
             self._session.mount("https://", adapter)
             self._session.mount("http://", adapter)
         self._headers = {
-            "X-Api-Key": api_key.strip(),
+            "X-Api-Key": key,  # a Secret: the headers' repr (in a traceback through requests) stays redacted
             "User-Agent": USER_AGENT,
             "Accept": "application/json",
         }
@@ -264,7 +269,8 @@ class Client(OperationMethods[Result]):
         self._urls: dict[str, str] = {}
 
     def __repr__(self) -> str:
-        return f"<journy_core.Client base_url={self.base_url!r}>"
+        # Never the key; and no error for a half-built instance (the ``self`` of a failed __init__ in a traceback).
+        return f"<journy_core.Client base_url={getattr(self, 'base_url', None)!r}>"
 
     def __enter__(self) -> Client:
         return self

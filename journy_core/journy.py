@@ -11,15 +11,17 @@ It has the write methods of :class:`~journy_core.Client`, with the same argument
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import timezone, tzinfo
 from typing import Any
 
+from . import batching
 from .backends import load_backend
 from .backends.base import Backend, FailureCallback
 from .client import DEFAULT_TIMEOUT, Client, OperationMethods
 from .errors import InvalidArgumentError
 from .operations import Operation
+from .secrets import checked_api_key, redact
 from .urls import resolve_base_url
 
 __all__ = ["Journy"]
@@ -33,7 +35,8 @@ _KEYED_BACKENDS = frozenset({"thread", "sync"})
 class Journy(OperationMethods[None]):
     """Queue API calls for delivery by the backend in ``queue`` (``thread`` by default).
 
-    :param api_key: the journy.io API key (never shown in a repr, a log line or an error). Optional for backends
+    :param api_key: the journy.io API key (never shown in a repr, a log line, an error or a traceback's local
+        variables; one that cannot be sent, with a line break in it say, raises here). Optional for backends
         that do not deliver from this process (``memory``, ``disabled``, and the distributed ones, whose workers
         build their client from their own settings).
     :param base_url: as for :class:`~journy_core.Client`; ``JOURNY_API_URL`` overrides it.
@@ -52,10 +55,10 @@ class Journy(OperationMethods[None]):
         on_failure: FailureCallback | None = None,
         naive_timezone: tzinfo = timezone.utc,
     ) -> None:
+        api_key = redact(api_key)  # first: a traceback through this frame shows the key only redacted
         backend_name = (queue or {}).get("BACKEND", "thread")
-        if api_key is not None and (not isinstance(api_key, str) or not api_key.strip()):
-            raise InvalidArgumentError("api_key", "must be a non-empty string (the key from journy.io's settings)")
-        if api_key is None and backend_name in _KEYED_BACKENDS:
+        key = None if api_key is None else checked_api_key(api_key)
+        if key is None and backend_name in _KEYED_BACKENDS:
             raise InvalidArgumentError(
                 "api_key",
                 f"is required for the {backend_name!r} backend: create a key in journy.io's settings (Connections), "
@@ -63,7 +66,7 @@ class Journy(OperationMethods[None]):
             )
         self.base_url = resolve_base_url(base_url)
         self.naive_timezone = naive_timezone
-        key, url = api_key, self.base_url
+        url = self.base_url
 
         def client_factory() -> Client:
             assert key is not None
@@ -72,16 +75,36 @@ class Journy(OperationMethods[None]):
         self.backend: Backend = load_backend(
             queue, client_factory=client_factory if key is not None else None, on_failure=on_failure
         )
+        #: Whether operations made together (a request, a transaction) travel as one message: only with a backend
+        #: that crosses a process boundary, where separate messages may be delivered out of order.
+        self.batches: bool = self.backend.sends_batches
 
     def __repr__(self) -> str:
-        return f"<journy_core.Journy backend={self.backend.name!r} base_url={self.base_url!r}>"
+        # Never the key; and no error for a half-built instance (the ``self`` of a failed __init__ in a traceback).
+        backend = getattr(getattr(self, "backend", None), "name", None)
+        return f"<journy_core.Journy backend={backend!r} base_url={getattr(self, 'base_url', None)!r}>"
 
     def _submit(self, operation: Operation) -> None:
+        if self.batches and batching.collect(self.backend, (operation,)):
+            return
         self.backend.enqueue(operation)
 
     def enqueue(self, operation: Operation) -> None:
         """Queue an already-built :class:`~journy_core.Operation` (what the adapters do)."""
+        if self.batches and batching.collect(self.backend, (operation,)):
+            return
         self.backend.enqueue(operation)
+
+    def enqueue_many(self, operations: Iterable[Operation]) -> None:
+        """Queue operations that belong together (one transaction's), in order: one message with the distributed
+        backends, so that concurrent workers cannot reorder them; inside :func:`journy_core.batching.batch` (a
+        web request) they join the operations made there."""
+        pending = list(operations)
+        if not pending:
+            return
+        if self.batches and batching.collect(self.backend, pending):
+            return
+        self.backend.enqueue_many(pending)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until what is queued is delivered (or given up on), at most ``timeout`` seconds; True when done."""

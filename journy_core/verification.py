@@ -11,6 +11,7 @@ import hmac
 import uuid
 
 from .errors import InvalidArgumentError
+from .secrets import SecretBytes, redact
 from .values import serialize_id
 
 __all__ = ["verification_hash"]
@@ -18,19 +19,22 @@ __all__ = ["verification_hash"]
 _NOT_UNICODE = "is not valid Unicode text (it cannot be UTF-8 encoded)"
 
 
-def secret_key(secret: object, argument: str = "secret") -> bytes:
+def secret_key(secret: object, argument: str = "secret") -> SecretBytes:
     """The secret as HMAC key bytes (UTF-8 for ``str``); raises naming ``argument``, never showing the value.
 
-    Used by the snippet renderer to validate and encode the secret once per page instead of once per call.
+    Used by the snippet renderer to validate and encode the secret once per page instead of once per call. The
+    key is a :class:`~journy_core.secrets.SecretBytes`, so the renderer's ``key`` variable shows redacted in a
+    traceback's locals.
     """
+    secret = redact(secret)  # first: a traceback through this frame shows the secret only redacted
     if isinstance(secret, str):
         try:
-            key = secret.encode("utf-8")
+            key = SecretBytes(secret.encode("utf-8"))
         except UnicodeEncodeError:
             # The codec's message quotes the offending character and its position: part of the secret.
             raise InvalidArgumentError(argument, _NOT_UNICODE) from None
     elif isinstance(secret, (bytes, bytearray)):
-        key = bytes(secret)
+        key = SecretBytes(secret)
     else:
         raise InvalidArgumentError(argument, f"expected a str or bytes secret, got {type(secret).__name__}")
     if not key.strip():
@@ -60,6 +64,7 @@ def verification_hash(secret: str | bytes, identifier: str | int | uuid.UUID) ->
     Raises :class:`~journy_core.errors.InvalidArgumentError` naming ``secret`` (blank, wrong type) or
     ``identifier`` (blank, wrong type); the secret's value is never part of the message.
     """
+    secret = redact(secret)  # first: a traceback through this frame shows the secret only redacted
     key = secret_key(secret)
     text = serialize_id(identifier, "identifier")
     try:

@@ -23,6 +23,7 @@ from .errors import APIError, ConfigurationError, RateLimitedError
 from .operations import Operation
 from .pacing import Pacer
 from .retry import RetryPolicy, is_transient
+from .secrets import checked_api_key, redact
 
 __all__ = ["Delivery", "close_clients", "configure_worker", "deliver", "is_configured", "stats", "worker_client"]
 
@@ -41,10 +42,14 @@ _pacers: dict[int, Pacer] = {}
 def configure_worker(
     client_factory: Callable[[], Client] | None = None, *, api_key: str | None = None, base_url: str | None = None
 ) -> None:
-    """Tell worker processes how to build their client: a factory, or an API key (and base URL)."""
+    """Tell worker processes how to build their client: a factory, or an API key (and base URL).
+
+    A key that cannot be sent (a line break in it, say) raises :class:`~journy_core.InvalidArgumentError` here.
+    """
+    api_key = redact(api_key)  # first: a traceback through this frame shows the key only redacted
     factory = client_factory
     if factory is None and api_key is not None:
-        key = api_key
+        key = checked_api_key(api_key)
 
         def factory() -> Client:
             return Client(key, base_url=base_url, pool_size=1)
@@ -62,7 +67,7 @@ def worker_client() -> Client:
     if _factories:
         client = _factories[0]()
     else:
-        key = os.environ.get("JOURNY_API_KEY", "").strip()
+        key = redact(os.environ.get("JOURNY_API_KEY", "").strip())
         if not key:
             raise ConfigurationError(
                 "This worker has no journy.io API key: add 'journy_django' to INSTALLED_APPS (Django), call "

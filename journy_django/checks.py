@@ -1,10 +1,11 @@
 # mypy: disable-error-code="import-untyped"
 """System checks (``manage.py check``; ``journy_check`` runs them too). Each says what to set.
 
-Errors: ``journy.E001`` no API key; ``E002`` malformed API URL; ``E003`` queue backend unknown, misconfigured or
-its extra missing; ``E004`` a dotted path that does not resolve; ``E005`` account model not found; ``E006``
-``ACCOUNT_MEMBERS`` is not a relation to the user model; ``E007`` blank verification secret; ``E008`` middleware
-misplaced; ``E009`` ``settings.JOURNY`` itself is malformed; ``E010`` tracker settings invalid.
+Errors: ``journy.E001`` no API key, or one that cannot be sent (a line break in it); ``E002`` malformed API URL;
+``E003`` queue backend unknown, misconfigured or its extra missing; ``E004`` a dotted path that does not resolve;
+``E005`` account model not found; ``E006`` ``ACCOUNT_MEMBERS`` is not a relation to the user model; ``E007`` blank
+verification secret; ``E008`` middleware misplaced; ``E009`` ``settings.JOURNY`` itself is malformed; ``E010``
+tracker settings invalid.
 Warnings: ``journy.W001`` the emulator URL with ``DEBUG`` off; ``W002`` snippet without a verification secret;
 ``W003`` middleware missing; ``W004`` no request context processor for ``{% journy_snippet %}``.
 """
@@ -23,6 +24,7 @@ from journy_core import ConfigurationError, Tracker
 from journy_core.backends import backend_class
 from journy_core.importing import resolve_callable
 from journy_core.mapping import PropertyMap
+from journy_core.secrets import api_key_problem
 from journy_core.urls import ENV_BASE_URL, is_loopback_host, resolve_base_url
 
 from .conf import DEFAULTS, JournyConfigurationError, internal_networks
@@ -68,8 +70,20 @@ def check_api_key(**kwargs: Any) -> list[CheckMessage]:
         return []
     backend = (raw.get("QUEUE") or {}).get("BACKEND", "thread") if isinstance(raw.get("QUEUE"), dict) else "thread"
     key = raw.get("API_KEY")
-    if backend in _NO_KEY_BACKENDS or (isinstance(key, str) and key.strip()):
+    if backend in _NO_KEY_BACKENDS:
         return []
+    if isinstance(key, str) and key.strip():
+        problem = api_key_problem(key.strip())
+        if problem is None:
+            return []
+        # The message says what is wrong with the key, never the key itself.
+        return [
+            Error(
+                f"JOURNY['API_KEY'] {problem}.",
+                hint="Copy the key again from journy.io (Settings > Connections) to where JOURNY['API_KEY'] reads it.",
+                id="journy.E001",
+            )
+        ]
     return [
         Error(
             "JOURNY['API_KEY'] is not set: nothing can be sent to journy.io.",

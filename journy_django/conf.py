@@ -19,9 +19,11 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
+from django.views.decorators.debug import sensitive_variables
 
-from journy_core import Client, ConfigurationError, Journy, JournyError
+from journy_core import Client, ConfigurationError, InvalidArgumentError, Journy, JournyError
 from journy_core.importing import resolve_callable
+from journy_core.secrets import redact
 from journy_core.urls import resolve_base_url
 
 __all__ = [
@@ -79,12 +81,25 @@ class JournyConfigurationError(ImproperlyConfigured, ConfigurationError):  # typ
     """``settings.JOURNY`` is wrong; the message says what to set. Never swallowed: misconfiguration is loud."""
 
 
+#: The keys whose values are secrets: held as :class:`journy_core.secrets.Secret`, whose ``repr`` is redacted.
+SECRET_KEYS = ("API_KEY", "VERIFICATION_SECRET")
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _redacted(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``raw`` with the values of :data:`SECRET_KEYS` as secrets (still ``str``, redacted ``repr``)."""
+    return {key: redact(value) if key in SECRET_KEYS else value for key, value in raw.items()}
 
 
 @dataclass(frozen=True)
 class JournySettings:
-    """``settings.JOURNY`` merged with :data:`DEFAULTS`, with callables resolved and IPs parsed."""
+    """``settings.JOURNY`` merged with :data:`DEFAULTS`, with callables resolved and IPs parsed.
+
+    ``API_KEY`` and ``VERIFICATION_SECRET`` read as ``str``, but are :class:`journy_core.secrets.Secret`: the
+    ``repr`` of these settings, and of any variable holding one (in a traceback, Django's debug page, an error
+    tracker), shows ``Secret('**********')``.
+    """
 
     values: Mapping[str, Any]
     internal_networks: tuple[Network, ...]
@@ -92,6 +107,10 @@ class JournySettings:
     skip_request: Callable[[Any], Any] | None
     should_sync: Callable[[Any], Any] | None
     on_failure: Callable[[Any, BaseException], None] | None
+
+    def __post_init__(self) -> None:
+        # Whoever built it, the secrets it holds are redacted (frozen: hence object.__setattr__).
+        object.__setattr__(self, "values", _redacted(self.values))
 
     def __getitem__(self, key: str) -> Any:
         return self.values[key]
@@ -131,9 +150,16 @@ def internal_networks(value: Any) -> tuple[Network, ...]:
     return tuple(networks)
 
 
+@sensitive_variables("raw")  # type: ignore[untyped-decorator]
+def _journy_setting() -> object:
+    """``settings.JOURNY`` with its secrets redacted, so that no frame of :func:`load_settings` holds them raw."""
+    raw = getattr(settings, "JOURNY", None)
+    return _redacted(raw) if isinstance(raw, Mapping) else raw
+
+
 def load_settings() -> JournySettings:
     """Read and validate ``settings.JOURNY`` now (what :func:`journy_settings` caches)."""
-    raw = getattr(settings, "JOURNY", None)
+    raw = _journy_setting()
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
@@ -193,6 +219,9 @@ def build_journy(config: JournySettings | None = None) -> Journy:
         kwargs["timeout"] = config["TIMEOUT"]
     try:
         return Journy(config["API_KEY"], **kwargs)
+    except InvalidArgumentError as exc:
+        where = "JOURNY['API_KEY']" if exc.argument == "api_key" else "settings.JOURNY"
+        raise JournyConfigurationError(f"{where}: {exc}") from None
     except (ConfigurationError, ValueError) as exc:
         raise JournyConfigurationError(f"settings.JOURNY: {exc}") from None
 

@@ -9,7 +9,7 @@ callable given as a dotted path that cannot be imported, a property mapping of t
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -17,6 +17,7 @@ from typing import Any
 from journy_core import ConfigurationError, InvalidArgumentError, Tracker
 from journy_core.importing import import_string, resolve_callable
 from journy_core.mapping import PropertyMap
+from journy_core.secrets import Secret, checked_api_key, redact
 
 __all__ = ["DEFAULTS", "Settings", "read_settings"]
 
@@ -73,10 +74,17 @@ AUTO_ACCOUNT_PROPERTIES: dict[str, tuple[str, ...]] = {
 
 Identity = Callable[[Any], object] | str | None
 
+#: The keys whose values are secrets: :func:`read_settings` turns them into :class:`journy_core.secrets.Secret`.
+SECRET_KEYS = ("JOURNY_API_KEY", "JOURNY_VERIFICATION_SECRET")
+
 
 @dataclass(frozen=True)
 class Settings:
-    """The checked configuration of one app (``app.extensions["journy"].settings``)."""
+    """The checked configuration of one app (``app.extensions["journy"].settings``).
+
+    ``api_key`` and ``verification_secret`` are :class:`journy_core.secrets.Secret` (a ``str`` whose ``repr`` is
+    redacted): the ``repr`` of these settings, and of any variable holding one, never shows them.
+    """
 
     enabled: bool
     api_key: str | None
@@ -103,6 +111,11 @@ class Settings:
     account_properties: PropertyMap | None
     account_members: str | None
     should_sync: Callable[[Any], bool] | None
+
+    def __post_init__(self) -> None:
+        # Whoever built it, the secrets it holds are redacted (frozen: hence object.__setattr__).
+        object.__setattr__(self, "api_key", redact(self.api_key))
+        object.__setattr__(self, "verification_secret", redact(self.verification_secret))
 
     @cached_property
     def has_skip_filters(self) -> bool:
@@ -131,6 +144,27 @@ def _optional_text(config: Mapping[str, Any], key: str) -> str | None:
     if not isinstance(value, str) or not value.strip():
         raise ConfigurationError(f"{key} must be a non-empty string or None; got {value!r}.")
     return value.strip()
+
+
+def _api_key(config: Mapping[str, Any]) -> Secret | None:
+    """``JOURNY_API_KEY`` checked (an error says what is wrong with it, never what it is)."""
+    if config.get("JOURNY_API_KEY") is None:
+        return None
+    try:
+        # No local variable holds the raw key: a traceback through this frame would show it.
+        return checked_api_key(config.get("JOURNY_API_KEY"), "JOURNY_API_KEY")
+    except InvalidArgumentError as exc:
+        raise ConfigurationError(str(exc)) from None
+
+
+def _redact_config(config: Mapping[str, Any]) -> None:
+    """Replace the secrets of ``app.config`` by equal :class:`~journy_core.secrets.Secret` strings, so that the
+    config's own ``repr`` (a local variable of many frames: this module's, Flask's, the app's) never shows them."""
+    if isinstance(config, MutableMapping):
+        for key in SECRET_KEYS:
+            value = config.get(key)
+            if isinstance(value, str) and not isinstance(value, Secret):
+                config[key] = Secret(value)
 
 
 def _model(config: Mapping[str, Any], key: str) -> type | None:
@@ -206,7 +240,12 @@ def _networks(value: object) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Netw
 
 
 def read_settings(config: Mapping[str, Any]) -> Settings:
-    """Check and resolve the ``JOURNY_*`` keys of ``config`` (a Flask config with the defaults applied)."""
+    """Check and resolve the ``JOURNY_*`` keys of ``config`` (a Flask config with the defaults applied).
+
+    ``JOURNY_API_KEY`` and ``JOURNY_VERIFICATION_SECRET`` are replaced in ``config`` by equal
+    :class:`~journy_core.secrets.Secret` strings, whose ``repr`` is redacted.
+    """
+    _redact_config(config)
     unknown = sorted(key for key in config if key.startswith("JOURNY_") and key not in DEFAULTS)
     if unknown:
         raise ConfigurationError(
@@ -215,7 +254,7 @@ def read_settings(config: Mapping[str, Any]) -> Settings:
     queue = config.get("JOURNY_QUEUE") or {"BACKEND": "thread"}
     if not isinstance(queue, Mapping):
         raise ConfigurationError(f"JOURNY_QUEUE must be a dict such as {{'BACKEND': 'thread'}}; got {queue!r}.")
-    secret = config.get("JOURNY_VERIFICATION_SECRET")
+    secret = redact(config.get("JOURNY_VERIFICATION_SECRET"))
     if secret is not None and (not isinstance(secret, str) or not secret):
         raise ConfigurationError("JOURNY_VERIFICATION_SECRET must be the website's identity-verification secret.")
     user_model = _model(config, "JOURNY_USER_MODEL")
@@ -238,7 +277,7 @@ def read_settings(config: Mapping[str, Any]) -> Settings:
         )
     return Settings(
         enabled=bool(config.get("JOURNY_ENABLED", True)),
-        api_key=_optional_text(config, "JOURNY_API_KEY"),
+        api_key=_api_key(config),
         api_url=_optional_text(config, "JOURNY_API_URL"),
         queue=dict(queue),
         tracker=_tracker(config),

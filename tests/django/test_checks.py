@@ -57,3 +57,17 @@ def test_checks_are_registered_with_django():
     from django.core.checks import run_checks
 
     assert [m for m in run_checks(tags=["journy"]) if m.id.startswith("journy")] == []
+
+
+@pytest.mark.parametrize(
+    ("key", "problem"), [("KEY-7f3a9c\n", None), ("KEY-7f3a\n9c", "line break"), ("KEY 7f3a9c", "space")]
+)
+def test_an_api_key_that_cannot_be_sent_is_reported_by_the_check_without_showing_it(settings, key, problem):
+    settings.JOURNY = {**settings.JOURNY, "API_KEY": key, "QUEUE": None}
+    messages = checks.check_api_key()
+    if problem is None:  # surrounding whitespace is stripped: the key is usable
+        assert messages == []
+        return
+    [message] = messages
+    assert message.id == "journy.E001" and problem in message.msg
+    assert "7f3a" not in message.msg + message.hint
