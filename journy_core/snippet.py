@@ -4,6 +4,10 @@ Shared by the Django template tag and the Flask Jinja global. Every value writte
 through :func:`script_json`, so no user-controlled value (a name, an email, a property) can close the
 ``<script>`` element or break out of the JavaScript string it is in. The verification secret is used to
 compute hashes and never written out.
+
+Page events follow :func:`~journy_core.operations.track`'s rules: :func:`page_event` checks one where the app
+adds it (raising :class:`InvalidArgumentError`), and the renderers leave out an event that is still bad at render
+time (an HTML comment and a warning naming it) instead of the whole snippet.
 """
 
 from __future__ import annotations
@@ -12,17 +16,15 @@ import html
 import json
 import logging
 import re
-import threading
-import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timezone, tzinfo
 from typing import Any
-from urllib.parse import urlsplit
 
-from .errors import InvalidArgumentError, JournyError
-from .urls import is_loopback_host
+from .errors import InvalidArgumentError
+from .secrets import redact
+from .tracker import Tracker, TrackerCache
 from .values import serialize_id, serialize_metadata, serialize_properties, serialize_text
 from .verification import secret_key, sign
 
@@ -31,6 +33,8 @@ __all__ = [
     "Tracker",
     "TrackerCache",
     "disabled_comment",
+    "event_left_out",
+    "page_event",
     "render_event_script",
     "render_snippet",
     "script_json",
@@ -57,6 +61,10 @@ def script_json(value: object) -> str:
     '{"name":"\\\\u003c/script\\\\u003e"}'
     """
     text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    if not text.isascii():
+        # A lone surrogate (values.py refuses them; a fetched snippet could still hold one) as its JSON escape,
+        # the same string to JavaScript, where written raw it would fail to encode and take the page down.
+        text = _SURROGATE.sub(_escape_surrogate, text)
     return (
         text.replace("<", "\\u003c")
         .replace(">", "\\u003e")
@@ -66,231 +74,11 @@ def script_json(value: object) -> str:
     )
 
 
-def _blank(value: object) -> bool:
-    return not isinstance(value, str) or not value.strip()
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-@dataclass(frozen=True)
-class Tracker:
-    """Where a website's tracker loads from and how it is initialised.
-
-    ``tracking_domain`` is the customer's CNAME origin (``https://go.acme.com``) serving ``script_path``
-    (``/tracker.js``; newer installs use ``/analytics.js``). ``domain`` is the value passed to
-    ``journy("init", {domain})``; journy.io's own snippets (the WordPress plugin, the Next.js demo, the
-    ``@journyio/web-types`` README) pass the tracking origin there, which is the default. ``site_id`` is
-    passed as ``siteId`` when set (some installs have one).
-
-    >>> Tracker("8f2c", "https://go.acme.com/").script_url
-    'https://go.acme.com/tracker.js'
-    """
-
-    tracker_id: str
-    tracking_domain: str
-    script_path: str = "/tracker.js"
-    domain: str | None = None
-    site_id: str | None = None
-
-    def __post_init__(self) -> None:
-        if _blank(self.tracker_id):
-            raise InvalidArgumentError("tracker_id", "must be a non-empty string (the snippet's tracker ID)")
-        object.__setattr__(self, "tracker_id", self.tracker_id.strip())
-        origin = _origin(self.tracking_domain)
-        object.__setattr__(self, "tracking_domain", origin)
-        path = self.script_path
-        if not isinstance(path, str) or not path.startswith("/") or path.startswith("//") or _has_space(path):
-            raise InvalidArgumentError(
-                "script_path",
-                "must be a path starting with a single '/', such as '/tracker.js' or '/analytics.js'",
-            )
-        if self.domain is None:
-            object.__setattr__(self, "domain", origin)
-        elif _blank(self.domain) or _has_space(self.domain.strip()):
-            raise InvalidArgumentError("domain", "must be a non-empty string without spaces, or None")
-        else:
-            object.__setattr__(self, "domain", self.domain.strip())
-        if self.site_id is not None:
-            if _blank(self.site_id):
-                raise InvalidArgumentError("site_id", "must be a non-empty string, or None")
-            object.__setattr__(self, "site_id", self.site_id.strip())
-
-    @property
-    def script_url(self) -> str:
-        """The URL of the tracker script."""
-        return self.tracking_domain + self.script_path
-
-    @classmethod
-    def from_snippet(cls, snippet_html: str) -> Tracker:
-        """The tracker described by a snippet from ``GET /tracking/snippet`` (``result.data["snippet"]``).
-
-        Reads the script URL (a ``<script src>`` or a script created in JavaScript, ending in ``/tracker.js``
-        or ``/analytics.js``) and the ``trackerId``, ``domain`` and ``siteId`` of ``journy("init", {...})``,
-        with JavaScript or JSON keys and either quote. Raises :class:`InvalidArgumentError` (``"snippet"``)
-        otherwise.
-        """
-        if not isinstance(snippet_html, str):
-            raise InvalidArgumentError(
-                "snippet", f"expected the snippet's HTML as a str, got {type(snippet_html).__name__}"
-            )
-        init = _INIT.search(snippet_html)
-        if init is None:
-            raise InvalidArgumentError("snippet", 'no journy("init", {...}) call found')
-        fields = {m["key"]: _js_string(m["value"], m["quote"]) for m in _FIELD.finditer(init["body"])}
-        if "trackerId" not in fields:
-            raise InvalidArgumentError("snippet", 'journy("init", {...}) has no trackerId string')
-        script = _SCRIPT_URL.search(snippet_html)
-        if script is None:
-            raise InvalidArgumentError(
-                "snippet", "no tracker script URL (ending in /tracker.js or /analytics.js) found"
-            )
-        url = html.unescape(script["url"])
-        if url.startswith("//"):
-            url = "https:" + url
-        parts = urlsplit(url)
-        path = parts.path + (f"?{parts.query}" if parts.query else "")
-        try:
-            return cls(
-                tracker_id=fields["trackerId"],
-                tracking_domain=f"{parts.scheme}://{parts.netloc}",
-                script_path=path,
-                domain=fields.get("domain"),
-                site_id=fields.get("siteId"),
-            )
-        except InvalidArgumentError as exc:
-            raise InvalidArgumentError("snippet", f"unusable tracker: {exc}") from None
-
-
-def _has_space(text: str) -> bool:
-    return any(ch.isspace() or ord(ch) < 32 for ch in text)
-
-
-# A host name or bracketed IPv6 address, and an optional port: nothing that could need escaping.
-_NETLOC = re.compile(r"(?:[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
-
-
-def _origin(value: object) -> str:
-    problem = None
-    if not isinstance(value, str):
-        problem = f"expected a URL string, got {type(value).__name__}"
-    else:
-        parts = urlsplit(value.strip())
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            problem = "must be the tracking origin as an absolute URL, such as 'https://go.acme.com'"
-        elif not _NETLOC.fullmatch(parts.netloc):
-            problem = "has characters a host name cannot have; expected e.g. 'https://go.acme.com'"
-        elif parts.path not in ("", "/") or parts.query or parts.fragment or parts.username or parts.password:
-            problem = "must be an origin only, such as 'https://go.acme.com'; put the path in script_path"
-        elif parts.scheme == "http" and not is_loopback_host(parts.hostname):
-            problem = "must use https (plain http is only accepted for localhost/127.0.0.1)"
-        else:
-            return f"{parts.scheme}://{parts.netloc}".lower()
-    raise InvalidArgumentError("tracking_domain", problem)
-
-
-# journy("init", {...}) and the quoted fields in its object: trackerId: "x", "domain": 'y', ...
-_INIT = re.compile(r"""journy\(\s*(["'])init\1\s*,\s*\{(?P<body>[^{}]*)\}""")
-_FIELD = re.compile(
-    r"""(?<![\w$])(?P<kq>["']?)(?P<key>trackerId|domain|siteId)(?P=kq)\s*:\s*"""
-    r"""(?P<quote>["'])(?P<value>(?:\\.|(?!(?P=quote))[^\\\n])*)(?P=quote)"""
-)
-# The tracker script URL, quoted, in a src attribute or a JavaScript assignment.
-_SCRIPT_URL = re.compile(
-    r"""(["'])(?P<url>(?:https?:)?//[^"'\s<>/]+(?:/[^"'\s<>]*)?/(?:tracker|analytics)\.js(?:\?[^"'\s<>]*)?)\1"""
-)
-
-
-def _js_string(body: str, quote: str) -> str:
-    """The value of a quoted JavaScript string literal's body (simple escapes, as snippets contain)."""
-    if "\\" not in body:
-        return body
-    if quote == "'":
-        body = body.replace("\\'", "'").replace('"', '\\"')
-    try:
-        value = json.loads(f'"{body}"')
-    except ValueError:
-        raise InvalidArgumentError(
-            "snippet", 'a journy("init") string uses an escape this parser cannot read'
-        ) from None
-    return str(value)
-
-
-class TrackerCache:
-    """The :class:`Tracker` of a website, fetched from journy.io when only the website's domain is configured.
-
-    ``fetch(domain)`` returns the snippet's HTML; the adapters pass
-    ``lambda d: client.get_tracking_snippet(d).data["snippet"]``. :meth:`get` fetches lazily, keeps the result
-    for ``ttl`` seconds, and never raises: on failure it logs a warning and serves the last good tracker (or
-    None) without trying again for ``retry_after`` seconds, so an outage of journy.io never slows pages down
-    by more than one fetch per ``retry_after``.
-    """
-
-    def __init__(
-        self,
-        fetch: Callable[[str], str],
-        domain: str,
-        ttl: float = 3600.0,
-        retry_after: float = 60.0,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        if not callable(fetch):
-            raise InvalidArgumentError("fetch", "must be a callable returning the snippet HTML of a domain")
-        self.domain = serialize_text(domain, "domain", "the website's domain name")
-        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
-            raise InvalidArgumentError("ttl", "must be a positive number of seconds")
-        if isinstance(retry_after, bool) or not isinstance(retry_after, (int, float)) or not retry_after >= 0:
-            raise InvalidArgumentError("retry_after", "must be a number of seconds, zero or more")
-        self._fetch = fetch
-        self._ttl = float(ttl)
-        self._retry_after = float(retry_after)
-        self._clock = clock
-        self._lock = threading.Lock()
-        # One tuple, replaced whole, so the lock-free read in get() never sees half an update.
-        self._state: tuple[Tracker | None, float | None] = (None, None)  # (tracker, next fetch at)
-
-    def get(self) -> Tracker | None:
-        """The tracker, fetched when missing or older than ``ttl``; None while it could never be fetched."""
-        try:
-            tracker, next_fetch = self._state
-            if next_fetch is not None and self._clock() < next_fetch:
-                return tracker
-            if tracker is not None:
-                # Stale: one thread refreshes while the others keep serving the old tracker.
-                if not self._lock.acquire(blocking=False):
-                    return tracker
-            else:
-                # Nothing yet: wait for the fetch in flight rather than render pages without the snippet.
-                self._lock.acquire()
-            try:
-                return self._refresh()
-            finally:
-                self._lock.release()
-        except Exception:  # never let the snippet break a page
-            logger.exception("journy.io: unexpected error in TrackerCache.get()")
-            return self._state[0]
-
-    def _refresh(self) -> Tracker | None:
-        tracker, next_fetch = self._state
-        now = self._clock()
-        if next_fetch is not None and now < next_fetch:
-            return tracker  # another thread refreshed (or failed) while this one waited
-        try:
-            fresh = Tracker.from_snippet(self._fetch(self.domain))
-        except Exception as exc:
-            # JournyError messages never carry the API key; other exceptions are not known to be clean.
-            reason = f"{type(exc).__name__}: {exc}" if isinstance(exc, JournyError) else type(exc).__name__
-            logger.warning(
-                "journy.io: could not load the tracking snippet for %r (%s); %s, next attempt in %.0f s",
-                self.domain,
-                reason,
-                "keeping the previous tracker" if tracker is not None else "pages render without it",
-                self._retry_after,
-            )
-            details = not isinstance(exc, JournyError)
-            logger.debug("journy.io: snippet fetch failure details", exc_info=details)
-            self._state = (tracker, self._clock() + self._retry_after)
-            return tracker
-        self._state = (fresh, self._clock() + self._ttl)
-        return fresh
+def _escape_surrogate(match: re.Match[str]) -> str:
+    return f"\\u{ord(match[0]):04x}"
 
 
 @dataclass(frozen=True)
@@ -308,20 +96,50 @@ class SnippetEvent:
 _EVENT_KEYS = frozenset({"name", "metadata", "account_id"})
 
 
-def _event(item: object, index: int) -> SnippetEvent:
+def page_event(
+    name: object,
+    metadata: Mapping[str, object] | None = None,
+    account_id: object = None,
+    *,
+    naive_timezone: tzinfo = timezone.utc,
+) -> SnippetEvent:
+    """A page event checked as :func:`~journy_core.operations.track` checks an event (the same functions, the
+    same argument names): raises :class:`InvalidArgumentError` naming the field, at the call site. The adapters'
+    ``add_page_event`` and ``browser_event`` call it. The event returned holds the serialized values.
+
+    >>> page_event("opened_billing", {"seats": 3}, account_id=7)
+    SnippetEvent(name='opened_billing', metadata={'seats': 3}, account_id='7')
+    """
+    event_name = serialize_text(name, "name", "an event name in the past tense, e.g. 'opened_billing'")
+    serialized = serialize_metadata(metadata, naive_timezone=naive_timezone)
+    account = None if account_id is None else serialize_id(account_id, "account_id")
+    return SnippetEvent(event_name, serialized or None, account)
+
+
+def event_left_out(event: object, error: InvalidArgumentError) -> str:
+    """Log a warning naming the page event ``event`` (a :class:`SnippetEvent`, a mapping or a name) that cannot
+    be rendered, and return the HTML comment that takes its place: the rest of the page renders as usual. The
+    comment names the field, not the message, which may quote the page's data."""
+    name = event.name if isinstance(event, SnippetEvent) else event
+    if isinstance(event, Mapping):
+        name = event.get("name")
+    label = repr(name)[:80]  # repr(): a lone surrogate shows as its escape
+    logger.warning("journy.io: the page event %s is left out of the page: %s", label, error)
+    return _comment(f"journy.io: page event {label} left out ({error.argument} is invalid; see the journy log)")
+
+
+def _event(item: object, where: str) -> SnippetEvent:
     if isinstance(item, SnippetEvent):
         return item
     if isinstance(item, Mapping):
         unknown = sorted(str(key) for key in item if key not in _EVENT_KEYS)
         if unknown:
-            raise InvalidArgumentError(
-                f"events[{index}]", f"unknown keys {unknown}; allowed: 'name', 'metadata', 'account_id'"
-            )
+            raise InvalidArgumentError(where, f"unknown keys {unknown}; allowed: 'name', 'metadata', 'account_id'")
         if "name" not in item:
-            raise InvalidArgumentError(f"events[{index}]", "needs a 'name'")
+            raise InvalidArgumentError(where, "needs a 'name'")
         return SnippetEvent(item["name"], item.get("metadata"), item.get("account_id"))
     got = type(item).__name__
-    raise InvalidArgumentError(f"events[{index}]", f"expected a SnippetEvent or a dict, got {got}")
+    raise InvalidArgumentError(where, f"expected a SnippetEvent or a dict, got {got}")
 
 
 def _call(command: str, args: Mapping[str, Any] | None = None) -> str:
@@ -340,16 +158,18 @@ def _with_account(args: dict[str, Any], account: str | None, key: bytes | None) 
 
 
 def _event_args(
-    item: object, index: int, page_account: str | None, key: bytes | None, naive_timezone: tzinfo
+    item: object, where: str, page_account: str | None, key: bytes | None, naive_timezone: tzinfo
 ) -> dict[str, Any]:
-    event = _event(item, index)
-    where = f"events[{index}]"
-    args: dict[str, Any] = {"name": serialize_text(event.name, f"{where}.name", "an event name")}
+    """The arguments of ``journy("event", ...)``; errors name ``{where}.name`` and so on (``where`` empty: the
+    argument names of :func:`page_event`)."""
+    event = _event(item, where or "event")
+    field = f"{where}." if where else ""
+    args: dict[str, Any] = {"name": serialize_text(event.name, f"{field}name", "an event name")}
     account = page_account
     if event.account_id is not None:
-        account = serialize_id(event.account_id, f"{where}.account_id")
+        account = serialize_id(event.account_id, f"{field}account_id")
     _with_account(args, account, key)
-    metadata = serialize_metadata(event.metadata, argument=f"{where}.metadata", naive_timezone=naive_timezone)
+    metadata = serialize_metadata(event.metadata, argument=f"{field}metadata", naive_timezone=naive_timezone)
     if metadata:
         args["metadata"] = metadata
     return args
@@ -382,8 +202,9 @@ def render_snippet(
     enforces verification is open; pass ``user_id`` whenever the user has one.
 
     ``nonce`` (a CSP nonce; compared with ``is not None`` because lazy nonce objects are falsy until used)
-    goes on both tags. Bad values raise :class:`InvalidArgumentError` naming the argument; the output is the
-    same string for the same input.
+    goes on both tags. Bad values raise :class:`InvalidArgumentError` naming the argument, except in ``events``:
+    a bad event is left out (:func:`event_left_out`: an HTML comment after the script, and a warning). The
+    output is the same string for the same input.
 
     >>> print(render_snippet(Tracker("T1", "https://go.acme.com"), user_id=42))  # doctest: +ELLIPSIS
     <script async src="https://go.acme.com/tracker.js"></script>
@@ -394,6 +215,7 @@ def render_snippet(
     journy("pageview");
     </script>
     """
+    verification_secret = redact(verification_secret)  # first: no frame below may show it raw
     if not isinstance(tracker, Tracker):
         raise InvalidArgumentError("tracker", f"expected a Tracker, got {type(tracker).__name__}")
     key = None if verification_secret is None else secret_key(verification_secret, "verification_secret")
@@ -438,13 +260,25 @@ def render_snippet(
     elif pageview:
         lines.append(_call("pageview", _with_account({}, aid, key)) if aid is not None else _call("pageview"))
 
-    for index, item in enumerate(events):
-        lines.append(_call("event", _event_args(item, index, aid, key, tz)))
+    left_out = _add_events(lines, events, aid, key, tz)
 
     nonce_attr = "" if nonce is None else f' nonce="{html.escape(str(nonce), quote=True)}"'
     src = html.escape(tracker.script_url, quote=True)
     body = "\n".join(lines)
-    return f'<script async src="{src}"{nonce_attr}></script>\n<script{nonce_attr}>\n{body}\n</script>'
+    return f'<script async src="{src}"{nonce_attr}></script>\n<script{nonce_attr}>\n{body}\n</script>{left_out}'
+
+
+def _add_events(
+    lines: list[str], events: Iterable[object], page_account: str | None, key: bytes | None, tz: tzinfo
+) -> str:
+    """Add one ``journy("event", ...)`` line per event; return the comments of the events left out."""
+    left_out = ""
+    for index, item in enumerate(events):
+        try:
+            lines.append(_call("event", _event_args(item, f"events[{index}]", page_account, key, tz)))
+        except InvalidArgumentError as exc:  # this event only: the page keeps its identify and pageview
+            left_out += "\n" + event_left_out(item, exc)
+    return left_out
 
 
 def render_event_script(
@@ -456,7 +290,8 @@ def render_event_script(
 ) -> str:
     """One inline ``<script>`` that records ``event`` from the browser, wherever it sits in the page (before or
     after the snippet: it carries the queue stub). The event's ``account_id`` gets its ``verification`` when a
-    secret is given; values are escaped as in :func:`render_snippet`.
+    secret is given; values are escaped as in :func:`render_snippet`. A bad event renders the comment of
+    :func:`event_left_out` instead (and logs a warning): a template tag never breaks its page.
 
     >>> print(render_event_script(SnippetEvent("opened_billing", account_id=7)))  # doctest: +ELLIPSIS
     <script>
@@ -464,8 +299,12 @@ def render_event_script(
     journy("event", {"name":"opened_billing","accountId":"7"});
     </script>
     """
+    verification_secret = redact(verification_secret)  # first: no frame below may show it raw
     key = None if verification_secret is None else secret_key(verification_secret, "verification_secret")
-    args = _event_args(event, 0, None, key, naive_timezone)
+    try:
+        args = _event_args(event, "", None, key, naive_timezone)
+    except InvalidArgumentError as exc:
+        return event_left_out(event, exc)
     nonce_attr = "" if nonce is None else f' nonce="{html.escape(str(nonce), quote=True)}"'
     return f"<script{nonce_attr}>\n{LOADER_STUB}\n{_call('event', args)}\n</script>"
 
@@ -476,7 +315,14 @@ def disabled_comment(reason: str) -> str:
     >>> disabled_comment("no TRACKER_ID --> <script>")
     '<!-- journy.io tracking disabled: no TRACKER_ID - -&gt; &lt;script&gt; -->'
     """
-    text = str(reason).replace("<", "&lt;").replace(">", "&gt;")
+    return _comment(f"journy.io tracking disabled: {reason}")
+
+
+def _comment(text: str) -> str:
+    """``<!-- text -->``, with nothing in ``text`` able to end the comment early or fail to encode."""
+    text = str(text).replace("<", "&lt;").replace(">", "&gt;")
     # Any "--" could start "-->" or "--!>": a space after every dash that precedes another dash breaks them.
     text = re.sub(r"-(?=-)", "- ", text)
-    return f"<!-- journy.io tracking disabled: {text} -->"
+    if not text.isascii():
+        text = _SURROGATE.sub(_escape_surrogate, text)
+    return f"<!-- {text} -->"

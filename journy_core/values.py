@@ -1,7 +1,11 @@
 """Turning Python values into what the journy.io API accepts, and refusing what it would not.
 
 Every function here raises :class:`~journy_core.errors.InvalidArgumentError` naming the argument (and the key,
-for mappings) and saying what is allowed, so that a mistake surfaces at the call site instead of as a 400 later.
+for mappings) and saying what is allowed, so that a mistake surfaces at the call site instead of as a 400 later,
+or as an operation lost in the delivery thread. Two rules cover what JSON itself would let through (see
+``docs/values.md``): a string with a lone surrogate (not text: UTF-8 cannot encode it) is refused, never repaired,
+and so is an integer outside +/-(2**53 - 1), which journy.io and the browser, reading numbers as 64-bit floats,
+would round (10**400 becomes Infinity).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any, TypeAlias
 from .errors import InvalidArgumentError
 
 __all__ = [
+    "MAX_SAFE_INTEGER",
     "MetadataValue",
     "PropertyValue",
     "serialize_datetime",
@@ -24,6 +29,7 @@ __all__ = [
     "serialize_metadata",
     "serialize_properties",
     "serialize_text",
+    "utf8_text",
 ]
 
 #: A property value as sent: a string, boolean, number, ISO 8601 string, list of strings, or null (deletes).
@@ -36,6 +42,42 @@ _PROPERTY_TYPES = (
     "or None (deletes the property)"
 )
 _METADATA_TYPES = "str, bool, int, float, Decimal, datetime, date, UUID or Enum"
+
+#: The largest integer sent as a number (JavaScript's ``Number.MAX_SAFE_INTEGER``): journy.io's API and the
+#: browser's tracker read JSON numbers as 64-bit floats, which round larger integers and turn 10**400 into Infinity.
+MAX_SAFE_INTEGER = 2**53 - 1
+
+
+def utf8_text(value: str, argument: str) -> str:
+    """``value`` when UTF-8 can encode it; raises naming ``argument`` when it holds a lone surrogate.
+
+    A lone surrogate (``json.loads('"\\ud800"')``, ``os.fsdecode()`` of bytes that are not UTF-8) is not text:
+    it cannot be sent, stored or shown, so it is refused here rather than lost in the delivery thread or breaking
+    a page at render. Refused, not repaired: an ID or a name changed behind the caller's back would be worse.
+    """
+    if value.isascii():  # O(1) in CPython (a flag of the string): the usual case costs nothing
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidArgumentError(
+            argument,
+            f"contains a lone surrogate ({value[exc.start]!r} at index {exc.start}), which is not text and cannot "
+            "be sent as UTF-8 (it comes from a broken \\u escape in JSON or from undecodable bytes); repair it, "
+            "e.g. with value.encode('utf-8', 'replace').decode()",
+        ) from None
+    return value
+
+
+def _safe_int(value: int, argument: str) -> int:
+    if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+        return value
+    digits = len(str(abs(value))) if value.bit_length() < 10_000 else "over 3000"
+    raise InvalidArgumentError(
+        argument,
+        f"an integer of {digits} digits is beyond +/-(2**53 - 1), the range journy.io and browsers read "
+        "exactly (they read numbers as 64-bit floats); send it as a str, e.g. str(value)",
+    )
 
 
 def serialize_id(value: object, argument: str) -> str:
@@ -50,7 +92,11 @@ def serialize_id(value: object, argument: str) -> str:
             f"expected a str, int or UUID identifier, got {type(value).__name__}; "
             "pass the object's primary key, e.g. user_id=user.pk",
         )
+    if type(value) is not str and isinstance(value, int) and value.bit_length() > 10_000:
+        raise InvalidArgumentError(argument, "an integer of over 3000 digits is not an identifier")  # str() refuses
     text = str(value)
+    if not text.isascii():
+        text = utf8_text(text, argument)
     if not text.strip():
         raise InvalidArgumentError(argument, "must not be empty or whitespace; pass the object's stable ID")
     return text
@@ -62,7 +108,7 @@ def serialize_text(value: object, argument: str, what: str = "a non-empty string
         raise InvalidArgumentError(argument, f"expected {what}, got {type(value).__name__}")
     if not value.strip():
         raise InvalidArgumentError(argument, f"must not be empty or whitespace; expected {what}")
-    return value
+    return value if value.isascii() else utf8_text(value, argument)
 
 
 def serialize_datetime(value: object, argument: str, *, naive_timezone: tzinfo = timezone.utc) -> str:
@@ -90,13 +136,24 @@ def _scalar(value: object, argument: str, key: str, allowed: str, naive_timezone
     """A scalar property or metadata value; raises naming ``argument[key]`` when it is not one."""
     kind = type(value)
     # The common cases first, by exact type: this runs for every value on the request path.
-    if kind is str or kind is bool or (kind is int):
+    if kind is str:
+        text: str = value  # type: ignore[assignment]  # narrowed by the exact type above, which mypy does not read
+        return text if text.isascii() else utf8_text(text, _where(argument, key))
+    if kind is bool:
         return value  # type: ignore[return-value]
+    if kind is int:
+        if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:  # type: ignore[operator]
+            return value  # type: ignore[return-value]
+        return _safe_int(value, _where(argument, key))  # type: ignore[arg-type]
     if isinstance(value, Enum):
         value = value.value
     # bool before int: bool is a subclass of int, and True must not become 1.
-    if isinstance(value, (bool, str, int)):
+    if isinstance(value, bool):
         return value
+    if isinstance(value, str):
+        return utf8_text(value, _where(argument, key))
+    if isinstance(value, int):
+        return _safe_int(value, _where(argument, key))
     if isinstance(value, float):
         if not math.isfinite(value):
             raise InvalidArgumentError(
@@ -104,12 +161,7 @@ def _scalar(value: object, argument: str, key: str, allowed: str, naive_timezone
             )
         return value
     if isinstance(value, Decimal):
-        if not value.is_finite():
-            raise InvalidArgumentError(
-                _where(argument, key), f"Decimal {value} cannot be sent as JSON; use a finite number"
-            )
-        as_int = int(value)
-        return as_int if value == as_int else float(value)
+        return _decimal(value, _where(argument, key))
     if isinstance(value, (datetime, date)):
         return serialize_datetime(value, _where(argument, key), naive_timezone=naive_timezone)
     if isinstance(value, uuid.UUID):
@@ -117,18 +169,34 @@ def _scalar(value: object, argument: str, key: str, allowed: str, naive_timezone
     raise InvalidArgumentError(_where(argument, key), f"{type(value).__name__} is not allowed; allowed: {allowed}")
 
 
+def _decimal(value: Decimal, where: str) -> int | float:
+    """A finite Decimal as an int when it is whole, else the nearest float; beyond what a float holds, refused."""
+    if not value.is_finite():
+        raise InvalidArgumentError(where, f"Decimal {value} cannot be sent as JSON; use a finite number")
+    if value == value.to_integral_value():
+        if value.adjusted() > 20:  # far beyond 2**53: int() of Decimal('1e999999') would build a huge number
+            raise InvalidArgumentError(
+                where, f"Decimal {value:.3e} is beyond +/-(2**53 - 1), the range journy.io reads exactly"
+            )
+        return _safe_int(int(value), where)
+    as_float = float(value)
+    if not math.isfinite(as_float):
+        raise InvalidArgumentError(where, f"Decimal {value:.3e} is beyond what a JSON number can carry")
+    return as_float
+
+
 def _where(argument: str, key: str) -> str:
     return f"{argument}[{key!r}]"
 
 
 def _key(key: object, argument: str) -> str:
-    if type(key) is str and key and not key.isspace():
+    if type(key) is str and key and key.isascii() and not key.isspace():
         return key
     if not isinstance(key, str):
         raise InvalidArgumentError(f"{argument}[{key!r}]", f"keys must be non-empty strings, got {type(key).__name__}")
     if not key.strip():
         raise InvalidArgumentError(f"{argument}[{key!r}]", "keys must be non-empty strings")
-    return key
+    return utf8_text(key, f"{argument}[{key!r}]")
 
 
 def _mapping(values: object, argument: str) -> Mapping[Any, Any]:
@@ -164,14 +232,14 @@ def serialize_properties(
 
 def _string_list(values: list[Any] | tuple[Any, ...] | set[Any] | frozenset[Any], where: str) -> list[str]:
     items: list[str] = []
-    for item in values:
+    for index, item in enumerate(values):
         text = item.value if isinstance(item, Enum) else item
         if not isinstance(text, str) or not text:
             raise InvalidArgumentError(
                 where,
                 f"list items must be non-empty strings, got {text!r}; convert the items to strings first",
             )
-        items.append(text)
+        items.append(text if text.isascii() else utf8_text(text, f"{where}[{index}]"))
     # A set has no order; sort it so that the same value always sends the same JSON.
     return sorted(items) if isinstance(values, (set, frozenset)) else items
 

@@ -23,9 +23,17 @@ from django.utils.functional import SimpleLazyObject, empty
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
-from journy_core import Client, SnippetEvent, Tracker, TrackerCache, disabled_comment, render_snippet, script_json
+from journy_core import (
+    Client,
+    InvalidArgumentError,
+    Tracker,
+    TrackerCache,
+    disabled_comment,
+    render_snippet,
+    script_json,
+)
 from journy_core.guard import guarded
-from journy_core.values import serialize_id, serialize_metadata, serialize_text
+from journy_core.snippet import SnippetEvent, event_left_out, page_event
 from journy_core.verification import verification_hash
 
 from .conf import JournyConfigurationError, JournySettings, base_url, cached, journy_settings
@@ -69,11 +77,15 @@ def add_page_event(
 ) -> None:
     """Record an event from the browser when this page loads (``journy("event", ...)`` in the snippet).
 
-    For events the server knows about, :func:`journy_django.track` is more reliable (ad blockers do not stop it).
+    Checked here as :func:`journy_django.track` checks an event: bad arguments (a list or None in the metadata, a
+    lone surrogate, a number beyond 2**53) raise :class:`~journy_core.InvalidArgumentError` at this call, never
+    while the page renders. For events the server knows about, :func:`journy_django.track` is more reliable (ad
+    blockers do not stop it).
     """
     account_id = None if account is None else account_identity(account)["account_id"]
+    event = page_event(name, metadata, account_id)
     events: list[SnippetEvent] = request.__dict__.setdefault(_EVENTS, [])
-    events.append(SnippetEvent(name, metadata, account_id))
+    events.append(event)
 
 
 def _tracker_or_reason() -> tuple[Tracker | None, str | None]:
@@ -95,9 +107,9 @@ def _tracker_or_reason() -> tuple[Tracker | None, str | None]:
             return TrackerCache(fetch, website, ttl=config["SNIPPET_CACHE_SECONDS"])
 
         cache: TrackerCache = cached("tracker_cache", build_cache)
-        fetched = cache.get()
+        fetched = cache.get()  # never waits: fetched in the background, a comment on the page until it is here
         if fetched is None:
-            return None, f"the snippet of {website!r} could not be fetched from journy.io (see the journy log)"
+            return None, cache.why_missing()
         return fetched, None
     return None, "set JOURNY['TRACKER_ID'] and JOURNY['TRACKER_DOMAIN'] (or JOURNY['WEBSITE_DOMAIN'])"
 
@@ -300,7 +312,9 @@ def render_event(
     request: HttpRequest | None, name: str, metadata: Mapping[str, object] | None = None, account: Any = None
 ) -> SafeString:
     """A ``<script>`` calling ``journy("event", ...)`` (what ``{% journy_event %}`` renders), with the request's
-    account and its verification; empty when tracking is off or the request is filtered."""
+    account and its verification; empty when tracking is off or the request is filtered. An event that
+    :func:`~journy_core.snippet.page_event` refuses renders an HTML comment and logs a warning naming it: a bad
+    value in a template never breaks the page."""
     html = ""
     with guarded(f"rendering the journy.io event {name!r}", loud=settings.DEBUG):
         html = _render_event(request, name, metadata, account)
@@ -316,15 +330,17 @@ def _render_event(request: HttpRequest | None, name: str, metadata: Mapping[str,
         return ""
     if account is None and user is not None and getattr(user, "is_authenticated", False):
         account = _current_account(request, config)
-    args: dict[str, Any] = {"name": serialize_text(name, "name", "an event name")}
-    if account is not None:
-        account_id = serialize_id(account_identity(account)["account_id"], "account")
-        args["accountId"] = account_id
+    try:
+        event = page_event(name, metadata, None if account is None else account_identity(account)["account_id"])
+    except InvalidArgumentError as exc:
+        return event_left_out(name, exc)
+    args: dict[str, Any] = {"name": event.name}
+    if event.account_id is not None:
+        args["accountId"] = event.account_id
         if config["VERIFICATION_SECRET"]:
-            args["verification"] = verification_hash(config["VERIFICATION_SECRET"], account_id)
-    serialized = serialize_metadata(metadata, argument="metadata")
-    if serialized:
-        args["metadata"] = serialized
+            args["verification"] = verification_hash(config["VERIFICATION_SECRET"], str(event.account_id))
+    if event.metadata:
+        args["metadata"] = event.metadata
     nonce = csp_nonce(request)
     nonce_attr = "" if nonce is None else f' nonce="{escape(str(nonce))}"'
     return f'<script{nonce_attr}>journy("event", {script_json(args)});</script>'

@@ -94,7 +94,7 @@ def check_command() -> None:
     if settings.tracker is not None:
         click.echo(f"tracker:             {settings.tracker.tracker_id} from {settings.tracker.script_url}")
     elif settings.website_domain is not None:
-        tracker = state.tracker_cache.get() if state.tracker_cache is not None else None
+        tracker = state.tracker_cache.wait() if state.tracker_cache is not None else None
         if tracker is None:
             errors.append(f"the snippet of JOURNY_WEBSITE_DOMAIN={settings.website_domain!r} could not be fetched")
         else:

@@ -20,8 +20,7 @@ from journy_core import ConfigurationError, InvalidArgumentError, TrackerCache
 from journy_core import Journy as CoreJourny
 from journy_core import operations as ops
 from journy_core.client import Client
-from journy_core.snippet import SnippetEvent
-from journy_core.values import serialize_metadata, serialize_text
+from journy_core.snippet import page_event
 from journy_core.worker import configure_worker
 
 from . import hooks, models
@@ -230,11 +229,10 @@ class Journy:
 
     def browser_event(self, name: str, metadata: Mapping[str, object] | None = None, *, account: Any = None) -> None:
         """Record an event from the browser when this page loads (rendered by ``journy_snippet()``). Bad
-        arguments raise :class:`~journy_core.InvalidArgumentError` here, not while the page renders."""
+        arguments raise :class:`~journy_core.InvalidArgumentError` here, not while the page renders: the rules of
+        :meth:`track` (:func:`journy_core.snippet.page_event`)."""
         account_id = None if account is None else account_id_of(self.state().settings, account)
-        serialize_text(name, "name", "an event name in the past tense, e.g. 'opened_billing'")
-        serialize_metadata(metadata)
-        page_data().events.append(SnippetEvent(name, metadata, account_id))
+        page_data().events.append(page_event(name, metadata, account_id))
 
     # -- helpers ----------------------------------------------------------------------------------------------
 

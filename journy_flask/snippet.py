@@ -120,9 +120,9 @@ def _render_page_snippet(
     settings = state.settings
     tracker: Tracker | None = settings.tracker
     if tracker is None and state.tracker_cache is not None:
-        tracker = state.tracker_cache.get()
+        tracker = state.tracker_cache.get()  # never waits: fetched in the background, a comment until it is here
     if tracker is None:
-        return _html(disabled_comment(f"the snippet of {settings.website_domain!r} could not be fetched (see the log)"))
+        return _html(disabled_comment(_why_no_tracker(state)))
     user_id = email = account_id = user_properties = account_properties = None
     extra_events: Sequence[SnippetEvent | Mapping[str, Any]] = list(events) if events else ()
     if _cv_request.get(None) is not None if _cv_request is not None else has_request_context():
@@ -215,6 +215,13 @@ def _render_page_snippet(
     if key is not None:
         _keep(state.snippet_cache, key, html)
     return html
+
+
+def _why_no_tracker(state: JournyState) -> str:
+    """Why the page has no tracker: the fetch by website domain has not brought one (yet)."""
+    if state.tracker_cache is not None:
+        return state.tracker_cache.why_missing()
+    return f"the snippet of {state.settings.website_domain!r} could not be fetched (see the log)"
 
 
 def _keep(cache: dict[tuple[object, ...], Any], key: tuple[object, ...], html: str) -> None:

@@ -434,19 +434,96 @@ def test_tracker_site_id_is_passed_to_init() -> None:
         ({"screen": ""}, "screen"),
         ({"verification_secret": " "}, "verification_secret"),
         ({"verification_secret": 123}, "verification_secret"),
-        ({"events": [SnippetEvent("")]}, "events[0].name"),
-        ({"events": [SnippetEvent("ok"), SnippetEvent("x", {"a": None})]}, "events[1].metadata['a']"),
-        ({"events": [SnippetEvent("x", {"a": ["list"]})]}, "events[0].metadata['a']"),
-        ({"events": [SnippetEvent("x", account_id="")]}, "events[0].account_id"),
-        ({"events": [{"name": "x", "accountId": "1"}]}, "events[0]"),
-        ({"events": [{"metadata": {}}]}, "events[0]"),
-        ({"events": ["signed_in"]}, "events[0]"),
+        ({"user_id": "\ud800"}, "user_id"),
+        ({"user_id": 1, "user_properties": {"a": "x\udfff"}}, "user_properties['a']"),
+        ({"screen": "\udc80"}, "screen"),
     ],
 )
 def test_bad_input_raises_invalid_argument_naming_it(arguments: dict[str, Any], argument: str) -> None:
     with pytest.raises(InvalidArgumentError) as info:
         render_snippet(TRACKER, **arguments)
     assert info.value.argument == argument
+
+
+@pytest.mark.parametrize(
+    ("event", "argument"),
+    [
+        (SnippetEvent(""), "events[1].name"),
+        (SnippetEvent("x", {"a": None}), "events[1].metadata['a']"),
+        (SnippetEvent("x", {"tags": ["a", "b"]}), "events[1].metadata['tags']"),
+        (SnippetEvent("x", {"note": "\ud800"}), "events[1].metadata['note']"),
+        (SnippetEvent("\ud800"), "events[1].name"),
+        (SnippetEvent("x", {"n": 10**400}), "events[1].metadata['n']"),
+        (SnippetEvent("x", account_id=""), "events[1].account_id"),
+        ({"name": "x", "accountId": "1"}, "events[1]"),
+        ({"metadata": {}}, "events[1]"),
+        ("signed_in", "events[1]"),
+    ],
+)
+def test_a_bad_page_event_is_left_out_with_a_comment_and_a_warning_and_the_rest_renders(
+    event: object, argument: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="journy"):
+        page = render_snippet(
+            TRACKER,
+            user_id=7,
+            events=[SnippetEvent("first"), event, SnippetEvent("last")],  # type: ignore[list-item]
+        )
+    page.encode("utf-8")  # a lone surrogate never reaches the page: it would fail to encode (a 500)
+    assert [call[0] for call in parsed_calls(page)] == ["init", "identify", "pageview", "event", "event"]
+    assert [call[1]["name"] for call in parsed_calls(page)[3:]] == ["first", "last"]
+    comment = page.split("</script>")[-1]
+    assert comment.startswith("\n<!-- journy.io: page event ")
+    assert f"left out ({argument} is invalid; see the journy log) -->" in comment
+    assert [record.levelname for record in caplog.records] == ["WARNING"]
+    assert argument in caplog.records[0].getMessage()
+
+
+def test_a_bad_single_event_script_renders_a_comment_not_an_error(caplog: pytest.LogCaptureFixture) -> None:
+    from journy_core.snippet import render_event_script
+
+    with caplog.at_level(logging.WARNING, logger="journy"):
+        page = render_event_script(SnippetEvent("opened\ud800", {"a": 1}))
+    page.encode("utf-8")
+    assert page.startswith("<!-- journy.io: page event 'opened\\ud800' left out (name is invalid")
+    assert "<script" not in page
+    assert "opened" in caplog.text
+
+
+def test_page_event_checks_with_the_rules_and_argument_names_of_track() -> None:
+    from journy_core import operations as ops
+    from journy_core.snippet import page_event
+
+    cases: list[tuple[Any, Any, Any]] = [
+        ("", None, None),
+        ("opened", {"tags": ["a", "b"]}, None),
+        ("opened", {"note": "\ud800"}, None),
+        ("opened\udfff", None, None),
+        ("opened", {"n": 10**400}, None),
+        ("opened", {"at": None}, None),
+        ("opened", None, "\ud800"),
+        ("opened", None, True),
+    ]
+    for name, metadata, account_id in cases:
+        with pytest.raises(InvalidArgumentError) as from_page:
+            page_event(name, metadata, account_id)
+        with pytest.raises(InvalidArgumentError) as from_track:
+            ops.track(name, account_id=account_id if account_id is not None else 1, metadata=metadata)
+        assert from_page.value.argument == from_track.value.argument
+    event = page_event("opened", {"at": datetime(2024, 1, 2, 3, 4, 5), "n": 1}, 7)
+    assert event == SnippetEvent("opened", {"at": "2024-01-02T03:04:05+00:00", "n": 1}, "7")
+
+
+def test_a_lone_surrogate_in_a_fetched_snippet_never_reaches_the_page_unescaped() -> None:
+    assert script_json({"a": "x\ud800y"}) == '{"a":"x\\ud800y"}'
+    assert json.loads(script_json({"a": "x\ud800y"})) == {"a": "x\ud800y"}  # the same string for JavaScript
+    with pytest.raises(InvalidArgumentError) as info:
+        Tracker.from_snippet(snippet_for("T1").replace('"T1"', '"T\\ud800"'))
+    assert info.value.argument == "snippet"
+
+
+def test_a_disabled_comment_always_encodes() -> None:
+    disabled_comment("the snippet of 'acme\ud800.com' is missing").encode("utf-8")
 
 
 def test_bad_input_error_does_not_show_the_secret() -> None:
@@ -767,10 +844,11 @@ def make_cache(fetch: Callable[[str], str], clock: FakeClock, **options: float) 
     return TrackerCache(fetch, "acme.com", clock=clock, **options)
 
 
-def test_cache_fetches_lazily_for_its_domain() -> None:
+def test_cache_fetches_in_the_background_for_its_domain() -> None:
     fetch, clock = FakeFetch(snippet_for("T1")), FakeClock()
     cache = make_cache(fetch, clock)
     assert fetch.domains == []
+    assert cache.wait(5) == Tracker("T1", "https://go.acme.com")
     assert cache.get() == Tracker("T1", "https://go.acme.com")
     assert fetch.domains == ["acme.com"]
 
@@ -778,12 +856,13 @@ def test_cache_fetches_lazily_for_its_domain() -> None:
 def test_cache_keeps_the_tracker_for_ttl_then_fetches_again() -> None:
     fetch, clock = FakeFetch(snippet_for("T1"), snippet_for("T2")), FakeClock()
     cache = make_cache(fetch, clock, ttl=100)
-    first = cache.get()
+    first = cache.wait(5)
     clock.now += 99
     assert cache.get() is first
     assert len(fetch.domains) == 1
     clock.now += 2
-    refreshed = cache.get()
+    assert cache.get() is first  # stale: served while the refresh runs in the background
+    refreshed = cache.wait(5)
     assert refreshed is not None
     assert refreshed.tracker_id == "T2"
     assert len(fetch.domains) == 2
@@ -794,16 +873,18 @@ def test_cache_failure_without_a_tracker_returns_none_and_waits_retry_after(
 ) -> None:
     fetch, clock = FakeFetch(NotFoundError(404, "site not found"), snippet_for("T1")), FakeClock()
     cache = make_cache(fetch, clock, retry_after=60)
+    assert "is being fetched" in cache.why_missing()
     with caplog.at_level(logging.WARNING, logger="journy"):
-        assert cache.get() is None
+        assert cache.wait(5) is None
     assert [record.name for record in caplog.records] == ["journy"]
     assert "404" in caplog.text
     assert "acme.com" in caplog.text
+    assert "could not be fetched" in cache.why_missing()
     clock.now += 59
-    assert cache.get() is None
+    assert cache.wait(5) is None
     assert len(fetch.domains) == 1
     clock.now += 2
-    tracker = cache.get()
+    tracker = cache.wait(5)
     assert tracker is not None
     assert tracker.tracker_id == "T1"
     assert len(fetch.domains) == 2
@@ -812,28 +893,29 @@ def test_cache_failure_without_a_tracker_returns_none_and_waits_retry_after(
 def test_cache_failure_after_success_serves_the_last_good_tracker() -> None:
     fetch, clock = FakeFetch(snippet_for("T1"), RuntimeError("down"), snippet_for("T3")), FakeClock()
     cache = make_cache(fetch, clock, ttl=10, retry_after=30)
-    good = cache.get()
+    good = cache.wait(5)
     clock.now += 11
+    assert cache.wait(5) is good  # the refresh failed
     assert cache.get() is good
     clock.now += 29
-    assert cache.get() is good
+    assert cache.wait(5) is good
     assert len(fetch.domains) == 2
     clock.now += 2
-    latest = cache.get()
+    latest = cache.wait(5)
     assert latest is not None
     assert latest.tracker_id == "T3"
 
 
 def test_cache_treats_an_unreadable_snippet_as_a_failure() -> None:
     fetch, clock = FakeFetch("<p>maintenance</p>"), FakeClock()
-    assert make_cache(fetch, clock).get() is None
+    assert make_cache(fetch, clock).wait(5) is None
 
 
 def test_cache_log_does_not_repeat_messages_of_unknown_exceptions(caplog: pytest.LogCaptureFixture) -> None:
     leaked = "https://api.example/?api_key=sk_live_do_not_log"
     fetch, clock = FakeFetch(RuntimeError(leaked)), FakeClock()
     with caplog.at_level(logging.WARNING, logger="journy"):
-        make_cache(fetch, clock).get()
+        make_cache(fetch, clock).wait(5)
     assert "RuntimeError" in caplog.text
     assert "sk_live_do_not_log" not in caplog.text
 
@@ -844,15 +926,16 @@ def test_cache_never_raises_even_when_the_clock_fails() -> None:
 
     cache = TrackerCache(FakeFetch(snippet_for("T1")), "acme.com", clock=broken_clock)
     assert cache.get() is None
+    assert cache.wait(5) in (None, Tracker("T1", "https://go.acme.com"))
 
 
-def test_concurrent_first_gets_share_one_fetch() -> None:
+def test_no_get_waits_for_the_fetch_and_concurrent_gets_share_one_fetch() -> None:
     release = threading.Event()
     calls: list[str] = []
 
     def slow_fetch(domain: str) -> str:
         calls.append(domain)
-        release.wait(5)
+        release.wait(10)
         return snippet_for("T1")
 
     cache = TrackerCache(slow_fetch, "acme.com")
@@ -860,15 +943,18 @@ def test_concurrent_first_gets_share_one_fetch() -> None:
     threads = [threading.Thread(target=lambda: results.append(cache.get())) for _ in range(8)]
     for thread in threads:
         thread.start()
-    release.set()
     for thread in threads:
         thread.join(5)
+    assert results == [None] * 8  # every get() returned while the fetch was still waiting
+    assert "is being fetched" in cache.why_missing()
+    release.set()
+    tracker = cache.wait(5)
+    assert tracker is not None
+    assert tracker.tracker_id == "T1"
     assert calls == ["acme.com"]
-    assert len(results) == 8
-    assert {tracker.tracker_id if tracker else None for tracker in results} == {"T1"}
 
 
-def test_stale_tracker_is_served_while_another_thread_refreshes() -> None:
+def test_stale_tracker_is_served_while_the_background_refreshes() -> None:
     clock = FakeClock()
     entered, release = threading.Event(), threading.Event()
     answers = iter([snippet_for("T1"), snippet_for("T2")])
@@ -881,17 +967,49 @@ def test_stale_tracker_is_served_while_another_thread_refreshes() -> None:
         return answer
 
     cache = TrackerCache(fetch, "acme.com", ttl=10, clock=clock)
-    old = cache.get()
+    old = cache.wait(5)
     clock.now += 11
-    refresher = threading.Thread(target=cache.get)
-    refresher.start()
+    assert cache.get() is old  # starts the refresh, does not wait for it
     assert entered.wait(5)
-    assert cache.get() is old  # not blocked behind the refresh
+    assert cache.get() is old
     release.set()
-    refresher.join(5)
-    fresh = cache.get()
+    fresh = cache.wait(5)
     assert fresh is not None
     assert fresh.tracker_id == "T2"
+
+
+def test_a_forked_child_fetches_for_itself_instead_of_waiting_for_the_parents_fetch_forever() -> None:
+    import os
+    import warnings
+
+    parent = os.getpid()
+    release = threading.Event()
+
+    def fetch(domain: str) -> str:
+        if os.getpid() == parent:
+            release.wait(10)  # the parent's fetch is in progress when the child is forked
+        return snippet_for("child" if os.getpid() != parent else "parent")
+
+    cache = TrackerCache(fetch, "acme.com")
+    assert cache.get() is None  # the parent's fetch starts, and hangs
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads: this test is about that case
+        pid = os.fork()
+    if pid == 0:  # the child: its own fetch, or exit code 1
+        code = 1
+        try:
+            tracker = cache.wait(5)
+            code = 0 if tracker is not None and tracker.tracker_id == "child" else 1
+        finally:
+            os._exit(code)
+    try:
+        _, status = os.waitpid(pid, 0)
+    finally:
+        release.set()
+    assert os.waitstatus_to_exitcode(status) == 0
+    parent_tracker = cache.wait(5)
+    assert parent_tracker is not None
+    assert parent_tracker.tracker_id == "parent"
 
 
 @pytest.mark.parametrize(

@@ -4,18 +4,28 @@ from __future__ import annotations
 
 import enum
 import json
+import logging
 import math
 import uuid
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from journy_core.emulator import DEFAULT_API_KEY
 from journy_core.errors import InvalidArgumentError
-from journy_core.values import serialize_datetime, serialize_id, serialize_metadata, serialize_properties
+from journy_core.values import (
+    MAX_SAFE_INTEGER,
+    serialize_datetime,
+    serialize_id,
+    serialize_metadata,
+    serialize_properties,
+    serialize_text,
+)
 
 
 class Plan(enum.Enum):
@@ -24,12 +34,13 @@ class Plan(enum.Enum):
 
 
 keys = st.text(min_size=1).filter(lambda k: k.strip() != "")
+safe_integers = st.integers(-MAX_SAFE_INTEGER, MAX_SAFE_INTEGER)
 scalars = st.one_of(
     st.text(),
     st.booleans(),
-    st.integers(),
+    safe_integers,
     st.floats(allow_nan=False, allow_infinity=False),
-    st.decimals(allow_nan=False, allow_infinity=False, places=4),
+    st.decimals(min_value=-(10**12), max_value=10**12, allow_nan=False, allow_infinity=False, places=4),
     st.datetimes(timezones=st.none() | st.just(timezone.utc) | st.just(ZoneInfo("Europe/Brussels"))),
     st.dates(),
     st.uuids(),
@@ -53,6 +64,22 @@ rejected_values = st.one_of(
     st.lists(st.integers(), min_size=1),
     st.lists(st.just(""), min_size=1),
     st.complex_numbers(),
+)
+#: A string with a lone surrogate somewhere: what json.loads('"\\ud800"') returns, which UTF-8 cannot encode.
+surrogate_texts = st.builds(
+    lambda before, surrogate, after: before + surrogate + after,
+    st.text(max_size=5),
+    st.integers(0xD800, 0xDFFF).map(chr),
+    st.text(max_size=5),
+)
+#: Integers journy.io and browsers cannot read exactly (10**400 becomes Infinity), as int or whole Decimal.
+unsafe_numbers = st.one_of(
+    st.integers(min_value=MAX_SAFE_INTEGER + 1),
+    st.integers(max_value=-MAX_SAFE_INTEGER - 1),
+    st.just(10**400),
+    st.just(Decimal("1e400")),
+    st.just(Decimal("1" + "0" * 400 + ".5")),
+    st.just(Decimal(2**53)),
 )
 
 
@@ -174,3 +201,101 @@ def test_an_iso_string_is_accepted_as_a_datetime_and_garbage_is_not() -> None:
     assert serialize_datetime("2024-01-02T03:04:05Z", "triggered_at") == "2024-01-02T03:04:05+00:00"
     with pytest.raises(InvalidArgumentError, match="not an ISO 8601 datetime"):
         serialize_datetime("yesterday", "triggered_at")
+
+
+# -- values UTF-8 or JSON numbers cannot carry ------------------------------------------------------------
+
+
+@given(keys, st.one_of(surrogate_texts, st.lists(surrogate_texts, min_size=1)))
+def test_a_property_value_with_a_lone_surrogate_is_refused_naming_the_key(key: str, value: object) -> None:
+    with pytest.raises(InvalidArgumentError) as info:
+        serialize_properties({key: value})
+    assert info.value.argument.startswith(f"properties[{key!r}]")
+    assert "lone surrogate" in str(info.value)
+    str(info.value).encode("utf-8")  # the message itself can be logged and shown
+
+
+@given(keys, surrogate_texts)
+def test_a_metadata_value_with_a_lone_surrogate_is_refused_naming_the_key(key: str, value: str) -> None:
+    with pytest.raises(InvalidArgumentError) as info:
+        serialize_metadata({key: value})
+    assert info.value.argument == f"metadata[{key!r}]"
+
+
+@given(surrogate_texts)
+def test_a_key_with_a_lone_surrogate_is_refused(key: str) -> None:
+    with pytest.raises(InvalidArgumentError, match="lone surrogate") as info:
+        serialize_metadata({key: "x"})
+    assert info.value.argument == f"metadata[{key!r}]"
+
+
+@given(surrogate_texts.filter(lambda text: text.strip() != ""))
+def test_ids_and_names_with_a_lone_surrogate_are_refused(text: str) -> None:
+    with pytest.raises(InvalidArgumentError, match="lone surrogate") as info:
+        serialize_id(text, "user_id")
+    assert info.value.argument == "user_id"
+    with pytest.raises(InvalidArgumentError, match="lone surrogate") as info:
+        serialize_text(text, "name")
+    assert info.value.argument == "name"
+
+
+def test_only_text_utf8_cannot_encode_is_refused_and_a_list_item_is_named_by_its_index() -> None:
+    text = "Zoë 🚀 中文 \u2028"
+    assert serialize_properties({"name": text, "tags": [text]}) == {"name": text, "tags": [text]}
+    assert serialize_metadata({text: text}) == {text: text}
+    assert serialize_id(text, "user_id") == text
+    with pytest.raises(InvalidArgumentError) as info:
+        serialize_properties({"tags": [text, "b\udc80"]})
+    assert info.value.argument == "properties['tags'][1]"
+
+
+@given(keys, unsafe_numbers)
+def test_numbers_beyond_what_journy_io_reads_exactly_are_refused_naming_the_key(key: str, value: object) -> None:
+    with pytest.raises(InvalidArgumentError) as info:
+        serialize_metadata({key: value})
+    assert info.value.argument == f"metadata[{key!r}]"
+    with pytest.raises(InvalidArgumentError):
+        serialize_properties({key: value})
+
+
+@pytest.mark.parametrize("limit", [MAX_SAFE_INTEGER, -MAX_SAFE_INTEGER])
+def test_integers_are_accepted_up_to_2_53_minus_1_and_refused_one_beyond(limit: int) -> None:
+    assert serialize_metadata({"n": limit, "d": Decimal(limit), "f": 1e300}) == {"n": limit, "d": limit, "f": 1e300}
+    beyond = limit + (1 if limit > 0 else -1)
+    for value in (beyond, Decimal(beyond)):
+        with pytest.raises(InvalidArgumentError, match="2\\*\\*53") as info:
+            serialize_properties({"n": value})
+        assert info.value.argument == "properties['n']"
+
+
+def test_a_huge_integer_id_is_refused_naming_the_argument_not_with_a_python_error() -> None:
+    with pytest.raises(InvalidArgumentError) as info:
+        serialize_id(10**5000, "account_id")
+    assert info.value.argument == "account_id"
+
+
+# -- delivery: what the API cannot take is refused at the call site, never lost in the delivery thread ------
+
+
+def test_a_lone_surrogate_or_a_huge_number_never_reaches_the_delivery_thread(
+    emulator: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from journy_core import Journy
+
+    journy = Journy(DEFAULT_API_KEY, base_url=emulator.url)
+    try:
+        with caplog.at_level(logging.WARNING, logger="journy"):
+            for metadata in ({"note": json.loads('"\\ud800"')}, {"count": 10**400}):
+                with pytest.raises(InvalidArgumentError) as info:
+                    journy.track("left_a_note", user_id="1", metadata=metadata)
+                assert info.value.argument in ("metadata['note']", "metadata['count']")
+            with pytest.raises(InvalidArgumentError):
+                journy.upsert_user(user_id=json.loads('"\\udc80"'))
+            journy.track("left_a_note", user_id="1", metadata={"note": "Zoë"})  # the next good one goes out
+            assert journy.flush(10)
+        stats = journy.stats()
+    finally:
+        journy.close(5)
+    assert [call["body"]["metadata"] for call in emulator.calls("/track")] == [{"note": "Zoë"}]
+    assert stats["failed"] == 0 and stats["sent"] == 1
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]

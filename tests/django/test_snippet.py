@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
+import time
+from collections.abc import Callable
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.http import HttpRequest, HttpResponse
 from django.template import Context, Template
 from django.test import RequestFactory
+from django.urls import path
 
-from journy_core import verification_hash
+import journy_django
+from journy_core import InvalidArgumentError, verification_hash
 from journy_core.emulator import DEFAULT_API_KEY, Website
 from tests.django.testapp.models import Organization
 
@@ -222,8 +228,7 @@ def acme_website(emulator):
     emulator.configure(websites=[Website("localhost", "emulator-tracker")])  # the session emulator's default
 
 
-def test_the_tracker_is_fetched_from_journy_io_for_a_website_domain(client, settings, acme_website):
-    emulator = acme_website
+def _website_settings(settings, emulator, **overrides):
     settings.JOURNY = {
         **settings.JOURNY,
         "API_KEY": DEFAULT_API_KEY,
@@ -231,11 +236,118 @@ def test_the_tracker_is_fetched_from_journy_io_for_a_website_domain(client, sett
         "TRACKER_ID": None,
         "TRACKER_DOMAIN": None,
         "WEBSITE_DOMAIN": "acme.test",
+        **overrides,
     }
+
+
+def _page_until(client, predicate: Callable[[str], bool], timeout: float = 15.0) -> str:
+    """The first page whose HTML satisfies ``predicate``, asking again until ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        html = client.get("/page/").content.decode()
+        if predicate(html) or time.monotonic() > deadline:
+            return html
+        time.sleep(0.05)
+
+
+def _has_loader(html: str) -> bool:
+    return "init" in dict(calls(html))
+
+
+def test_the_tracker_is_fetched_from_journy_io_for_a_website_domain(client, settings, acme_website):
+    emulator = acme_website
+    _website_settings(settings, emulator)
+    html = _page_until(client, _has_loader)
+    assert dict(calls(html))["init"]["trackerId"] == "fetched-tracker"
     for _ in range(3):
         html = client.get("/page/").content.decode()
         assert dict(calls(html))["init"]["trackerId"] == "fetched-tracker"
     assert len(emulator.calls("/tracking/snippet")) == 1  # cached
+
+
+def test_no_page_waits_for_a_slow_snippet_fetch_and_a_failed_refresh_keeps_the_last_good_one(
+    client, settings, acme_website, caplog
+):
+    emulator = acme_website
+    emulator.configure(latency=4.0)
+    _website_settings(settings, emulator, SNIPPET_CACHE_SECONDS=0.5)
+    started = time.monotonic()
+    first = client.get("/page/")
+    elapsed = time.monotonic() - started
+    assert first.status_code == 200
+    assert elapsed < 2.0, f"the first page waited {elapsed:.1f} s for journy.io"  # the API takes 4 s
+    html = first.content.decode()
+    assert "<script" not in html
+    assert "<!-- journy.io tracking disabled: the snippet of 'acme.test' is being fetched from journy.io" in html
+    html = _page_until(client, _has_loader)
+    assert dict(calls(html))["init"]["trackerId"] == "fetched-tracker"
+
+    emulator.configure(latency=0.0, websites=[])  # journy.io no longer knows the site: the refresh fails
+    with caplog.at_level(logging.WARNING, logger="journy"):
+        deadline = time.monotonic() + 15
+        while "could not load the tracking snippet" not in caplog.text and time.monotonic() < deadline:
+            client.get("/page/")  # past SNIPPET_CACHE_SECONDS: starts the refresh in the background
+            time.sleep(0.1)
+    assert "could not load the tracking snippet" in caplog.text
+    assert dict(calls(client.get("/page/").content.decode()))["init"]["trackerId"] == "fetched-tracker"
+
+
+# -- page events: checked where the view adds them; a bad one never breaks the page ------------------------
+
+
+def _events_view(request: HttpRequest) -> HttpResponse:
+    """A page whose template event takes its metadata from JSON, as an API view's input would."""
+    journy_django.add_page_event(request, "opened_billing", {"tab": "invoices"})
+    note = json.loads(request.GET.get("note", '"fine"'))
+    template = Template(
+        "{% load journy %}<html><head>{% journy_snippet %}</head><body>"
+        '{% journy_event "left_a_note" note=note %}{% journy_event "viewed_pricing" plan="pro" %}</body></html>'
+    )
+    return HttpResponse(template.render(Context({"request": request, "note": note})))
+
+
+urlpatterns = [path("events/", _events_view)]
+
+
+@pytest.fixture
+def events_page(settings):
+    settings.ROOT_URLCONF = __name__
+
+
+@pytest.mark.parametrize(
+    ("metadata", "argument"),
+    [
+        ({"tags": ["a", "b"]}, "metadata['tags']"),
+        ({"note": json.loads('"\\ud800"')}, "metadata['note']"),
+        ({"count": 10**400}, "metadata['count']"),
+        ({"gone": None}, "metadata['gone']"),
+    ],
+)
+def test_add_page_event_refuses_what_track_refuses_at_the_call_site(metadata, argument):
+    request = RequestFactory().get("/")
+    with pytest.raises(InvalidArgumentError) as info:
+        journy_django.add_page_event(request, "opened", metadata)
+    assert info.value.argument == argument
+    with pytest.raises(InvalidArgumentError) as from_track:
+        journy_django.track("opened", user=1, metadata=metadata)
+    assert from_track.value.argument == argument
+    with pytest.raises(InvalidArgumentError) as info:
+        journy_django.add_page_event(request, json.loads('"opened\\udfff"'))
+    assert info.value.argument == "name"
+
+
+@pytest.mark.parametrize("note", ['"\\ud800"', '["a", "b"]', "1e400", "10000000000000000000000"])
+def test_a_bad_template_event_is_left_out_and_the_rest_of_the_page_renders(client, member, events_page, caplog, note):
+    client.force_login(member[0])
+    with caplog.at_level(logging.WARNING, logger="journy"):
+        response = client.get("/events/", {"note": note})
+    assert response.status_code == 200  # not a 500 from a lone surrogate that cannot be encoded
+    html = response.content.decode()
+    got = calls(html)
+    assert [name for name, _ in got] == ["init", "identify", "account", "pageview", "event", "event"]
+    assert [args["name"] for name, args in got if name == "event"] == ["opened_billing", "viewed_pricing"]
+    assert "<!-- journy.io: page event 'left_a_note' left out (metadata['note'] is invalid" in html
+    assert any(record.levelname == "WARNING" and "'left_a_note'" in record.getMessage() for record in caplog.records)
 
 
 def test_an_async_view_that_never_loaded_the_user_renders_without_a_query(member):
@@ -336,3 +448,14 @@ def test_the_snippet_tag_rejects_wrong_arguments_when_the_template_compiles(tag,
     with pytest.raises(TemplateSyntaxError) as raised:
         Template("{% load journy %}" + tag)
     assert message in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "metadata", [{"note": json.loads('"\\ud800"')}, {"count": 10**400}, {"count": -(2**60)}], ids=str
+)
+def test_track_refuses_what_the_api_cannot_take_before_it_reaches_the_queue(outbox, member, metadata):
+    user, org = member
+    outbox.clear()
+    with pytest.raises(InvalidArgumentError):
+        journy_django.track("left_a_note", user=user, account=org, metadata=metadata)
+    assert outbox.events() == []

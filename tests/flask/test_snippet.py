@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from flask import Flask, render_template_string
+from flask import Flask, render_template_string, request
 from flask_login import AnonymousUserMixin, UserMixin
 from jinja2 import TemplateSyntaxError
 
@@ -144,7 +146,7 @@ def test_the_event_tag_takes_metadata_as_a_mapping_keywords_or_both(
 def test_the_event_tag_with_bad_metadata_renders_a_comment_not_an_error(app: Flask) -> None:
     with app.test_request_context("/"):
         html = render_template_string('{% journy_event "opened_billing", ["not", "a", "mapping"] %}')
-    assert html.startswith("<!--") and "could not be rendered" in html
+    assert html.startswith("<!-- journy.io: page event 'opened_billing' left out (metadata is invalid")
     assert "<script" not in html
 
 
@@ -187,10 +189,94 @@ def test_the_tracker_can_be_fetched_by_website_domain(emulator: Emulator) -> Non
         JOURNY_API_URL=emulator.url,
     )
     client = app.test_client()
-    first, second = client.get("/page").text, client.get("/page").text
+    first = _page_until(client, lambda html: "init" in calls(html))
+    second = client.get("/page").text
     assert calls(first)["init"]["trackerId"] == "emulator-tracker"
     assert first == second
     assert len(emulator.calls("/tracking/snippet")) == 1  # fetched once, then cached
+
+
+def _page_until(client: Any, predicate: Callable[[str], bool], timeout: float = 15.0) -> str:
+    """The first ``/page`` whose HTML satisfies ``predicate``, asking again until ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        html: str = client.get("/page").text
+        if predicate(html) or time.monotonic() > deadline:
+            return html
+        time.sleep(0.05)
+
+
+def test_no_page_waits_for_a_slow_snippet_fetch(emulator: Emulator) -> None:
+    from journy_core.emulator import DEFAULT_API_KEY
+
+    emulator.configure(latency=4.0)
+    app = build_app(
+        JOURNY_TRACKER_ID=None,
+        JOURNY_TRACKER_DOMAIN=None,
+        JOURNY_WEBSITE_DOMAIN="localhost",
+        JOURNY_API_KEY=DEFAULT_API_KEY,
+        JOURNY_API_URL=emulator.url,
+    )
+    client = app.test_client()
+    started = time.monotonic()
+    first = client.get("/page")
+    elapsed = time.monotonic() - started
+    assert first.status_code == 200
+    assert elapsed < 2.0, f"the first page waited {elapsed:.1f} s for journy.io"  # the API takes 4 s
+    assert "<script" not in first.text
+    assert "the snippet of 'localhost' is being fetched from journy.io" in first.text
+    later = _page_until(client, lambda html: "init" in calls(html))
+    assert calls(later)["init"]["trackerId"] == "emulator-tracker"
+
+
+def test_browser_event_refuses_what_track_refuses_at_the_call_site(app: Flask) -> None:
+    journy = Journy()
+    cases: list[tuple[Any, Any, str]] = [
+        ("opened", {"note": json.loads('"\\ud800"')}, "metadata['note']"),
+        ("opened", {"count": 10**400}, "metadata['count']"),
+        ("opened", {"tags": ["a", "b"]}, "metadata['tags']"),
+        (json.loads('"opened\\udfff"'), None, "name"),
+    ]
+    with app.test_request_context("/"):
+        for name, metadata, argument in cases:
+            with pytest.raises(InvalidArgumentError) as info:
+                journy.browser_event(name, metadata)
+            assert info.value.argument == argument
+            with pytest.raises(InvalidArgumentError) as from_track:
+                journy.track(name, user=1, metadata=metadata)
+            assert from_track.value.argument == argument
+
+
+def test_a_bad_template_event_is_left_out_and_the_rest_of_the_page_renders(
+    app: Flask, caplog: pytest.LogCaptureFixture
+) -> None:
+    journy = Journy()
+
+    @app.get("/events")
+    def events() -> str:
+        journy.browser_event("opened_billing", {"tab": "invoices"})
+        note = json.loads(request.args.get("note", '"fine"'))  # what an API view's JSON input gives
+        return render_template_string(
+            "<html><head>{{ journy_snippet(events=[{'name': 'from_the_layout', 'metadata': {'note': note}}]) }}"
+            '</head><body>{% journy_event "left_a_note", note=note %}</body></html>',
+            note=note,
+        )
+
+    client, _, _ = logged_in(app)
+    for note in ['"\\ud800"', '["a", "b"]', "1e400", "10000000000000000000000"]:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="journy"):
+            response = client.get("/events", query_string={"note": note})
+        assert response.status_code == 200  # not a 500 from a lone surrogate that cannot be encoded
+        html = response.text
+        found = calls(html)
+        assert {"init", "identify", "pageview"} <= set(found)
+        assert found["event"]["name"] == "opened_billing"  # the good page event; both bad ones left out
+        assert "<!-- journy.io: page event 'from_the_layout' left out (events[1].metadata['note'] is invalid" in html
+        assert "<!-- journy.io: page event 'left_a_note' left out (metadata['note'] is invalid" in html
+        warned = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+        assert any("'from_the_layout'" in message for message in warned)
+        assert any("'left_a_note'" in message for message in warned)
 
 
 def test_a_changed_property_or_account_shows_on_the_next_page(app: Flask) -> None:
@@ -289,3 +375,17 @@ def test_a_user_without_an_id_attribute_has_no_user_id() -> None:
     settings = Journy.state(build_app()).settings
     assert user_id_of(settings, NoId(), authenticated=True) is None
     assert account_id_of(settings, Team(id=9)) == "9"
+
+
+def test_track_refuses_what_the_api_cannot_take_before_it_reaches_the_queue(app: Flask) -> None:
+    from .conftest import outbox_of
+
+    journy = Journy()
+    outbox = outbox_of(app)
+    with app.test_request_context("/"):
+        for metadata in ({"note": json.loads('"\\ud800"')}, {"count": 10**400}, {"count": -(2**60)}):
+            with pytest.raises(InvalidArgumentError):
+                journy.track("left_a_note", user=1, metadata=metadata)
+        with pytest.raises(InvalidArgumentError):
+            journy.track(json.loads('"left\\udfff"'), user=1)
+    assert outbox.events() == []
