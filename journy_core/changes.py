@@ -71,14 +71,30 @@ class ChangeBuffer:
                 operation = step() if callable(step) else step
                 if operation is not None:
                     result.append(operation)
+        gone = self._deleted()
         for pairs in self._members.values():
             for action in ("remove", "add"):
-                users = [user for done, _, user in pairs.values() if done == action]
+                # A membership of a user or account this transaction deleted is moot: sent after the delete, an add
+                # would create the deleted user again.
+                users = [
+                    user
+                    for done, account, user in pairs.values()
+                    if done == action and not (_marks(user) & gone or _marks(account) & gone)
+                ]
                 if users:
                     account = next(acc for done, acc, _ in pairs.values() if done == action)
                     build = ops.add_users_to_account if action == "add" else ops.remove_users_from_account
                     result.append(build(**account, users=users))
         return result
+
+    def _deleted(self) -> set[str]:
+        """``"userId:42"``-style marks of the users and accounts whose last change here is a delete."""
+        marks: set[str] = set()
+        for steps in self._objects.values():
+            last = steps[-1] if steps else None
+            if last is not None and not callable(last) and last.kind in ("delete_user", "delete_account"):
+                marks.update(f"{name}:{value}" for name, value in last.payload["identification"].items())
+        return marks
 
     def clear(self) -> None:
         self._objects.clear()
@@ -87,3 +103,11 @@ class ChangeBuffer:
 
 def _is_upsert(step: Operation | Builder) -> bool:
     return callable(step) or step.kind in ("upsert_user", "upsert_account")
+
+
+#: The membership helpers' argument names, as the API names them in an identification.
+_API_NAMES = {"user_id": "userId", "email": "email", "account_id": "accountId", "domain": "domain"}
+
+
+def _marks(identity: Mapping[str, Any]) -> set[str]:
+    return {f"{_API_NAMES.get(name, name)}:{value}" for name, value in identity.items() if value is not None}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
 from ..client import Client
@@ -65,6 +65,10 @@ class Backend:
     name: ClassVar[str] = ""
     #: The OPTIONS keys this backend understands (others are a configuration error).
     option_names: ClassVar[frozenset[str]] = frozenset()
+    #: Whether operations made together (one request's, one transaction's) should reach :meth:`enqueue_many` as one
+    #: batch: True for backends that cross a process boundary, whose separate messages concurrent workers may
+    #: deliver out of order. In-process backends keep each entity's order themselves.
+    sends_batches: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -86,6 +90,15 @@ class Backend:
 
     def enqueue(self, operation: Operation) -> None:
         raise NotImplementedError
+
+    def enqueue_many(self, operations: Iterable[Operation]) -> None:
+        """Queue operations that belong together (one transaction's or one request's), in order.
+
+        Backends that cross a process boundary override it to send them as one message, so that concurrent
+        workers cannot reorder them; the default queues them one by one.
+        """
+        for operation in operations:
+            self.enqueue(operation)
 
     def flush(self, timeout: float | None = None) -> bool:
         return True

@@ -14,8 +14,6 @@
 from __future__ import annotations
 
 import atexit
-import heapq
-import itertools
 import logging
 import os
 import threading
@@ -24,6 +22,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .. import lifecycle
 from ..client import Client
 from ..coalesce import Entry, PendingQueue
 from ..errors import APIError, RateLimitedError
@@ -32,9 +31,13 @@ from ..pacing import Pacer
 from ..retry import RetryPolicy, is_transient
 from .base import Backend, FailureCallback, Stats, describe_error, report_failure
 
-__all__ = ["ThreadBackend"]
+__all__ = ["EXIT_PATIENCE", "ThreadBackend"]
 
 logger = logging.getLogger("journy")
+
+#: Seconds without an answer from journy.io after which the exit flush gives up (while it answers, the exit flush
+#: goes on for ``EXIT_TIMEOUT``).
+EXIT_PATIENCE = 1.0
 
 
 class ThreadBackend(Backend):
@@ -71,21 +74,23 @@ class ThreadBackend(Backend):
         ref = weakref.ref(self)
         # Bound methods would keep the backend alive forever; weak references let it be collected.
         os.register_at_fork(after_in_child=lambda: _call(ref, "_after_fork_in_child"))
-        atexit.register(_call, ref, "_at_exit")
+        atexit.register(_call, ref, "flush_at_exit")
 
     def _setup_state(self) -> None:
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._wakeup = threading.Condition(self._lock)  # work arrived, a retry came due, or closing
         self._idle = threading.Condition(self._lock)  # the queue may have become empty
-        self._pending = PendingQueue(self.coalesce_window)
-        self._delayed: list[tuple[float, int, Entry]] = []  # retries: (due, sequence, entry)
-        self._sequence = itertools.count()
-        self._in_flight = 0
+        self._pending = PendingQueue(self.coalesce_window)  # waiting, in flight and retries, in per-entity order
         self._waiting_workers = 0
         self._threads: list[threading.Thread] = []
         self._closing = False
         self._hurry = 0  # > 0 while someone flushes: the coalescing window is ignored
+        # Whether journy.io answers: when the last attempts started failing transiently (None while it answers),
+        # when each attempt in flight started, and the last transient error, for the exit flush's decision.
+        self._failing_since: float | None = None
+        self._attempts_started: dict[int, float] = {}
+        self._last_error = ""
         self._dropped_unreported = 0
         self._last_drop_warning = float("-inf")
         self.pacer = Pacer(limit=self.rate_limit, window=self.rate_window)
@@ -102,7 +107,7 @@ class ThreadBackend(Backend):
                 if self._closing:
                     self._drop(now, "closed")
                     return
-                if len(self._pending) + len(self._delayed) + self._in_flight >= self.max_queue_size:
+                if len(self._pending) >= self.max_queue_size:
                     self._drop(now, "full")
                     return
                 merged = self._pending.append(operation, now)
@@ -131,6 +136,7 @@ class ThreadBackend(Backend):
             self._last_drop_warning = now
 
     def _start_workers(self) -> None:
+        lifecycle.watch(self)
         for number in range(self.concurrency):
             thread = threading.Thread(target=self._work, name=f"journy-delivery-{number}", daemon=True)
             self._threads.append(thread)
@@ -159,17 +165,14 @@ class ThreadBackend(Backend):
             with self._lock:
                 while True:
                     now = time.monotonic()
-                    self._release_due_retries(now)
                     ready_at = self._pending.ready_at(hurry=self._hurry > 0)
                     if ready_at is not None and ready_at <= now:
                         break
-                    if self._closing and ready_at is None and not self._delayed:
+                    if self._closing:
                         return None
-                    retry_due = self._delayed[0][0] if self._delayed else None
-                    due = [t for t in (ready_at, retry_due) if t is not None]
                     self._waiting_workers += 1
                     try:
-                        self._wakeup.wait(max(0.0, min(due) - now) if due else None)
+                        self._wakeup.wait(None if ready_at is None else ready_at - now)
                     finally:
                         self._waiting_workers -= 1
             # Take the slot before the entry, so that the entry can still absorb changes while we wait for it.
@@ -179,17 +182,13 @@ class ThreadBackend(Backend):
             with self._lock:
                 entry = self._pending.pop_ready(time.monotonic(), hurry=self._hurry > 0)
                 if entry is not None:
-                    self._in_flight += 1
+                    self._attempts_started[entry.sequence] = time.monotonic()
                     return entry
-
-    def _release_due_retries(self, now: float) -> None:
-        while self._delayed and (self._delayed[0][0] <= now or self._hurry > 0):
-            _, _, entry = heapq.heappop(self._delayed)
-            self._pending.append_ready(entry)
 
     def _deliver(self, client: Client, entry: Entry) -> None:
         entry.attempts += 1
         retry_in: float | None = None
+        answered = True  # journy.io answered (success, 429, or a refusal), as opposed to a transport error or 5xx
         try:
             result = client.send(entry.operation)
         except Exception as error:
@@ -197,10 +196,13 @@ class ThreadBackend(Backend):
                 retry_in = self.pacer.rate_limited(error.rate_limit)
             elif isinstance(error, APIError):
                 self.pacer.observe(error.rate_limit, error.calls_remaining)
+            transient = is_transient(error)
+            answered = not transient or isinstance(error, RateLimitedError)
+            if not answered:
+                self._last_error = describe_error(error)
             age = time.monotonic() - entry.enqueued_at
-            if is_transient(error) and not self.retry.gives_up(entry.attempts, age):
-                backoff = self.retry.backoff(entry.attempts)
-                retry_in = max(backoff, retry_in or 0.0)
+            if transient and not self.retry.gives_up(entry.attempts, age):
+                retry_in = max(self.retry.backoff(entry.attempts), retry_in or 0.0)
                 logger.info(
                     "journy: %s failed (attempt %d), retrying in %.1f s: %s",
                     entry.operation.describe(),
@@ -216,10 +218,18 @@ class ThreadBackend(Backend):
             self.pacer.observe(result.rate_limit, result.calls_remaining)
             self.stats.add("sent")
         with self._lock:
-            self._in_flight -= 1
+            now = time.monotonic()
+            self._attempts_started.pop(entry.sequence, None)
+            if answered:
+                self._failing_since = None
+            elif self._failing_since is None:
+                self._failing_since = now
             if retry_in is not None:
-                heapq.heappush(self._delayed, (time.monotonic() + retry_in, next(self._sequence), entry))
-                self._wakeup.notify()
+                self._pending.retry(entry, now + retry_in)
+            else:
+                self._pending.done(entry)  # the entries behind it, for the same user or account, may go now
+            if self._waiting_workers:
+                self._wakeup.notify_all()
             self._idle.notify_all()
 
     # -- flushing, closing, forking --------------------------------------------------------------------------
@@ -227,40 +237,83 @@ class ThreadBackend(Backend):
     def pending_count(self) -> int:
         """Operations queued, waiting for a retry, or in flight."""
         with self._lock:
-            return len(self._pending) + len(self._delayed) + self._in_flight
+            return len(self._pending)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Deliver everything queued now, ignoring the coalescing window and retry delays; wait at most
         ``timeout`` seconds (forever when None). Returns whether nothing is left."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        return self._flush(timeout) == "done"
+
+    def _flush(self, timeout: float | None, *, patience: float | None = None) -> str:
+        """Flush; ``"done"``, ``"timeout"``, or ``"not answering"`` when ``patience`` is given and journy.io has
+        not answered for that long (the last attempts failed, or one has waited that long for its answer)."""
+        started = time.monotonic()
+        deadline = None if timeout is None else started + timeout
         with self._lock:
             if self._pid != os.getpid():
-                return True
+                return "done"
             self._hurry += 1
             self._wakeup.notify_all()
             try:
-                while len(self._pending) + len(self._delayed) + self._in_flight:
+                while self._pending:
                     if not self._threads:
                         self._start_workers()
-                    remaining = None if deadline is None else deadline - time.monotonic()
-                    if remaining is not None and remaining <= 0:
-                        return False
-                    self._idle.wait(remaining)
-                return True
+                    now = time.monotonic()
+                    if deadline is not None and now >= deadline:
+                        return "timeout"
+                    if patience is not None and self._unanswered_for(now, started) >= patience:
+                        return "not answering"
+                    wait = None if deadline is None else deadline - now
+                    if patience is not None:
+                        wait = min(wait if wait is not None else patience, 0.05)
+                    self._idle.wait(wait)
+                return "done"
             finally:
                 self._hurry -= 1
 
+    def _unanswered_for(self, now: float, since: float) -> float:
+        """How long journy.io has not answered (counted from ``since`` at the earliest); 0 while it answers."""
+        silent = [t for t in (self._failing_since, min(self._attempts_started.values(), default=None)) if t is not None]
+        if not silent:
+            return 0.0
+        return now - max(min(silent), since)
+
     def close(self, timeout: float | None = None) -> None:
         """Flush (at most ``timeout`` seconds), then stop the threads. Later operations are dropped."""
-        delivered = self.flush(timeout)
+        if self._flush(timeout) == "done":
+            with self._lock:
+                self._closing = True
+                self._wakeup.notify_all()
+            return
+        lost, unknown = self._stop(grace=0.0)
+        logger.warning(
+            "journy: closed with %d operation(s) not delivered; %d more were in flight, their outcome unknown",
+            lost - unknown,
+            unknown,
+        )
+
+    def _stop(self, grace: float) -> tuple[int, int]:
+        """Stop taking operations and drop what waits; wait up to ``grace`` seconds for the calls in flight.
+
+        Returns (operations not delivered, of which still in flight): each counted once.
+        """
         with self._lock:
             self._closing = True
-            left = self._pending.drain()
             self._wakeup.notify_all()
-        if not delivered or left:
-            logger.warning("journy: closed with %d operation(s) not delivered", len(left) + self.pending_count())
+            dropped = len(self._pending.drain())
+            deadline = time.monotonic() + grace
+            while self._pending.in_flight and (remaining := deadline - time.monotonic()) > 0:
+                self._idle.wait(remaining)
+            # What is left was taken back for a retry after the drain, or is still in flight.
+            return dropped + len(self._pending), self._pending.in_flight
 
-    def _at_exit(self) -> None:
+    def flush_at_exit(self) -> None:
+        """The bounded exit flush that logs what it could not deliver: run at interpreter exit, and by
+        :mod:`journy_core.lifecycle` when a child process ends without ``atexit``.
+
+        It delivers for up to ``EXIT_TIMEOUT`` seconds while journy.io answers, and gives up after
+        :data:`EXIT_PATIENCE` seconds without an answer (an outage must not hold a recycling worker).
+        """
         if self._pid != os.getpid():
             return
         count = self.pending_count()
@@ -276,20 +329,23 @@ class ThreadBackend(Backend):
                 logger.warning("journy: nothing left to deliver at exit%s", dropped_note)
             return
         started = time.monotonic()
-        if self.flush(self.exit_timeout):
+        outcome = self._flush(self.exit_timeout, patience=EXIT_PATIENCE)
+        if outcome == "done":
             logger.info(
                 "journy: delivered %d operation(s) at exit in %.1f s%s", count, time.monotonic() - started, dropped_note
             )
             return
-        with self._lock:
-            waiting, in_flight = len(self._pending) + len(self._delayed), self._in_flight
+        # While journy.io answers, the calls in flight get their answer, so that the count is exact.
+        lost, unknown = self._stop(grace=EXIT_PATIENCE if outcome == "timeout" else 0.0)
+        if outcome == "timeout":
+            why = f"within EXIT_TIMEOUT={self.exit_timeout:.1f} s"
+        else:
+            why = f"because journy.io did not answer for {EXIT_PATIENCE:.0f} s ({self._last_error or 'no answer'})"
         logger.warning(
-            "journy: %d operation(s) not delivered within EXIT_TIMEOUT=%.1f s at exit: %d never sent and lost, "
-            "%d in flight (they may or may not have arrived)%s",
-            waiting + in_flight,
-            self.exit_timeout,
-            waiting,
-            in_flight,
+            "journy: %d operation(s) not delivered at exit %s; %d more were in flight, their outcome unknown%s",
+            lost - unknown,
+            why,
+            unknown,
             dropped_note,
         )
 

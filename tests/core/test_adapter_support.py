@@ -123,6 +123,27 @@ def test_a_save_after_a_delete_sends_both_in_order() -> None:
     assert [o.kind for o in buffer.operations()] == ["delete_user", "upsert_user"]
 
 
+def test_a_membership_of_a_user_or_account_deleted_in_the_same_transaction_is_not_sent() -> None:
+    buffer = ChangeBuffer()
+    buffer.upsert(("user", 1), ops.upsert_user(user_id=1))
+    buffer.upsert(("account", 7), ops.upsert_account(account_id=7))
+    buffer.upsert(("account", 8), ops.upsert_account(account_id=8))
+    buffer.membership("add", {"account_id": 7}, {"user_id": 1})
+    buffer.membership("add", {"account_id": 8}, {"user_id": 2})
+    buffer.delete(("user", 1), ops.delete_user(user_id=1))
+    buffer.delete(("account", 8), ops.delete_account(account_id=8))
+    # Sent after the deletes, these adds would create the deleted user and account again in journy.io.
+    assert [o.kind for o in buffer.operations()] == ["delete_user", "upsert_account", "delete_account"]
+
+
+def test_a_membership_of_a_user_deleted_then_created_again_is_sent() -> None:
+    buffer = ChangeBuffer()
+    buffer.delete(("user", 1), ops.delete_user(user_id=1))
+    buffer.upsert(("user", 1), ops.upsert_user(user_id=1))
+    buffer.membership("add", {"account_id": "7"}, {"user_id": "1"})
+    assert [o.kind for o in buffer.operations()] == ["delete_user", "upsert_user", "add_users_to_account"]
+
+
 def test_an_opted_out_builder_sends_nothing() -> None:
     buffer = ChangeBuffer()
     buffer.upsert(("user", 1), lambda: None)
