@@ -15,6 +15,10 @@ times: a session remembered from an earlier visit, or a cookie set after the log
 site). A request without the cookie costs one dict lookup; with a device already linked in this session, a
 session read; only a new device loads the user and queues a ``link``. It runs in sync and async stacks (no
 thread hop on Django >= 5.0 async sessions).
+
+With a backend that crosses a process boundary (Celery, RQ, Django tasks) it also collects what the request
+queues into one message (:mod:`journy_core.batching`), so that concurrent workers cannot reorder a request's
+operations; with the in-process backends it does not (asking costs one more cached lookup per request).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponseBase
 
 from journy_core import operations as ops
+from journy_core.batching import close_batch, open_batch
 from journy_core.devices import COOKIE_NAME, clean_device_id, remember_link
 from journy_core.guard import guarded
 
@@ -53,16 +58,47 @@ class JournyMiddleware:
     def __call__(self, request: HttpRequest) -> Any:
         if self.is_async:
             return self.__acall__(request)
+        if _batches():
+            return self._call_in_batch(request)
         raw = request.COOKIES.get(COOKIE_NAME)
         if raw is not None and not _linked_before(request, raw):
             link_device(request, getattr(request, "user", None))
         return self.get_response(request)
 
+    def _call_in_batch(self, request: HttpRequest) -> Any:
+        # What this request queues (a link, track() calls, committed saves) leaves as one message when the view
+        # returns, also when it raised; a streaming response's later operations go on their own.
+        opened = open_batch()
+        try:
+            raw = request.COOKIES.get(COOKIE_NAME)
+            if raw is not None and not _linked_before(request, raw):
+                link_device(request, getattr(request, "user", None))
+            return self.get_response(request)
+        finally:
+            close_batch(opened)
+
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
-        if COOKIE_NAME in request.COOKIES:
-            await alink_device(request)
-        response: Awaitable[HttpResponseBase] = self.get_response(request)
-        return await response
+        opened = open_batch() if _batches() else None
+        try:
+            if COOKIE_NAME in request.COOKIES:
+                await alink_device(request)
+            response: Awaitable[HttpResponseBase] = self.get_response(request)
+            return await response
+        finally:
+            if opened is not None:
+                close_batch(opened, send=False)
+                if len(opened):
+                    # Publishing may block (a broker, a database task backend): not on the event loop, but in the
+                    # thread where this request's sync code runs.
+                    await sync_to_async(opened.send)()
+
+
+def _batches() -> bool:
+    """Whether the app's backend sends a request's operations as one message (Celery, RQ, Django tasks)."""
+    try:
+        return get_journy().batches
+    except Exception:  # settings the system checks report; never an error in every request
+        return False
 
 
 def _linked_before(request: HttpRequest, raw: str) -> bool:

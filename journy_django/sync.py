@@ -98,10 +98,9 @@ def should_sync(obj: models.Model) -> bool:
 
 
 def _enqueue(buffer: ChangeBuffer) -> None:
+    # One transaction's changes, together and in order: one message with the distributed backends.
     with guarded("queueing model changes for journy.io", loud=settings.DEBUG):
-        journy = get_journy()
-        for operation in buffer.operations():
-            journy.enqueue(operation)
+        get_journy().enqueue_many(buffer.operations())
 
 
 def _builder(obj: models.Model) -> Callable[[], Operation | None]:
@@ -221,11 +220,10 @@ def sync(obj: models.Model, *, members: bool = False) -> None:
 
     >>> journy_django.sync(request.user)          # doctest: +SKIP
     """
-    journy = get_journy()
-    journy.enqueue(upsert_operation(obj))
+    operations = [upsert_operation(obj)]
     if members:
-        for operation in membership_operations(obj):
-            journy.enqueue(operation)
+        operations.extend(membership_operations(obj))
+    get_journy().enqueue_many(operations)
 
 
 def membership_operations(account: models.Model) -> Iterator[Operation]:

@@ -18,12 +18,13 @@ import logging
 import threading
 from typing import Any
 
-from flask import Flask, Response, current_app, has_request_context, session
+from flask import Flask, Response, current_app, g, has_request_context, session
 from flask import globals as _flask_globals
 from flask import request as current_request
 from werkzeug.wrappers import Request
 
 from journy_core import operations as ops
+from journy_core.batching import close_batch, open_batch
 from journy_core.devices import COOKIE_NAME, clean_device_id, remember_link
 from journy_core.guard import guarded, report_exception
 
@@ -47,6 +48,8 @@ logger = logging.getLogger("journy")
 #: newlines (which a cleaned device ID cannot contain); a string costs the session serializer least.
 SESSION_KEY = "_journy"
 _SEPARATOR = "\n"
+#: Where a request's open batch is kept on ``flask.g``.
+_BATCH = "_journy_batch"
 
 
 def _linked(value: object) -> tuple[str | None, list[str]]:
@@ -94,8 +97,35 @@ def install(app: Flask, state: JournyState) -> None:
             report_exception("linking the __journey cookie", loud=state.debug)
         return response
 
+    if state.journy.batches:
+        _install_batching(app)  # first: Flask runs after_request functions last-registered first
     app.after_request(link_after_request)
     connect_login_signals()
+
+
+def _install_batching(app: Flask) -> None:
+    """Send what each request queues as one message (:mod:`journy_core.batching`) once its view has returned:
+    after it and the ``after_request`` functions registered after ``Journy(app)`` (before a streaming response
+    is iterated), or at teardown when the view raised. Only for backends that cross a process boundary."""
+
+    def open_request_batch() -> None:
+        setattr(g, _BATCH, open_batch())
+
+    def close_request_batch() -> None:
+        opened = g.pop(_BATCH, None)
+        if opened is not None:
+            close_batch(opened)
+
+    def close_after_view(response: Response) -> Response:
+        close_request_batch()
+        return response
+
+    def close_after_error(error: BaseException | None) -> None:
+        close_request_batch()  # nothing left after close_after_view; the batch of a view that raised
+
+    app.before_request(open_request_batch)
+    app.after_request(close_after_view)
+    app.teardown_request(close_after_error)
 
 
 def connect_login_signals() -> bool:

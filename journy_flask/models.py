@@ -270,8 +270,8 @@ def _after_commit(session: Any) -> None:
     if state is None:
         return
     with guarded("queueing model changes for journy.io", loud=state.debug):
-        for operation in operations_of(recorded):
-            state.enqueue(operation)
+        # One transaction's changes, together and in order: one message with the distributed backends.
+        state.enqueue_many(operations_of(recorded))
 
 
 def operations_of(recorded: list[Change]) -> list[Operation]:

@@ -98,6 +98,13 @@ class JournyState:
             with guarded(f"queueing {operation.kind}", loud=self.debug):
                 self.journy.enqueue(operation)
 
+    def enqueue_many(self, operations: list[Operation]) -> None:
+        """Queue operations made together (one transaction's), in order, unless tracking is disabled; never
+        raises. One message with the distributed backends."""
+        if self.settings.enabled and operations:
+            with guarded(f"queueing {len(operations)} operations", loud=self.debug):
+                self.journy.enqueue_many(operations)
+
     def client(self) -> Client:
         """A direct client with this app's key (for ``flask journy check`` and ``sync``)."""
         if self.settings.api_key is None:

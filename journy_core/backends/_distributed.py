@@ -1,5 +1,15 @@
-"""What the distributed backends (Celery, RQ) share, without importing either engine: importable paths for
-worker-side callbacks, the report of operations a broker did not take, and one delivery attempt in a worker."""
+"""What the distributed backends (Celery, RQ, Django tasks) share, without importing any engine: importable paths
+for worker-side callbacks, the report of operations a broker did not take, one delivery attempt in a worker, and
+the delivery of a message's operations in order.
+
+**Messages.** A message carries one operation (``operation``: the format every version wrote) or several that
+were made together (``operations``: a list, delivered in order by the worker that takes the message, with the
+``attempt`` number of the first). :func:`deliver_in_order` delivers such a list: a transient failure of one
+operation stops there and returns it and everything after it, in order, for the next attempt (so nothing made
+after it overtakes it); an operation given up on is reported and the rest go on. After :data:`MESSAGE_SECONDS` of
+delivering, what is left goes on as a new message too, so that no task holds a worker for long, a worker killed
+mid-message loses (acknowledged early) or repeats (acknowledged late) little, and RQ's job timeout is never hit.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +17,8 @@ import importlib
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from .. import worker as journy_worker
@@ -16,9 +27,24 @@ from ..operations import Operation
 from ..retry import RetryPolicy
 from .base import Backend, FailureCallback, describe_error, report_failure
 
-__all__ = ["DropReporter", "attempt_delivery", "callable_path", "describe_message", "import_object", "resolve_callback"]
+__all__ = [
+    "MESSAGE_SECONDS",
+    "DropReporter",
+    "Progress",
+    "attempt_delivery",
+    "callable_path",
+    "deliver_in_order",
+    "describe_batch",
+    "describe_message",
+    "import_object",
+    "message_operations",
+    "resolve_callback",
+]
 
 logger = logging.getLogger("journy")
+
+#: How long one message delivers before handing what is left to a new message (in order).
+MESSAGE_SECONDS = 30.0
 
 
 def callable_path(value: object, option: str, backend: str) -> str | None:
@@ -101,6 +127,16 @@ class DropReporter:
             self._paused_until = time.monotonic() + pause
         self.drop(operation, "the broker did not take it", error)
 
+    def failed_publish_many(self, operations: Sequence[Operation], error: BaseException, elapsed: float) -> None:
+        """:meth:`failed_publish` for a message of several operations: each is dropped and reported."""
+        self.failed_publish(operations[0], error, elapsed)
+        for operation in operations[1:]:
+            self.drop(operation, "the broker did not take it", error)
+
+    def drop_many(self, operations: Sequence[Operation], why: str, error: BaseException | None) -> None:
+        for operation in operations:
+            self.drop(operation, why, error)
+
     def drop(self, operation: Operation, why: str, error: BaseException | None) -> None:
         backend = self.backend
         backend.stats.add("dropped")
@@ -156,6 +192,22 @@ def describe_message(operation: Mapping[str, Any]) -> str:
         return "<malformed operation>"
 
 
+def describe_batch(operations: Sequence[Mapping[str, Any]], shown: int = 3) -> str:
+    """What engines log and show for a message of several operations: the count, the first few kinds and IDs."""
+    described = "; ".join(describe_message(operation) for operation in operations[:shown])
+    more = f"; and {len(operations) - shown} more" if len(operations) > shown else ""
+    return f"{len(operations)} operations: {described}{more}"
+
+
+def message_operations(operation: Any, operations: Any) -> list[Any]:
+    """The operations a message carries, in order: ``operations`` (a list) or the single ``operation``."""
+    if operations is None:
+        return [operation if operation is not None else {}]
+    if isinstance(operations, (list, tuple)) and operations:
+        return list(operations)
+    return [operations]  # not a non-empty list: reported as one malformed operation
+
+
 def attempt_delivery(
     operation: Mapping[str, Any],
     attempt: int,
@@ -171,9 +223,12 @@ def attempt_delivery(
     """
     try:
         op = Operation.from_dict(operation)
-    except Exception as malformed:
+    except Exception as malformed:  # a message written by hand or by an incompatible version: retrying cannot help
         journy_worker.stats.add("failed")
-        logger.error("journy: dropping a malformed queued operation: %s", describe_error(malformed))
+        kind = operation.get("kind") if isinstance(operation, Mapping) else type(operation).__name__
+        logger.error(
+            "journy: dropped a malformed queued operation (kind %r): %s", str(kind)[:64], describe_error(malformed)
+        )
         return journy_worker.Delivery("failed", 0.0, malformed)
     try:
         policy = RetryPolicy(**dict(retry)) if retry else RetryPolicy()
@@ -194,3 +249,61 @@ def attempt_delivery(
             describe_error(delivery.error) if delivery.error is not None else "",
         )
     return delivery
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What delivering a message's operations came to.
+
+    ``remaining`` is empty when every operation was sent or given up on; otherwise it holds, in order, what a new
+    message must carry ``delay`` seconds from now, the first of them at attempt ``attempt``: after a transient
+    failure of that first one (``error``), or, with ``error`` None and no delay, because the message ran out of
+    time. ``failures`` are the operations given up on (already reported), with their attempt count and error.
+    """
+
+    sent: int = 0
+    remaining: list[Any] = field(default_factory=list)
+    attempt: int = 1
+    delay: float = 0.0
+    error: BaseException | None = None
+    failures: list[tuple[Any, int, BaseException]] = field(default_factory=list)
+
+    @property
+    def outcome(self) -> str:
+        """``"sent"`` (all of it), ``"failed"`` (done, some given up on), or ``"retry"`` (something remains)."""
+        if self.remaining:
+            return "retry"
+        return "failed" if self.failures else "sent"
+
+
+def deliver_in_order(
+    operations: Sequence[Any],
+    attempt: int,
+    enqueued_at: float | None,
+    retry: Mapping[str, Any] | None,
+    on_failure: str | None,
+    *,
+    retry_log_level: int = logging.INFO,
+    seconds: float = MESSAGE_SECONDS,
+) -> Progress:
+    """Deliver ``operations`` one after the other, the first at attempt ``attempt`` and the others at their first.
+
+    Stops at the first transient failure and returns that operation and the ones after it (see :class:`Progress`);
+    an operation given up on (a 4xx, or too many attempts) is reported by :func:`attempt_delivery` and the next
+    one goes on. Never raises.
+    """
+    started = time.monotonic()
+    sent = 0
+    failures: list[tuple[Any, int, BaseException]] = []
+    for index, operation in enumerate(operations):
+        if index and time.monotonic() - started >= seconds:
+            return Progress(sent, list(operations[index:]), 1, 0.0, None, failures)
+        current = attempt if index == 0 else 1
+        delivery = attempt_delivery(operation, current, enqueued_at, retry, on_failure, retry_log_level=retry_log_level)
+        if delivery.outcome == "retry":
+            return Progress(sent, list(operations[index:]), current + 1, delivery.delay, delivery.error, failures)
+        if delivery.outcome == "sent":
+            sent += 1
+        else:
+            failures.append((operation, current, delivery.error or RuntimeError("delivery failed")))
+    return Progress(sent, [], 1, 0.0, None, failures)

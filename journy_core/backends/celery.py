@@ -1,46 +1,35 @@
-"""The ``celery`` backend: each operation becomes one Celery task message, delivered by your Celery workers.
+"""The ``celery`` backend: each operation, or the operations made together, becomes one Celery task message,
+delivered by your Celery workers (docs/backends-celery-rq.md). Needs ``pip install 'journy[celery]'``.
 
-Selected with ``{"BACKEND": "celery", "OPTIONS": {...}}``. This module is imported only then; it needs
-``pip install 'journy[celery]'``.
+**In the web process** :meth:`CeleryBackend.enqueue` publishes a ``journy.deliver`` task whose arguments are plain
+JSON (the operation, when it was queued, the retry policy, the ``ON_FAILURE`` path), with Celery's ``json``
+serializer; :meth:`CeleryBackend.enqueue_many` (one transaction's or one request's operations) publishes one task
+carrying them all, in order (``operations`` and the ``attempt`` of the first), so that concurrent workers cannot
+reorder them. No API key is needed here. Publishing has a short deadline (``PUBLISH_TIMEOUT``, one quick
+reconnect): when the broker is down the operations are dropped, counted, handed to ``on_failure`` and logged (at
+most once a minute), never raised; after a publish that timed out, operations are dropped at once for
+``BROKER_DOWN_PAUSE`` seconds.
 
-**In the web process** (the producer) :meth:`CeleryBackend.enqueue` publishes a ``journy.deliver`` task whose
-arguments are plain JSON (the operation, when it was queued, the retry policy and the ``ON_FAILURE`` path), with
-Celery's ``json`` serializer. No API key is needed here: the worker builds its own client. Publishing has a short
-deadline (``PUBLISH_TIMEOUT``, one quick reconnect): when the broker is down the operation is dropped, counted in
-``stats()["dropped"]``, handed to the ``on_failure`` callback and logged (at most once a minute), and the caller
-never sees an exception. After a publish that timed out, operations are dropped at once for ``BROKER_DOWN_PAUSE``
-seconds, so that an outage does not make every request wait.
+**In the worker** the task delivers its operations in order (:func:`._distributed.deliver_in_order`). A transient
+failure (connection error, timeout, 408, 429, 5xx) ends with ``self.retry(countdown=...)`` carrying that operation
+and the ones after it (full-jitter backoff, or after a 429 at least the pause the rate-limit figures call for);
+anything else (400, 401, 403, 404, 422), or too many attempts, is reported failed and the next operation goes on.
+The tasks are ``shared_task`` s registered when this module is imported, so the worker's Celery app must
+``include`` it (``Celery("proj", include=["journy_core.backends.celery"])``, or ``CELERY_IMPORTS``); a worker
+that does not logs ``Received unregistered task of type 'journy.deliver'`` and discards the message.
 
-**In the worker** the task makes one attempt with :func:`journy_core.worker.deliver`, which paces calls under the
-key's rate limit. A transient failure (connection error, timeout, 408, 429, 5xx) ends with
-``self.retry(countdown=...)``: the countdown is full-jitter exponential backoff with a cap, or, after a 429, at
-least the pause the rate-limit figures call for. Anything else (400, 401, 403, 404, 422), and a transient failure
-past ``RETRY["max_attempts"]`` or ``RETRY["max_age"]``, is reported failed: logged with the server's field errors,
-counted in :data:`journy_core.worker.stats`, and handed to ``ON_FAILURE``.
+**acks_late.** ``ACKS_LATE=False`` (default) follows the app's ``task_acks_late`` (Celery acknowledges when a
+worker starts the task: a worker killed mid-delivery loses what the message had not sent, never sends twice).
+``ACKS_LATE=True`` sends every message to ``journy.deliver_acks_late`` (``acks_late=True``,
+``reject_on_worker_lost=True``): a killed worker's message is delivered again from its first operation, applying
+what it had sent twice. ``"idempotent"`` does that only for messages whose operations are all safe to apply twice
+(upserts, deletes, memberships, links), not for those holding an event (``track``). With Redis, a message a
+killed worker held comes back once older than the transport's ``visibility_timeout`` (an hour by default), not
+at restart; with RabbitMQ, as soon as the dead worker's connection closes.
 
-**How the worker finds the task.** The tasks are ``shared_task`` s registered when this module is imported, so
-the worker must import it. Add it to the Celery app's ``include`` (or ``imports``)::
-
-    app = Celery("proj", include=["journy_core.backends.celery"])
-    # or, Django with namespace="CELERY": CELERY_IMPORTS = ["journy_core.backends.celery"]
-
-This is ordinary Celery configuration, visible in the app and in ``celery inspect registered``, and it works the
-same for Django, Flask and plain Python; a worker that misses it logs ``Received unregistered task of type
-'journy.deliver'`` and discards the message, so check that line in ``celery -A proj inspect registered``.
-
-**acks_late.** By default (``ACKS_LATE=False``) the task follows the app's ``task_acks_late`` (Celery's default
-acknowledges a message when a worker starts it: a worker killed mid-delivery loses that operation, never sends it
-twice). ``ACKS_LATE=True`` sends every operation to ``journy.deliver_acks_late`` (``acks_late=True``,
-``reject_on_worker_lost=True``): a worker killed mid-delivery leaves the message to be delivered again, which may
-apply it twice. ``ACKS_LATE="idempotent"`` does that only for operations that are safe to apply twice (upserts,
-deletes, memberships, links) and keeps events (``track``), which would be counted twice, on ``journy.deliver``.
-With Redis as the broker, an unacknowledged message comes back after the transport's ``visibility_timeout``
-(one hour by default) or when the worker restarts.
-
-**Shutdown.** The worker holds nothing journy-specific in memory: every operation is a broker message until its
-delivery ends. A warm shutdown (``SIGTERM``) lets the running deliveries finish and returns the retries still
-waiting for their countdown to the broker; each worker process closes its HTTP connections on
-``worker_process_shutdown`` and logs what it delivered.
+**Shutdown.** Nothing journy-specific waits in the worker's memory: a warm shutdown (``SIGTERM``) lets the running
+deliveries finish and returns the retries waiting for their countdown to the broker; each worker process closes
+its HTTP connections on ``worker_process_shutdown`` and logs what it delivered.
 """
 
 from __future__ import annotations
@@ -51,7 +40,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from .. import worker as journy_worker
@@ -61,10 +50,12 @@ from ..operations import Operation
 from ..retry import RetryPolicy
 from ._distributed import (
     DropReporter,
-    attempt_delivery,
     callable_path,
+    deliver_in_order,
+    describe_batch,
     describe_message,
     import_object,
+    message_operations,
 )
 from .base import Backend, FailureCallback
 
@@ -132,6 +123,8 @@ class CeleryBackend(Backend):
     """
 
     name = "celery"
+    #: Operations made together (a request, a transaction) go as one message: see :meth:`enqueue_many`.
+    sends_batches = True
     option_names = frozenset(
         {"APP", "QUEUE", "RETRY", "ON_FAILURE", "ACKS_LATE", "PUBLISH_TIMEOUT", "BROKER_DOWN_PAUSE"}
     )
@@ -197,61 +190,77 @@ class CeleryBackend(Backend):
                 raise
         return self._app
 
-    def task_name_for(self, operation: Operation) -> str:
-        """The task ``operation`` is sent to, as ``ACKS_LATE`` decides."""
-        late = self.acks_late is True or (self.acks_late == "idempotent" and operation.kind in IDEMPOTENT_KINDS)
+    def task_name_for(self, operation: Operation | Sequence[Operation]) -> str:
+        """The task ``operation`` (or a message of several) is sent to, as ``ACKS_LATE`` decides: with
+        ``"idempotent"``, a message is acknowledged late only when every operation in it is safe to apply twice."""
+        operations = [operation] if isinstance(operation, Operation) else operation
+        late = self.acks_late is True or (
+            self.acks_late == "idempotent" and all(op.kind in IDEMPOTENT_KINDS for op in operations)
+        )
         return ACKS_LATE_TASK_NAME if late else TASK_NAME
 
     def enqueue(self, operation: Operation) -> None:
         """Publish ``operation``; never raises, waits at most about ``PUBLISH_TIMEOUT`` seconds."""
+        self._send([operation])
+
+    def enqueue_many(self, operations: Iterable[Operation]) -> None:
+        """Publish operations made together as one message, delivered in order by one worker; never raises."""
+        pending = list(operations)
+        if pending:
+            self._send(pending)
+
+    def _send(self, operations: list[Operation]) -> None:
         try:
             if self._closed:
-                self._drops.drop(operation, "the backend is closed", None)
+                self._drops.drop_many(operations, "the backend is closed", None)
                 return
             if self._drops.paused():
-                self._drops.drop(operation, "the broker did not answer recently", self._drops.last_error)
+                self._drops.drop_many(operations, "the broker did not answer recently", self._drops.last_error)
                 return
             started = time.monotonic()
             try:
-                self._publish(operation)
+                self._publish(operations)
             except ConfigurationError as error:
-                self._drops.drop(operation, f"the {self.name!r} queue backend is misconfigured", error)
+                self._drops.drop_many(operations, f"the {self.name!r} queue backend is misconfigured", error)
                 return
             except Exception as error:
-                self._drops.failed_publish(operation, error, time.monotonic() - started)
+                self._drops.failed_publish_many(operations, error, time.monotonic() - started)
                 return
-            self.stats.add("queued")
+            self.stats.add("queued", len(operations))
         except Exception:  # never into the app
-            logger.exception("journy: could not queue %s", operation.describe())
+            logger.exception("journy: could not queue %s", operations[0].describe())
 
-    def _publish(self, operation: Operation) -> None:
+    def _publish(self, operations: list[Operation]) -> None:
         app = self.app
         options: dict[str, Any] = {}
         if self.queue is not None:
             options["queue"] = self.queue
-        kwargs = {
-            "operation": operation.to_dict(),
-            "enqueued_at": time.time(),
-            "retry": self._retry_data,
-            "on_failure": self.on_failure_path,
-        }
+        kwargs: dict[str, Any]
+        if len(operations) == 1:  # the format every version of the worker reads
+            kwargs = {"operation": operations[0].to_dict()}
+            shown = operations[0].describe()
+        else:
+            kwargs = {"operations": [operation.to_dict() for operation in operations], "attempt": 1}
+            shown = describe_batch(kwargs["operations"])
+        kwargs.update(enqueued_at=time.time(), retry=self._retry_data, on_failure=self.on_failure_path)
+        task_name = self.task_name_for(operations)
         if app.conf.task_always_eager:
             # Celery's test mode: like every task of the app, delivered here and now (no broker).
-            app.tasks[self.task_name_for(operation)].apply(kwargs=kwargs)
+            app.tasks[task_name].apply(kwargs=kwargs)
             return
         pool = self._connection_pool(app)
         with pool.acquire(block=True, timeout=self.publish_timeout / 2) as connection:
             app.send_task(
-                self.task_name_for(operation),
+                task_name,
                 kwargs=kwargs,
                 connection=connection,
                 serializer="json",
                 ignore_result=True,
                 retry=True,
                 retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.1, "interval_max": 0.1},
-                # What Celery logs and shows (flower, inspect) instead of the payload: kind and IDs only.
+                # What Celery logs and shows (flower, inspect) instead of the payload: kinds and IDs only.
                 argsrepr="()",
-                kwargsrepr=operation.describe(),
+                kwargsrepr=shown,
                 **options,
             )
 
@@ -323,26 +332,39 @@ def _resolve_app(setting: str | celery.Celery | None) -> celery.Celery:
 
 def _deliver(
     task: Any,
-    operation: Mapping[str, Any],
+    operation: Mapping[str, Any] | None = None,
     enqueued_at: float | None = None,
     retry: Mapping[str, Any] | None = None,
     on_failure: str | None = None,
+    operations: list[Mapping[str, Any]] | None = None,
+    attempt: int | None = None,
     **newer: Any,
 ) -> str:
-    """The body of ``journy.deliver``: one attempt, then ``retry(countdown=...)`` or done."""
+    """The body of ``journy.deliver``: deliver the message's operation (or operations, in order), then
+    ``retry(countdown=...)`` with what is left, or done."""
     if newer:  # a message from a newer producer during a rolling deploy: deliver what this version understands
         logger.debug("journy: ignoring unknown task arguments %s", sorted(newer))
-    attempt = int(task.request.retries or 0) + 1
-    delivery = attempt_delivery(operation, attempt, enqueued_at, retry, on_failure, retry_log_level=logging.DEBUG)
-    if delivery.outcome == "retry":
+    pending = message_operations(operation, operations)
+    # A one-operation message counts its attempts in Celery's own retry count; a list says which attempt its
+    # first operation is at (the others have not been tried yet).
+    first_attempt = int(task.request.retries or 0) + 1 if operations is None else int(attempt or 1)
+    progress = deliver_in_order(pending, first_attempt, enqueued_at, retry, on_failure, retry_log_level=logging.DEBUG)
+    if progress.remaining:
+        kwargs: dict[str, Any] | None = None  # a one-operation message is sent again as it came
+        shown = describe_message(pending[0])
+        if operations is not None:
+            kwargs = {"enqueued_at": enqueued_at, "retry": retry, "on_failure": on_failure}
+            kwargs.update(operations=progress.remaining, attempt=progress.attempt)
+            shown = describe_batch(progress.remaining)
         raise task.retry(
-            countdown=delivery.delay,
-            exc=delivery.error,
+            kwargs=kwargs,
+            countdown=progress.delay,
+            exc=progress.error,
             max_retries=None,
             argsrepr="()",
-            kwargsrepr=describe_message(operation),
+            kwargsrepr=shown,
         )
-    return delivery.outcome
+    return progress.outcome
 
 
 _TASK_OPTIONS: dict[str, Any] = {

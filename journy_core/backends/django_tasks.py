@@ -1,25 +1,23 @@
-"""The ``django_tasks`` backend: delivery through Django's tasks framework.
+"""The ``django_tasks`` backend: delivery through Django's tasks framework (docs/backends-django-tasks.md).
 
 Django 6 ships the framework as :mod:`django.tasks`; before Django 6 the ``django-tasks`` backport provides it as
 ``django_tasks`` (``pip install 'journy[tasks]'``). Whichever is importable is used, ``django.tasks`` first.
 
-Each operation becomes one task, :data:`TASK_PATH` (``journy_core.backends.django_tasks.deliver_operation``), whose
-arguments are plain JSON: the operation, the attempt number, when it was first queued, and the retry policy and
-failure callback path when they are configured. The worker that runs it builds its own client (see
-:mod:`journy_core.worker`) and makes one attempt. The framework has no retries of its own, so after a transient
-failure (connection error, timeout, 408, 429, 5xx) the task enqueues a copy of itself with ``run_after`` set to
-the backoff delay and the attempt number plus one. Task backends that cannot defer tasks (``ImmediateBackend``)
-run the retries in place instead: the same backoff, slept in the thread that runs the task, bounded by the same
-``RETRY`` policy. A 4xx other than 408/429 is never retried; an operation given up on is logged, counted in
-:data:`journy_core.worker.stats` and handed to ``ON_FAILURE``.
+Each operation, or the operations made together (:meth:`DjangoTasksBackend.enqueue_many`: one transaction's, one
+request's), becomes one task, :data:`TASK_PATH`, whose arguments are plain JSON: ``operation`` (or ``operations``,
+delivered in order by one worker), the attempt number, when it was first queued, and the retry policy and failure
+callback path when configured. The worker builds its own client (:mod:`journy_core.worker`). The framework has no
+retries of its own, so after a transient failure (connection error, timeout, 408, 429, 5xx) the task enqueues a
+copy of itself carrying that operation and the ones after it, with ``run_after`` set to the backoff delay; task
+backends that cannot defer (``ImmediateBackend``) retry in place instead, with the same backoff and ``RETRY``
+policy. A 4xx other than 408/429 is never retried: the operation is logged, counted in
+:data:`journy_core.worker.stats` and handed to ``ON_FAILURE``, and the next one goes on.
 
-The backend imports Django lazily, so that importing this module needs neither configured settings nor the
-tasks framework; building the backend needs both.
+Importing this module needs neither configured settings nor the tasks framework; building the backend needs both.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import importlib
 import importlib.util
@@ -27,9 +25,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -38,8 +35,9 @@ from ..client import Client
 from ..errors import ConfigurationError
 from ..operations import Operation
 from ..retry import RetryPolicy
-from ._distributed import import_object, resolve_callback
-from .base import Backend, FailureCallback, describe_error, report_failure
+from ._distributed import deliver_in_order, message_operations
+from ._tasks_framework import TasksFramework, event_loop_running, failure_path, savepoints, tasks_framework
+from .base import Backend, FailureCallback, describe_error
 
 __all__ = [
     "OUTCOMES",
@@ -64,61 +62,6 @@ OUTCOMES = ("sent", "failed", "retry_scheduled")
 _DEFAULT_ALIAS = "default"
 _DEFAULT_QUEUE = "default"
 _MIN_PRIORITY, _MAX_PRIORITY = -100, 100
-_INSTALL_HINT = "pip install 'journy[tasks]'"
-
-
-@dataclasses.dataclass(frozen=True)
-class TasksFramework:
-    """The tasks framework in use: Django's own (``django.tasks``, Django 6+) or the ``django_tasks`` backport."""
-
-    #: ``"django.tasks"`` or ``"django_tasks"``.
-    module: str
-    #: Its ``Task`` class.
-    task_class: Any
-    #: Its connection handler for the ``TASKS`` setting (``task_backends[alias]`` is a task backend).
-    task_backends: Any
-    #: The exception a task backend raises for a task it cannot run (a queue it does not serve, a priority...).
-    invalid_task: type[Exception]
-    #: The status of a task that returned: ``TaskResultStatus.SUCCESSFUL`` (``SUCCEEDED`` in django-tasks < 0.12).
-    successful: Any
-
-
-def tasks_framework() -> TasksFramework:
-    """The tasks framework to use; raises :class:`ConfigurationError` naming the extra when there is none."""
-    for module, exceptions, invalid_task in (
-        ("django.tasks", "django.tasks.exceptions", "InvalidTask"),
-        ("django_tasks", "django_tasks.exceptions", "InvalidTaskError"),
-    ):
-        if not _module_exists(module):
-            continue
-        package = importlib.import_module(module)
-        return TasksFramework(
-            module=module,
-            task_class=importlib.import_module(f"{module}.base").Task,
-            task_backends=package.task_backends,
-            invalid_task=getattr(importlib.import_module(exceptions), invalid_task),
-            successful=getattr(package.TaskResultStatus, "SUCCESSFUL", None)
-            or getattr(package.TaskResultStatus, "SUCCEEDED", None),
-        )
-    raise ConfigurationError(
-        "QUEUE['BACKEND']='django_tasks' needs Django's tasks framework: Django 6 has it built in (django.tasks); "
-        f"before Django 6 install the django-tasks backport: {_INSTALL_HINT}."
-    )
-
-
-def _event_loop_running() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
-
-
-def _module_exists(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except ImportError:  # the parent package is missing
-        return False
 
 
 # -- the task --------------------------------------------------------------------------------------------------
@@ -126,47 +69,41 @@ def _module_exists(name: str) -> bool:
 
 def _deliver_operation(
     context: Any,
-    operation: Mapping[str, Any],
+    operation: Mapping[str, Any] | None = None,
     attempt: int = 1,
     enqueued_at: float | None = None,
     retry: Mapping[str, Any] | None = None,
     on_failure: str | None = None,
+    operations: list[Mapping[str, Any]] | None = None,
 ) -> str:
-    """Make attempt ``attempt`` at delivering ``operation`` (``Operation.to_dict()``); returns one of OUTCOMES.
+    """Deliver ``operation`` (``Operation.to_dict()``), or ``operations`` in order (made together), the first at
+    attempt ``attempt``; returns one of OUTCOMES (``"failed"`` when any operation was given up on).
 
     Never raises for a delivery failure: the task itself succeeds, and its return value says what happened, so
     that a task backend that re-runs failed tasks can never send an operation again (a 4xx must not be retried).
     """
-    try:
-        op = Operation.from_dict(operation)
-        policy = RetryPolicy.from_options(dict(retry)) if retry else RetryPolicy()
-    except Exception as exc:  # a row written by hand or by an incompatible version: retrying cannot help
-        worker.stats.add("failed")
-        kind = operation.get("kind") if isinstance(operation, Mapping) else type(operation).__name__
-        logger.error("journy: dropped a malformed queued operation (kind %r): %s", kind, describe_error(exc))
-        return "failed"
-    task = context.task_result.task
+    pending = message_operations(operation, operations)
     while True:
-        delivery = worker.deliver(op, attempt=attempt, enqueued_at=enqueued_at, retry=policy)
-        if delivery.outcome == "sent":
-            return "sent"
-        error = delivery.error if delivery.error is not None else RuntimeError("delivery failed")
-        if delivery.outcome != "retry":
-            report_failure(op, error, attempt, worker.stats, resolve_callback(on_failure))
-            return "failed"
-        logger.info(
-            "journy: %s failed (attempt %d), retrying in %.1f s: %s",
-            op.describe(),
-            attempt,
-            delivery.delay,
-            describe_error(error),
-        )
-        arguments = _task_arguments(op, attempt + 1, enqueued_at, retry, on_failure)
-        if _schedule_retry(task, arguments, delivery.delay):
+        progress = deliver_in_order(pending, attempt, enqueued_at, retry, on_failure)
+        _inline.sent = getattr(_inline, "sent", 0) + progress.sent
+        _inline.failed = getattr(_inline, "failed", 0) + len(progress.failures)
+        if not progress.remaining:
+            return progress.outcome
+        # What is left (after a transient failure, the failed operation first) goes on as a deferred copy.
+        if operations is None:
+            arguments = _task_arguments(pending[0], progress.attempt, enqueued_at, retry, on_failure)
+        else:
+            arguments = _task_arguments(progress.remaining, progress.attempt, enqueued_at, retry, on_failure)
+        if _schedule_retry(context.task_result.task, arguments, progress.delay):
             return "retry_scheduled"
-        # The task backend cannot defer (ImmediateBackend), or scheduling failed: retry here, same backoff.
-        time.sleep(delivery.delay)
-        attempt += 1
+        # The task backend cannot defer (ImmediateBackend), or scheduling failed: go on here, same backoff.
+        time.sleep(progress.delay)
+        pending, attempt = progress.remaining, progress.attempt
+
+
+#: What the tasks run by this thread delivered: an inline task backend (ImmediateBackend) runs them in the thread
+#: that enqueued them, which reads the difference to count them in its own ``stats()``.
+_inline = threading.local()
 
 
 # The task is reached as `journy_core.backends.django_tasks.deliver_operation` (its function's qualified name),
@@ -219,13 +156,20 @@ def _build_task(framework: TasksFramework) -> Any:
 
 
 def _task_arguments(
-    operation: Operation,
+    operations: Operation | Mapping[str, Any] | list[Any],
     attempt: int,
     enqueued_at: float | None,
     retry: Mapping[str, Any] | None,
     on_failure: str | None,
 ) -> dict[str, Any]:
-    arguments: dict[str, Any] = {"operation": operation.to_dict(), "attempt": attempt, "enqueued_at": enqueued_at}
+    """A task's arguments: ``operation`` for one (the format every version reads), ``operations`` for a list."""
+    arguments: dict[str, Any]
+    if isinstance(operations, list):
+        operations = [op.to_dict() if isinstance(op, Operation) else op for op in operations]
+        arguments = {"operations": operations} if len(operations) > 1 else {"operation": operations[0]}
+    else:
+        arguments = {"operation": operations.to_dict() if isinstance(operations, Operation) else operations}
+    arguments.update(attempt=attempt, enqueued_at=enqueued_at)
     if retry:
         arguments["retry"] = dict(retry)
     if on_failure:
@@ -239,41 +183,12 @@ def _schedule_retry(task: Any, arguments: dict[str, Any], delay: float) -> bool:
         if not task.get_backend().supports_defer:
             return False
         timezone = importlib.import_module("django.utils.timezone")
-        with _savepoints():
+        with savepoints():
             task.using(run_after=timezone.now() + timedelta(seconds=delay)).enqueue(**arguments)
     except Exception:
         logger.exception("journy: could not schedule the next attempt as a task; retrying in this worker")
         return False
     return True
-
-
-@contextmanager
-def _savepoints() -> Iterator[None]:
-    """Wrap a task enqueue in a savepoint on every connection inside a transaction.
-
-    A database task backend writes a row; if that write fails inside the caller's transaction, PostgreSQL would
-    refuse every later statement of it. The savepoint confines the failure to the enqueue (nothing changes
-    otherwise: the row still commits, or rolls back, with the caller's transaction).
-    """
-    db = importlib.import_module("django.db")
-    with ExitStack() as stack:
-        for connection in db.connections.all(initialized_only=True):
-            if connection.in_atomic_block:
-                stack.enter_context(db.transaction.atomic(using=connection.alias))
-        yield
-
-
-def _importable_path(function: Callable[..., Any]) -> str | None:
-    """``module.qualname`` when that path imports back to ``function`` (so a worker can import it), else None."""
-    module = getattr(function, "__module__", None)
-    qualname = getattr(function, "__qualname__", None)
-    if not isinstance(module, str) or not isinstance(qualname, str) or "<" in qualname or "." in qualname:
-        return None
-    try:
-        found = getattr(importlib.import_module(module), qualname)
-    except (ImportError, AttributeError):
-        return None
-    return f"{module}.{qualname}" if found is function else None
 
 
 # -- the producer side -----------------------------------------------------------------------------------------
@@ -301,6 +216,8 @@ class DjangoTasksBackend(Backend):
     """
 
     name = "django_tasks"
+    #: Operations made together (a request, a transaction) go as one task: see :meth:`enqueue_many`.
+    sends_batches = True
     option_names = frozenset({"BACKEND_ALIAS", "QUEUE_NAME", "PRIORITY", "RETRY", "ON_FAILURE"})
 
     def __init__(
@@ -322,7 +239,7 @@ class DjangoTasksBackend(Backend):
         retry = self.options.get("RETRY")
         self.retry = retry if isinstance(retry, RetryPolicy) else RetryPolicy.from_options(retry)
         self._retry_arguments = dataclasses.asdict(self.retry) if retry is not None else None
-        self.on_failure_path = self._failure_path(on_failure)
+        self.on_failure_path = failure_path(self.options.get("ON_FAILURE"), on_failure, self.name)
         self.framework = tasks_framework()
         self.task = self._configured_task()
         self.supports_defer = bool(self.task.get_backend().supports_defer)
@@ -351,34 +268,6 @@ class DjangoTasksBackend(Backend):
                 f"Queue option {name!r} of the {self.name!r} backend must be a non-empty string, got {value!r}."
             )
         return value
-
-    def _failure_path(self, on_failure: FailureCallback | None) -> str | None:
-        option = self.options.get("ON_FAILURE")
-        if option is not None:
-            if callable(option):
-                path = _importable_path(option)
-                if path is None:
-                    raise ConfigurationError(
-                        f"Queue option ON_FAILURE={option!r} must be importable by the workers: give the dotted "
-                        "path of a module-level function, e.g. 'myapp.journy_hooks.delivery_failed'."
-                    )
-                return path
-            if not isinstance(option, str):
-                raise ConfigurationError(f"Queue option ON_FAILURE must be a dotted path, got {option!r}.")
-            if not callable(import_object(option, "ON_FAILURE", self.name)):
-                raise ConfigurationError(f"Queue option ON_FAILURE={option!r} is not callable.")
-            return option
-        if on_failure is None:
-            return None
-        path = _importable_path(on_failure)
-        if path is None:
-            logger.warning(
-                "journy: on_failure=%r cannot be imported by the task workers, which deliver the operations, so "
-                "it will not be called; set QUEUE['OPTIONS']['ON_FAILURE'] to the dotted path of a module-level "
-                "function instead",
-                on_failure,
-            )
-        return path
 
     def _configured_task(self) -> Any:
         conf = importlib.import_module("django.conf")
@@ -419,35 +308,41 @@ class DjangoTasksBackend(Backend):
         On a thread that runs an event loop (an async view), Django refuses database access and an inline task
         backend would block the loop, so the enqueue is handed to a helper thread; :meth:`flush` waits for it.
         """
+        self._enqueue([operation])
+
+    def enqueue_many(self, operations: Iterable[Operation]) -> None:
+        """Queue operations made together as one task, delivered in order by one worker; never raises."""
+        pending = list(operations)
+        if pending:
+            self._enqueue(pending)
+
+    def _enqueue(self, operations: list[Operation]) -> None:
         if self._closed:
-            self._drop(operation, "the backend is closed", None)
+            for operation in operations:
+                self._drop(operation, "the backend is closed", None)
             return
-        if _event_loop_running():
-            self._hand_off(operation)
+        if event_loop_running():
+            self._hand_off(operations)
             return
-        self._enqueue_now(operation)
+        self._enqueue_now(operations)
 
-    def _enqueue_now(self, operation: Operation) -> None:
+    def _enqueue_now(self, operations: list[Operation]) -> None:
+        before = (getattr(_inline, "sent", 0), getattr(_inline, "failed", 0))
         try:
-            arguments = _task_arguments(operation, 1, time.time(), self._retry_arguments, self.on_failure_path)
-            with _savepoints():
-                result = self.task.enqueue(**arguments)
+            arguments = _task_arguments(operations, 1, time.time(), self._retry_arguments, self.on_failure_path)
+            with savepoints():
+                self.task.enqueue(**arguments)
         except Exception as error:  # never into the app
-            self._drop(operation, "the task backend refused it", error)
+            for operation in operations:
+                self._drop(operation, "the task backend refused it", error)
             return
-        self.stats.add("queued")
-        self._count_inline_outcome(result)
-
-    def _count_inline_outcome(self, result: Any) -> None:
-        # A task backend that ran the task already (ImmediateBackend) tells the outcome at once.
-        try:
-            if not result.is_finished:
-                return
-            outcome = result.return_value if result.status == self.framework.successful else "failed"
-        except Exception:
-            return
-        if outcome in ("sent", "failed"):
-            self.stats.add(outcome)
+        self.stats.add("queued", len(operations))
+        # A task backend that ran the task already, in this thread (ImmediateBackend), delivered these.
+        sent, failed = getattr(_inline, "sent", 0) - before[0], getattr(_inline, "failed", 0) - before[1]
+        if sent:
+            self.stats.add("sent", sent)
+        if failed:
+            self.stats.add("failed", failed)
 
     def _drop(self, operation: Operation, why: str, error: BaseException | None) -> None:
         self.stats.add("dropped")
@@ -466,7 +361,7 @@ class DjangoTasksBackend(Backend):
             exc_info=error,
         )
 
-    def _hand_off(self, operation: Operation) -> None:
+    def _hand_off(self, operations: list[Operation]) -> None:
         with self._handoff:
             if self._executor is None or self._executor_pid != os.getpid():  # none yet, or the parent's (a fork)
                 self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journy-django-tasks")
@@ -474,18 +369,20 @@ class DjangoTasksBackend(Backend):
                 self._handoff_pending = 0
             self._handoff_pending += 1
             try:
-                self._executor.submit(self._enqueue_handed_off, operation)
+                self._executor.submit(self._enqueue_handed_off, operations)
             except Exception as error:  # the interpreter is shutting down
                 self._handoff_pending -= 1
                 self._handoff.notify_all()
-                self._drop(operation, "this process is exiting", error)
+                for operation in operations:
+                    self._drop(operation, "this process is exiting", error)
 
-    def _enqueue_handed_off(self, operation: Operation) -> None:
+    def _enqueue_handed_off(self, operations: list[Operation]) -> None:
         try:
             importlib.import_module("django.db").close_old_connections()  # this thread's connection may be stale
-            self._enqueue_now(operation)
+            self._enqueue_now(operations)
         except Exception as error:
-            self._drop(operation, "the task backend refused it", error)
+            for operation in operations:
+                self._drop(operation, "the task backend refused it", error)
         finally:
             with self._handoff:
                 self._handoff_pending -= 1

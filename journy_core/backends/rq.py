@@ -1,19 +1,23 @@
-"""The ``rq`` backend: each operation becomes one RQ job on a Redis queue, run by your ``rq worker`` processes.
+"""The ``rq`` backend: each operation, or the operations made together, becomes one RQ job on a Redis queue, run by
+your ``rq worker`` processes.
 
 Selected with ``{"BACKEND": "rq", "OPTIONS": {...}}``. This module is imported only then; it needs
 ``pip install 'journy[rq]'``.
 
 **In the web process** (the producer) :meth:`RQBackend.enqueue` pushes a job calling :func:`deliver_job` with one
 plain argument (the operation as JSON data, the attempt number, when it was queued, the retry policy and the
-``ON_FAILURE`` path). No API key is needed here. The job's description is the operation's kind and IDs, never
-its property values, so RQ's logs and dashboards show nothing private. The Redis connection built from ``URL``
-has short timeouts (``PUBLISH_TIMEOUT``) and one quick reconnect: when Redis is down the operation is dropped,
-counted in ``stats()["dropped"]``, handed to the ``on_failure`` callback and logged (at most once a minute), and
-the caller never sees an exception. After a push that timed out, operations are dropped at once for
-``BROKER_DOWN_PAUSE`` seconds, so that an outage does not make every request wait.
+``ON_FAILURE`` path); :meth:`RQBackend.enqueue_many` (one transaction's or one request's operations) pushes one job
+carrying them all, in order (``operations``), so that concurrent workers cannot reorder them. No API key is needed
+here. The job's description is the operations' kinds and IDs, never their property values, so RQ's logs and
+dashboards show nothing private. The Redis connection built from ``URL`` has short timeouts (``PUBLISH_TIMEOUT``)
+and one quick reconnect: when Redis is down the operations are dropped, counted in ``stats()["dropped"]``, handed
+to the ``on_failure`` callback and logged (at most once a minute), and the caller never sees an exception. After a
+push that timed out, operations are dropped at once for ``BROKER_DOWN_PAUSE`` seconds, so that an outage does not
+make every request wait.
 
-**In the worker** the job makes one attempt with :func:`journy_core.worker.deliver`. A transient failure
-(connection error, timeout, 408, 429, 5xx) schedules a new job for the next attempt, ``delay`` seconds later
+**In the worker** the job delivers its operations one after the other with :func:`journy_core.worker.deliver`. A
+transient failure (connection error, timeout, 408, 429, 5xx) schedules a new job for the next attempt of that
+operation and the ones after it, ``delay`` seconds later
 (``queue.enqueue_at``, rounded up to the whole second RQ's schedule works in): the delay is full-jitter exponential
 backoff with a cap, or, after a 429, at least the pause the rate-limit figures call for. Scheduled jobs are moved
 to the queue by RQ's scheduler, so **the worker must run with** ``--with-scheduler``::
@@ -23,9 +27,11 @@ to the queue by RQ's scheduler, so **the worker must run with** ``--with-schedul
 (a worker without it logs a warning the first time a retry is scheduled, and the retries wait in the queue's
 ``ScheduledJobRegistry`` until a scheduler runs). Anything else (400, 401, 403, 404, 422), and a transient
 failure past ``RETRY["max_attempts"]`` or ``RETRY["max_age"]``, is reported failed (logged with the server's
-field errors, counted in :data:`journy_core.worker.stats`, handed to ``ON_FAILURE``) and the job ends failed
-with :class:`DeliveryFailedError`: it stays in the queue's ``FailedJobRegistry`` for ``FAILURE_TTL`` seconds, so
-that ``rq requeue --queue journy --all`` can send those operations again once the cause is fixed.
+field errors, counted in :data:`journy_core.worker.stats`, handed to ``ON_FAILURE``) and lands in the queue's
+``FailedJobRegistry`` for ``FAILURE_TTL`` seconds (a one-operation job ends failed with
+:class:`DeliveryFailedError`; in a job of several, each such operation becomes a failed job of its own and the
+rest goes on), so that ``rq requeue --queue journy --all`` can send those operations again once the cause is
+fixed.
 
 **Worker classes.** RQ's default worker forks a process per job: each delivery opens its own HTTPS connection
 and starts with a fresh rate-limit pacer. For more than a few calls a second use
@@ -41,7 +47,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -50,17 +56,22 @@ from ..errors import ConfigurationError, JournyError
 from ..operations import Operation
 from ..retry import RetryPolicy
 from ._distributed import (
+    MESSAGE_SECONDS,
     DropReporter,
-    attempt_delivery,
     callable_path,
+    deliver_in_order,
+    describe_batch,
     describe_message,
     import_object,
+    message_operations,
 )
 from .base import Backend, FailureCallback, describe_error
 
 try:
     import redis
     import rq
+    import rq.job
+    import rq.registry
     from redis.backoff import NoBackoff
     from redis.retry import Retry
     from rq.serializers import resolve_serializer
@@ -114,6 +125,8 @@ class RQBackend(Backend):
     """
 
     name = "rq"
+    #: Operations made together (a request, a transaction) go as one job: see :meth:`enqueue_many`.
+    sends_batches = True
     option_names = frozenset(
         {
             "URL",
@@ -220,20 +233,30 @@ class RQBackend(Backend):
 
     def enqueue(self, operation: Operation) -> None:
         """Push ``operation`` as a job; never raises, waits at most about ``PUBLISH_TIMEOUT`` seconds."""
+        self._push([operation])
+
+    def enqueue_many(self, operations: Iterable[Operation]) -> None:
+        """Push operations made together as one job, delivered in order by one worker; never raises."""
+        pending = list(operations)
+        if pending:
+            self._push(pending)
+
+    def _push(self, operations: list[Operation]) -> None:
         try:
             if self._closed:
-                self._drops.drop(operation, "the backend is closed", None)
+                self._drops.drop_many(operations, "the backend is closed", None)
                 return
             if self._drops.paused():
-                self._drops.drop(operation, "Redis did not answer recently", self._drops.last_error)
+                self._drops.drop_many(operations, "Redis did not answer recently", self._drops.last_error)
                 return
-            message = {
-                "operation": operation.to_dict(),
-                "attempt": 1,
-                "enqueued_at": time.time(),
-                "retry": self._retry_data,
-                "on_failure": self.on_failure_path,
-            }
+            message: dict[str, Any]
+            if len(operations) == 1:  # the format every version of the worker reads
+                message = {"operation": operations[0].to_dict(), "attempt": 1}
+                description = operations[0].describe()
+            else:
+                message = {"operations": [operation.to_dict() for operation in operations], "attempt": 1}
+                description = describe_batch(message["operations"])
+            message.update(enqueued_at=time.time(), retry=self._retry_data, on_failure=self.on_failure_path)
             started = time.monotonic()
             try:
                 self.queue.enqueue_call(
@@ -242,17 +265,17 @@ class RQBackend(Backend):
                     timeout=self.job_timeout,
                     result_ttl=self.result_ttl,
                     failure_ttl=self.failure_ttl,
-                    description=operation.describe(),
+                    description=description,
                 )
             except ConfigurationError as error:
-                self._drops.drop(operation, f"the {self.name!r} queue backend is misconfigured", error)
+                self._drops.drop_many(operations, f"the {self.name!r} queue backend is misconfigured", error)
                 return
             except Exception as error:
-                self._drops.failed_publish(operation, error, time.monotonic() - started)
+                self._drops.failed_publish_many(operations, error, time.monotonic() - started)
                 return
-            self.stats.add("queued")
+            self.stats.add("queued", len(operations))
         except Exception:  # never into the app
-            logger.exception("journy: could not queue %s", operation.describe())
+            logger.exception("journy: could not queue %s", operations[0].describe())
 
     def flush(self, timeout: float | None = None) -> bool:
         """Nothing waits in this process: every accepted operation is already a job in Redis."""
@@ -274,25 +297,65 @@ _scheduler_checked: dict[str, float] = {}
 
 
 def deliver_job(message: Mapping[str, Any]) -> str:
-    """The RQ job: one attempt at delivering ``message["operation"]``; returns ``"sent"`` or ``"retry"``.
+    """The RQ job: deliver ``message["operation"]`` (or ``message["operations"]``, in order); returns ``"sent"``,
+    ``"failed"`` (operations of a list given up on) or ``"retry"``.
 
-    On a transient failure it schedules the next attempt as a new job (``enqueue_at``) and returns ``"retry"``;
-    an operation given up on is reported and the job raises :class:`DeliveryFailedError`.
+    What a transient failure leaves (that operation and the ones after it) is scheduled as a new job
+    (``enqueue_at``), which returns ``"retry"``. A one-operation job given up on raises
+    :class:`DeliveryFailedError` (it lands in the ``FailedJobRegistry``); in a list, each operation given up on
+    becomes a failed one-operation job of its own there, so that ``rq requeue`` sends it, and only it, again.
     """
+    operations = message.get("operations")
+    pending = message_operations(message.get("operation"), operations)
     attempt = int(message.get("attempt") or 1)
-    operation = message.get("operation") or {}
-    delivery = attempt_delivery(
-        operation, attempt, message.get("enqueued_at"), message.get("retry"), message.get("on_failure")
+    job = rq.get_current_job()
+    timeout = getattr(job, "timeout", None)
+    # Stay well inside the job's timeout: RQ kills a job that runs past it, and with it the rest of the list.
+    seconds = (
+        min(MESSAGE_SECONDS, timeout / 3) if isinstance(timeout, (int, float)) and timeout > 0 else MESSAGE_SECONDS
     )
-    if delivery.outcome == "retry":
-        _schedule_retry(message, attempt + 1, delivery.delay)
-    elif delivery.outcome == "failed":
-        error = delivery.error
+    progress = deliver_in_order(
+        pending, attempt, message.get("enqueued_at"), message.get("retry"), message.get("on_failure"), seconds=seconds
+    )
+    if progress.remaining:
+        if operations is None:
+            _schedule_retry(message, progress.attempt, progress.delay)
+        else:
+            _schedule_retry({**message, "operations": progress.remaining}, progress.attempt, progress.delay)
+    if operations is None and progress.failures:
+        _, tried, error = progress.failures[0]
         raise DeliveryFailedError(
-            f"{describe_message(operation)}: given up after {attempt} attempt(s): "
-            f"{describe_error(error) if error is not None else 'unknown error'}"
+            f"{describe_message(pending[0])}: given up after {tried} attempt(s): {describe_error(error)}"
         )
-    return delivery.outcome
+    for operation, tried, error in progress.failures:
+        _record_failed_operation(message, operation, tried, error)
+    return progress.outcome
+
+
+def _record_failed_operation(message: Mapping[str, Any], operation: Any, attempt: int, error: BaseException) -> None:
+    job = rq.get_current_job()
+    if job is None:
+        return  # called outside a worker (a test): reported already, nowhere to keep it
+    single = {key: value for key, value in message.items() if key != "operations"}
+    single.update(operation=operation, attempt=attempt)
+    try:
+        failed = rq.job.Job.create(
+            deliver_job,
+            args=(single,),
+            connection=job.connection,
+            serializer=job.serializer,
+            description=describe_message(operation),
+            timeout=None if job.timeout is None else math.ceil(job.timeout),
+            result_ttl=job.result_ttl,
+            failure_ttl=job.failure_ttl,
+            origin=job.origin,
+            status=rq.job.JobStatus.FAILED,
+        )
+        failed.save()
+        registry = rq.registry.FailedJobRegistry(job.origin, connection=job.connection, serializer=job.serializer)
+        registry.add(failed, ttl=job.failure_ttl, exc_string=f"DeliveryFailedError: {describe_error(error)}")
+    except Exception:
+        logger.exception("journy: could not keep %s in the FailedJobRegistry", describe_message(operation))
 
 
 def _schedule_retry(message: Mapping[str, Any], attempt: int, delay: float) -> None:
@@ -300,18 +363,22 @@ def _schedule_retry(message: Mapping[str, Any], attempt: int, delay: float) -> N
     if job is None:
         raise RuntimeError("journy_core.backends.rq.deliver_job schedules its retries from inside an RQ worker")
     queue = rq.Queue(job.origin, connection=job.connection, serializer=job.serializer)
+    operations = message.get("operations")
+    description = describe_batch(operations) if operations else describe_message(message.get("operation") or {})
+    arguments = {
+        "args": ({**message, "attempt": attempt},),
+        "job_timeout": job.timeout,
+        "result_ttl": job.result_ttl,
+        "failure_ttl": job.failure_ttl,
+        "description": description,
+    }
+    if delay <= 0:  # the rest of a list that ran out of time: next in line, no scheduler needed
+        queue.enqueue(deliver_job, at_front=True, **arguments)
+        return
     # RQ's schedule has whole-second resolution and truncates: rounding the due time up keeps the delay (a 429's
     # pause above all) from being cut short, at the cost of less than a second.
     due = datetime.fromtimestamp(math.ceil(time.time() + max(0.0, delay)), tz=timezone.utc)
-    queue.enqueue_at(
-        due,
-        deliver_job,
-        args=({**message, "attempt": attempt},),
-        job_timeout=job.timeout,
-        result_ttl=job.result_ttl,
-        failure_ttl=job.failure_ttl,
-        description=describe_message(message.get("operation") or {}),
-    )
+    queue.enqueue_at(due, deliver_job, **arguments)
     now = time.monotonic()
     if now - _scheduler_checked.get(queue.name, float("-inf")) >= 60.0:
         _scheduler_checked[queue.name] = now

@@ -370,3 +370,49 @@ def test_the_worker_delivers_for_idempotent_operations_through_the_acks_late_tas
         "delivery via journy.deliver_acks_late",
     )
     assert len(calls_by_operation(emulator)["event:late_event"]) == 1
+
+
+# -- operations made together ----------------------------------------------------------------------------------
+
+
+def test_operations_made_together_are_one_message_acknowledged_late_only_when_every_one_is_idempotent(
+    redis_url: str, redis_client: Any
+) -> None:
+    from journy_core import operations as ops
+
+    queue = unique("journy-celery-batch")  # no worker consumes it: the messages stay for inspection
+    journy = journy_for(redis_url, queue, ACKS_LATE="idempotent")
+    journy.enqueue_many([ops.upsert_user(user_id="42"), ops.link(device_id="d-1", user_id="42")])
+    journy.enqueue_many([ops.upsert_user(user_id="43"), ops.track("signed_up", user_id="43")])
+    raw = [json.loads(m) for m in reversed(redis_client.lrange(queue, 0, -1))]
+    assert [m["headers"]["task"] for m in raw] == [ACKS_LATE_TASK_NAME, TASK_NAME]  # an event is not idempotent
+    assert raw[1]["headers"]["kwargsrepr"] == "2 operations: upsert_user userId=43; track userId=43 name=signed_up"
+    _, kwargs, _ = json.loads(base64.b64decode(raw[1]["body"]))
+    assert kwargs["operations"] == [
+        {"kind": "upsert_user", "payload": {"identification": {"userId": "43"}}},
+        {"kind": "track", "payload": {"identification": {"user": {"userId": "43"}}, "name": "signed_up"}},
+    ]
+    assert kwargs["attempt"] == 1
+    assert "operation" not in kwargs
+    assert journy.stats()["queued"] == 4
+
+
+def test_an_operation_refused_in_a_message_of_several_reaches_on_failure_and_the_rest_is_delivered_in_order(
+    emulator: Emulator, redis_url: str, redis_client: Any, worker_queue: str
+) -> None:
+    from journy_core import operations as ops
+
+    emulator.script_answer(503, path="/users/upsert")  # and a transient failure before it, retried in order
+    journy = journy_for(redis_url, worker_queue, ON_FAILURE=ON_FAILURE, RETRY=FAST_RETRY)
+    journy.enqueue_many(
+        [
+            ops.upsert_user(user_id="b-1"),
+            Operation("track", {"name": "refused_in_batch", "identification": {}}),  # the API answers 400
+            ops.track("after_the_refusal", user_id="b-1"),
+        ]
+    )
+    wait_until(lambda: all_delivered(emulator, ["user:b-1", "event:after_the_refusal"]), 20, "the rest")
+    failures = wait_until(lambda: recorded_failures(redis_client), 10, "ON_FAILURE in the worker")
+    assert [f["operation"]["payload"]["name"] for f in failures] == ["refused_in_batch"]
+    calls = [(c["path"], c["status"]) for c in emulator.calls()]
+    assert calls == [("/users/upsert", 503), ("/users/upsert", 201), ("/track", 400), ("/track", 201)]

@@ -610,3 +610,37 @@ def test_unconfigured_django_settings_are_a_configuration_error() -> None:
     [result] = _driver("configure", spec, _env(settings=False))["results"]
     assert result["error"] == "ConfigurationError"
     assert "set DJANGO_SETTINGS_MODULE" in result["message"]
+
+
+# -- operations made together ------------------------------------------------------------------------------------
+
+
+@needs_framework
+def test_immediate_backend_delivers_operations_made_together_in_order_and_counts_each_one(emulator: Emulator) -> None:
+    emulator.script_answer(422, {"message": "unprocessable"}, path="/track")
+    env = _worker_env(emulator)
+    spec = {"count": 4, "together": True, "journy": {"queue": {"BACKEND": "django_tasks", "OPTIONS": {}}}}
+    result = _driver("enqueue", spec, env)
+
+    # The refused event is reported; the operations after it still go, in the order they were made.
+    assert [call["path"] for call in emulator.calls()] == [op.path for op in operations(4)]
+    assert [call["status"] for call in emulator.calls()] == [201, 422, 201, 201]
+    assert result["stats"] == {**result["stats"], "queued": 4, "sent": 3, "failed": 1, "dropped": 0}
+
+
+@needs_framework
+def test_database_backend_queues_operations_made_together_as_one_task_that_one_worker_delivers_in_order(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    _require_database_backend()
+    env = _worker_env(emulator, JOURNY_TEST_TASKS="database", JOURNY_TEST_DATABASE=f"sqlite:{tmp_path / 'b.db'}")
+    spec = {"migrate": True, "count": 8, "together": True, "journy": {"queue": {"BACKEND": "django_tasks"}}}
+    enqueued = _driver("enqueue", spec, env)
+    assert enqueued["stats"]["queued"] == 8
+    with _db_workers(env, tmp_path) as logs:
+        finished = _driver("wait", {"timeout": 40}, env)
+    assert finished["idle"], _logs(logs)
+    [row] = finished["rows"]
+    assert row["kwargs"]["operations"] == [op.to_dict() for op in operations(8)]
+    assert row["return_value"] == "sent"
+    assert [call["path"] for call in emulator.calls()] == [op.path for op in operations(8)]

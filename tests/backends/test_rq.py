@@ -356,3 +356,83 @@ def test_the_connection_option_takes_a_client_or_a_dotted_path(redis_client: Any
     assert journy.stats()["dropped"] == 1
     with pytest.raises(ConfigurationError, match=r"'CONNECTION'='tests\.backends\.no_such_module\.redis'"):
         _ = journy.backend.connection  # type: ignore[attr-defined]
+
+
+# -- operations made together ----------------------------------------------------------------------------------
+
+
+def test_operations_made_together_are_one_job_that_describes_them_without_property_values(
+    redis_url: str, redis_client: Any
+) -> None:
+    from journy_core import operations as ops
+
+    queue_name = unique("journy-rq-batch")  # no worker listens: the job stays for inspection
+    journy = journy_for(redis_url, queue_name)
+    made = [ops.upsert_user(user_id="42", properties={"plan": "platinum"}), ops.track("signed_up", user_id="42")]
+    journy.enqueue_many(made)
+    [job] = rq.Queue(queue_name, connection=redis_client).get_jobs()
+    assert job.description == "2 operations: upsert_user userId=42; track userId=42 name=signed_up"
+    [message] = job.args
+    assert message["operations"] == [operation.to_dict() for operation in made]
+    assert message["attempt"] == 1
+    assert "operation" not in message
+    assert journy.stats()["queued"] == 2
+    job.delete()
+
+
+def test_a_transient_failure_in_a_job_of_several_schedules_that_operation_and_the_ones_after_it(
+    emulator: Emulator, api_key: str, redis_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from journy_core import operations as ops
+    from journy_core import worker
+
+    monkeypatch.setenv("JOURNY_API_KEY", api_key)
+    monkeypatch.setenv("JOURNY_API_URL", emulator.url)
+    monkeypatch.setattr(worker, "_factories", [])
+    monkeypatch.setattr(worker, "_local", threading.local())
+    emulator.script_answer(503, path="/accounts/upsert")
+    queue = rq.Queue(unique("journy-rq-sync"), connection=redis_client, is_async=False)
+    made = [
+        ops.upsert_user(user_id="1").to_dict(),
+        ops.upsert_account(account_id="7").to_dict(),
+        ops.add_users_to_account(account_id="7", users=["1"]).to_dict(),
+    ]
+    message = {"operations": made, "attempt": 1, "enqueued_at": time.time(), "retry": FAST_RETRY}
+    queue.enqueue(deliver_job, message)
+    [retry_id] = queue.scheduled_job_registry.get_job_ids()
+    scheduled = rq.job.Job.fetch(retry_id, connection=redis_client)
+    assert scheduled.args[0] == {**message, "operations": made[1:], "attempt": 2}
+    assert scheduled.description.startswith("2 operations: upsert_account accountId=7; add_users_to_account")
+    assert [(c["path"], c["status"]) for c in emulator.calls()] == [("/users/upsert", 201), ("/accounts/upsert", 503)]
+    scheduled.delete()
+
+
+def test_an_operation_refused_in_a_job_of_several_becomes_a_failed_job_of_its_own_and_the_rest_is_delivered(
+    emulator: Emulator, redis_url: str, redis_client: Any, worker_queue: str
+) -> None:
+    from journy_core import operations as ops
+
+    journy = journy_for(redis_url, worker_queue, ON_FAILURE=ON_FAILURE, RETRY=FAST_RETRY)
+    refused = Operation("track", {"name": "refused_in_batch", "identification": {}})  # the API answers 400
+    journy.enqueue_many([ops.upsert_user(user_id="b-1"), refused, ops.track("after_the_refusal", user_id="b-1")])
+    wait_until(lambda: all_delivered(emulator, ["user:b-1", "event:after_the_refusal"]), 20, "the rest")
+    failures = wait_until(lambda: recorded_failures(redis_client), 10, "ON_FAILURE in the worker")
+    assert [f["operation"]["payload"]["name"] for f in failures] == ["refused_in_batch"]
+    assert [c["status"] for c in emulator.calls()] == [201, 400, 201]
+
+    # Only the refused operation waits in the FailedJobRegistry, as a job that `rq requeue` sends again alone.
+    registry = rq.Queue(worker_queue, connection=redis_client).failed_job_registry
+    [job_id] = wait_until(registry.get_job_ids, 10, "the failed operation's job")
+    job = rq.job.Job.fetch(job_id, connection=redis_client)
+    assert job.description == "track name=refused_in_batch"
+    assert job.args[0]["operation"] == refused.to_dict()
+    assert job.args[0]["attempt"] == 1
+    assert "operations" not in job.args[0]
+    registry.requeue(job_id)
+    wait_until(lambda: len(emulator.calls("/track")) == 3, 20, "the requeued operation's attempt")
+    assert [c["status"] for c in emulator.calls()] == [201, 400, 201, 400]  # alone: nothing else sent again
+    wait_until(registry.get_job_ids, 10, "the requeued job to fail again")
+    for job_id in registry.get_job_ids():
+        registry.remove(job_id, delete_job=True)

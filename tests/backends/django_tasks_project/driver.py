@@ -1,12 +1,20 @@
 """What the tests run in a subprocess with this project's settings: ``python -m <this module> COMMAND SPEC_JSON``.
 
 - ``enqueue``: (``migrate`` first if asked) build ``Journy(**spec["journy"])`` and enqueue ``operations(count)``
-  (inside ``transaction.atomic()`` when ``atomic`` is ``"commit"`` or ``"rollback"``, from a running event loop
-  when ``in_event_loop``); print the backend's and the
-  worker side's counters, the enqueue timings, and whether the transaction survived the enqueues.
+  (in one ``enqueue_many`` call when ``together``; inside ``transaction.atomic()`` when ``atomic`` is ``"commit"``
+  or ``"rollback"``, from a running event loop when ``in_event_loop``); print the backend's and the worker side's
+  counters, the enqueue timings, and whether the transaction survived the enqueues.
 - ``wait``: poll the database task backend's table until no task is ready or running (or ``timeout`` passes);
   print every task row.
 - ``configure``: try ``Journy(**case)`` for each case; print the error each raised (or none).
+- ``transactions`` (with ``JOURNY_TEST_SYNC_QUEUE``): ``count`` transactions that each create a user, an
+  organization and the membership (which journy.io must see after both upserts); print, per transaction, the
+  operations journy_django handed to its backend, in order.
+- ``requests`` (with ``JOURNY_TEST_SYNC_QUEUE``): ``count`` requests through ``JournyMiddleware`` to a view that
+  creates an organization, tracks an event for it, renames it and tracks another (no transaction around them),
+  then returns, raises (``"ending": "raises"``) or streams a response that tracks a third event while it is
+  read (``"streams"``); print the operations each request had handed over when the view returned, in order.
+- ``async_requests``: the same through the middleware's async path, to an async view.
 
 The operations are built here without Django, so the tests import :func:`operations` to know what to expect.
 """
@@ -70,6 +78,9 @@ def _enqueue(spec: dict[str, Any]) -> dict[str, Any]:
     transaction_usable = None
 
     def enqueue_all() -> None:
+        if spec.get("together"):  # made together: one task
+            journy.enqueue_many(operations(spec["count"]))
+            return
         for operation in operations(spec["count"]):
             before = time.perf_counter()
             journy.enqueue(operation)
@@ -171,13 +182,157 @@ def _configure(spec: dict[str, Any]) -> dict[str, Any]:
     return {"results": results}
 
 
+def _recording_backend() -> list[dict[str, Any]]:
+    """Record what journy_django hands to its backend (one message or several: whichever it does)."""
+    from journy_django.conf import get_journy
+
+    backend = get_journy().backend
+    handed: list[dict[str, Any]] = []
+    enqueue, enqueue_many = backend.enqueue, getattr(backend, "enqueue_many", None)
+    inside_many: list[bool] = []  # a backend's enqueue_many may call its enqueue: record once
+
+    def record(operation: Operation) -> None:
+        if not inside_many:
+            handed.append(operation.to_dict())
+        enqueue(operation)
+
+    def record_many(operations: Any) -> None:
+        operations = list(operations)
+        handed.extend(operation.to_dict() for operation in operations)
+        assert enqueue_many is not None
+        inside_many.append(True)
+        try:
+            enqueue_many(operations)
+        finally:
+            inside_many.pop()
+
+    backend.enqueue = record  # type: ignore[method-assign]
+    if enqueue_many is not None:
+        backend.enqueue_many = record_many  # type: ignore[method-assign]
+    return handed
+
+
+def _transactions(spec: dict[str, Any]) -> dict[str, Any]:
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+    from django.db import transaction
+
+    from tests.django.testapp.models import Organization
+
+    if spec.get("migrate", True):
+        call_command("migrate", verbosity=0)
+    handed = _recording_backend()
+    made = []
+    for index in range(spec["count"]):
+        before = len(handed)
+        with transaction.atomic():
+            user = get_user_model().objects.create(username=f"{spec.get('tag', 'u')}-{index}", email=f"{index}@a.test")
+            organization = Organization.objects.create(name=f"Team {index}")
+            organization.members.add(user)
+        made.append(handed[before:])
+    return {"made": made}
+
+
+def _requests(spec: dict[str, Any]) -> dict[str, Any]:
+    from django.core.management import call_command
+    from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
+    from django.test import RequestFactory
+
+    import journy_django
+    from journy_django.middleware import JournyMiddleware
+    from tests.django.testapp.models import Organization
+
+    if spec.get("migrate", True):
+        call_command("migrate", verbosity=0)
+    handed = _recording_backend()
+    ending = spec.get("ending", "returns")  # "returns", "raises" (after its work), or "streams"
+
+    def view(request: HttpRequest) -> HttpResponseBase:
+        organization = Organization.objects.create(name="New team")
+        journy_django.track("created_team", account=organization)
+        organization.name = "Renamed team"
+        organization.save()
+        journy_django.track("renamed_team", account=organization)
+        if ending == "raises":
+            raise RuntimeError("the view failed after its work")
+        if ending != "streams":
+            return HttpResponse("ok")
+
+        def chunks() -> Iterator[bytes]:
+            journy_django.track("streamed_team", account=organization)
+            yield b"ok"
+
+        return StreamingHttpResponse(chunks())
+
+    middleware = JournyMiddleware(view)
+    factory = RequestFactory()
+    made, raised, after_stream = [], 0, []
+    for _ in range(spec["count"]):
+        before = len(handed)
+        try:
+            response = middleware(factory.get("/"))
+        except RuntimeError:
+            raised += 1
+            response = None
+        made.append(handed[before:])  # what the request had handed over when the view returned
+        if response is not None and ending == "streams":
+            before = len(handed)
+            b"".join(response.streaming_content)
+            after_stream.append(handed[before:])
+    return {"made": made, "raised": raised, "after_stream": after_stream}
+
+
+def _async_requests(spec: dict[str, Any]) -> dict[str, Any]:
+    """``requests`` through an ASGI-style stack: an async view behind the middleware's async path."""
+    from django.core.management import call_command
+    from django.http import HttpRequest, HttpResponse
+    from django.test import RequestFactory
+
+    import journy_django
+    from journy_django.middleware import JournyMiddleware
+    from tests.django.testapp.models import Organization
+
+    if spec.get("migrate", True):
+        call_command("migrate", verbosity=0)
+    handed = _recording_backend()
+
+    async def view(request: HttpRequest) -> HttpResponse:
+        organization = await Organization.objects.acreate(name="New team")
+        journy_django.track("created_team", account=organization)
+        organization.name = "Renamed team"
+        await organization.asave()
+        journy_django.track("renamed_team", account=organization)
+        return HttpResponse("ok")
+
+    middleware = JournyMiddleware(view)
+    factory = RequestFactory()
+
+    async def serve() -> list[list[dict[str, Any]]]:
+        made = []
+        for _ in range(spec["count"]):
+            before = len(handed)
+            await middleware(factory.get("/"))
+            made.append(handed[before:])
+        return made
+
+    return {"made": asyncio.run(serve())}
+
+
 def main() -> None:
     command, spec = sys.argv[1], json.loads(sys.argv[2])
     if command != "configure" or spec.get("setup", True):
         import django
 
         django.setup()
-    result = {"enqueue": _enqueue, "wait": _wait, "configure": _configure}[command](spec)
+    commands = {
+        "enqueue": _enqueue,
+        "wait": _wait,
+        "configure": _configure,
+        "transactions": _transactions,
+        "requests": _requests,
+        "async_requests": _async_requests,
+    }
+    result = commands[command](spec)
     sys.stdout.write("JOURNY-RESULT " + json.dumps(result) + "\n")
 
 

@@ -5,10 +5,13 @@
 - ``JOURNY_TEST_DATABASE``: ``sqlite:/path/to/file.sqlite3`` or ``postgresql:DBNAME`` (on 127.0.0.1:5432, user
   ``PGUSER`` or ``postgres``); default an in-memory SQLite database.
 - ``JOURNY_TEST_WORKER_URL``, ``JOURNY_TEST_WORKER_KEY``, ``JOURNY_TEST_WORKER_READ_TIMEOUT``: see ``apps.py``.
+- ``JOURNY_TEST_SYNC_QUEUE``: a ``JOURNY["QUEUE"]`` as JSON; when set, the project also runs ``journy_django``
+  with the user model and the Django tests' ``Organization`` account model (``tests/backends/test_ordering.py``).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from importlib.util import find_spec
 
@@ -37,6 +40,18 @@ if not DJANGO_TASKS_BUILT_IN:
     INSTALLED_APPS.insert(0, "django_tasks")
 if MODE == "database":
     INSTALLED_APPS.append(DATABASE_APP)
+
+SYNC_QUEUE = os.environ.get("JOURNY_TEST_SYNC_QUEUE")
+if SYNC_QUEUE:
+    INSTALLED_APPS += ["django.contrib.auth", "django.contrib.contenttypes", "journy_django", "tests.django.testapp"]
+    JOURNY = {
+        "API_KEY": os.environ.get("JOURNY_TEST_WORKER_KEY", "not-used-by-the-producer"),
+        "API_URL": os.environ.get("JOURNY_TEST_WORKER_URL"),
+        "QUEUE": json.loads(SYNC_QUEUE),
+        "ACCOUNT_MODEL": "testapp.Organization",
+        "ACCOUNT_MEMBERS": "members",
+        "ACCOUNT_PROPERTIES": {"name": "name"},
+    }
 
 TASKS = {
     "default": {
