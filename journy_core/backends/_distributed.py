@@ -17,7 +17,7 @@ import importlib
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +30,7 @@ from .base import Backend, FailureCallback, describe_error, report_failure
 __all__ = [
     "MESSAGE_SECONDS",
     "DropReporter",
+    "MessageBackend",
     "Progress",
     "attempt_delivery",
     "callable_path",
@@ -102,6 +103,30 @@ def import_object(path: str, option: str, backend: str) -> Any:
         if missing:
             problem = f"no module named {missing!r}"
     raise ConfigurationError(f"Queue option {option!r}={path!r} of the {backend!r} backend: {problem}.")
+
+
+class MessageBackend(Backend):
+    """A backend that hands operations to other processes as messages (Celery, RQ, Django tasks).
+
+    Operations made together (one transaction's, one request's) arrive at :meth:`enqueue_many` and go as one
+    message, delivered in order by one worker: separate messages may be taken by concurrent workers in any order.
+    """
+
+    sends_batches = True
+
+    def enqueue(self, operation: Operation) -> None:
+        """Send ``operation`` as a message of its own; never raises."""
+        self.publish([operation])
+
+    def enqueue_many(self, operations: Iterable[Operation]) -> None:
+        """Send operations made together as one message; never raises."""
+        pending = list(operations)
+        if pending:
+            self.publish(pending)
+
+    def publish(self, operations: list[Operation]) -> None:
+        """Send ``operations`` (at least one) as one message, in order; never raises."""
+        raise NotImplementedError
 
 
 class DropReporter:

@@ -40,7 +40,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .. import worker as journy_worker
@@ -50,6 +50,7 @@ from ..operations import Operation
 from ..retry import RetryPolicy
 from ._distributed import (
     DropReporter,
+    MessageBackend,
     callable_path,
     deliver_in_order,
     describe_batch,
@@ -57,7 +58,7 @@ from ._distributed import (
     import_object,
     message_operations,
 )
-from .base import Backend, FailureCallback
+from .base import FailureCallback
 
 try:
     import celery
@@ -99,7 +100,7 @@ IDEMPOTENT_KINDS = frozenset(
 # -- the producer side ---------------------------------------------------------------------------------------
 
 
-class CeleryBackend(Backend):
+class CeleryBackend(MessageBackend):
     """Publish each operation as a Celery task; your Celery workers deliver it.
 
     OPTIONS (all optional):
@@ -124,7 +125,6 @@ class CeleryBackend(Backend):
 
     name = "celery"
     #: Operations made together (a request, a transaction) go as one message: see :meth:`enqueue_many`.
-    sends_batches = True
     option_names = frozenset(
         {"APP", "QUEUE", "RETRY", "ON_FAILURE", "ACKS_LATE", "PUBLISH_TIMEOUT", "BROKER_DOWN_PAUSE"}
     )
@@ -199,17 +199,8 @@ class CeleryBackend(Backend):
         )
         return ACKS_LATE_TASK_NAME if late else TASK_NAME
 
-    def enqueue(self, operation: Operation) -> None:
-        """Publish ``operation``; never raises, waits at most about ``PUBLISH_TIMEOUT`` seconds."""
-        self._send([operation])
-
-    def enqueue_many(self, operations: Iterable[Operation]) -> None:
-        """Publish operations made together as one message, delivered in order by one worker; never raises."""
-        pending = list(operations)
-        if pending:
-            self._send(pending)
-
-    def _send(self, operations: list[Operation]) -> None:
+    def publish(self, operations: list[Operation]) -> None:
+        """Publish ``operations`` as one message; never raises, waits at most about ``PUBLISH_TIMEOUT`` seconds."""
         try:
             if self._closed:
                 self._drops.drop_many(operations, "the backend is closed", None)

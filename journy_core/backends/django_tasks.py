@@ -25,7 +25,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
@@ -35,9 +35,9 @@ from ..client import Client
 from ..errors import ConfigurationError
 from ..operations import Operation
 from ..retry import RetryPolicy
-from ._distributed import deliver_in_order, message_operations
+from ._distributed import MessageBackend, deliver_in_order, message_operations
 from ._tasks_framework import TasksFramework, event_loop_running, failure_path, savepoints, tasks_framework
-from .base import Backend, FailureCallback, describe_error
+from .base import FailureCallback, describe_error
 
 __all__ = [
     "OUTCOMES",
@@ -194,7 +194,7 @@ def _schedule_retry(task: Any, arguments: dict[str, Any], delay: float) -> bool:
 # -- the producer side -----------------------------------------------------------------------------------------
 
 
-class DjangoTasksBackend(Backend):
+class DjangoTasksBackend(MessageBackend):
     """Queue each operation as a Django task; a task worker delivers it, retrying with deferred copies.
 
     OPTIONS (all optional):
@@ -217,7 +217,6 @@ class DjangoTasksBackend(Backend):
 
     name = "django_tasks"
     #: Operations made together (a request, a transaction) go as one task: see :meth:`enqueue_many`.
-    sends_batches = True
     option_names = frozenset({"BACKEND_ALIAS", "QUEUE_NAME", "PRIORITY", "RETRY", "ON_FAILURE"})
 
     def __init__(
@@ -302,21 +301,12 @@ class DjangoTasksBackend(Backend):
         if not worker.is_configured():
             worker.configure_worker(client_factory)
 
-    def enqueue(self, operation: Operation) -> None:
-        """Queue ``operation`` as a task (with an inline task backend, deliver it now); never raises.
+    def publish(self, operations: list[Operation]) -> None:
+        """Queue ``operations`` as one task (with an inline task backend, deliver them now); never raises.
 
         On a thread that runs an event loop (an async view), Django refuses database access and an inline task
         backend would block the loop, so the enqueue is handed to a helper thread; :meth:`flush` waits for it.
         """
-        self._enqueue([operation])
-
-    def enqueue_many(self, operations: Iterable[Operation]) -> None:
-        """Queue operations made together as one task, delivered in order by one worker; never raises."""
-        pending = list(operations)
-        if pending:
-            self._enqueue(pending)
-
-    def _enqueue(self, operations: list[Operation]) -> None:
         if self._closed:
             for operation in operations:
                 self._drop(operation, "the backend is closed", None)

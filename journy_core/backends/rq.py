@@ -47,7 +47,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -58,6 +58,7 @@ from ..retry import RetryPolicy
 from ._distributed import (
     MESSAGE_SECONDS,
     DropReporter,
+    MessageBackend,
     callable_path,
     deliver_in_order,
     describe_batch,
@@ -65,7 +66,7 @@ from ._distributed import (
     import_object,
     message_operations,
 )
-from .base import Backend, FailureCallback, describe_error
+from .base import FailureCallback, describe_error
 
 try:
     import redis
@@ -97,7 +98,7 @@ class DeliveryFailedError(JournyError):
 # -- the producer side ---------------------------------------------------------------------------------------
 
 
-class RQBackend(Backend):
+class RQBackend(MessageBackend):
     """Push each operation as an RQ job; your ``rq worker --with-scheduler`` processes deliver it.
 
     OPTIONS (all optional):
@@ -126,7 +127,6 @@ class RQBackend(Backend):
 
     name = "rq"
     #: Operations made together (a request, a transaction) go as one job: see :meth:`enqueue_many`.
-    sends_batches = True
     option_names = frozenset(
         {
             "URL",
@@ -231,17 +231,8 @@ class RQBackend(Backend):
             )
         return self._queue
 
-    def enqueue(self, operation: Operation) -> None:
-        """Push ``operation`` as a job; never raises, waits at most about ``PUBLISH_TIMEOUT`` seconds."""
-        self._push([operation])
-
-    def enqueue_many(self, operations: Iterable[Operation]) -> None:
-        """Push operations made together as one job, delivered in order by one worker; never raises."""
-        pending = list(operations)
-        if pending:
-            self._push(pending)
-
-    def _push(self, operations: list[Operation]) -> None:
+    def publish(self, operations: list[Operation]) -> None:
+        """Push ``operations`` as one job; never raises, waits at most about ``PUBLISH_TIMEOUT`` seconds."""
         try:
             if self._closed:
                 self._drops.drop_many(operations, "the backend is closed", None)
