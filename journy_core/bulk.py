@@ -26,12 +26,12 @@ from datetime import date, datetime, timezone
 from itertools import islice
 from pathlib import Path
 
+from .attempt import attempt
 from .backends.base import Stats, report_failure
 from .client import Client
-from .errors import RateLimitedError
 from .operations import Operation
 from .pacing import Pacer
-from .retry import RetryPolicy, is_transient
+from .retry import RetryPolicy
 
 __all__ = [
     "SINCE_FIELDS",
@@ -232,17 +232,16 @@ class BulkSync:
         while True:
             attempts += 1
             time.sleep(self.pacer.reserve())
-            try:
-                result = self.client.perform(operation)
-            except Exception as error:
-                pause = self.pacer.rate_limited(error.rate_limit) if isinstance(error, RateLimitedError) else 0.0
-                if not is_transient(error) or self.retry.gives_up(attempts, time.monotonic() - started):
-                    report_failure(operation, error, attempts, self.stats, None)
-                    return False
-                time.sleep(max(pause, self.retry.backoff(attempts)))
-            else:
-                self.pacer.observe(result.rate_limit, result.calls_remaining)
+            age = time.monotonic() - started
+            outcome = attempt(
+                self.client.perform, operation, pacer=self.pacer, retry=self.retry, attempts=attempts, age=age
+            )
+            if outcome.outcome == "sent":
                 return True
+            if outcome.outcome == "failed":
+                report_failure(operation, outcome.error or RuntimeError("delivery failed"), attempts, self.stats, None)
+                return False
+            time.sleep(outcome.delay)
 
     def run(
         self,

@@ -8,6 +8,7 @@ recovering from the same outage do not retry in step.
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +55,18 @@ class RetryPolicy:
                 f"Unknown queue option RETRY keys {sorted(unknown)}; known: max_attempts, base, cap, max_age."
             )
         return cls(**options)
+
+    @classmethod
+    def coerce(cls, value: RetryPolicy | Mapping[str, Any] | None) -> RetryPolicy:
+        """The policy a ``RETRY`` option describes: a :class:`RetryPolicy` as it is, a dict (or None) through
+        :meth:`from_options`. Every backend reads its option through this one place."""
+        if isinstance(value, RetryPolicy):
+            return value
+        if value is not None and not isinstance(value, Mapping):
+            raise ConfigurationError(
+                f"Queue option RETRY must be a dict such as {{'max_attempts': 8}}, got {type(value).__name__}."
+            )
+        return cls.from_options(dict(value) if value is not None else None)
 
     def backoff(self, attempts: int, rng: random.Random | None = None) -> float:
         """Seconds to wait after ``attempts`` failed attempts (full jitter)."""

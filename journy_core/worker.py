@@ -14,16 +14,17 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
-from .backends.base import Stats
+from .attempt import Attempt
+from .attempt import attempt as one_attempt
 from .client import Client
-from .errors import APIError, ConfigurationError, RateLimitedError
+from .errors import ConfigurationError
 from .operations import Operation
 from .pacing import Pacer
-from .retry import RetryPolicy, is_transient
+from .retry import RetryPolicy
 from .secrets import checked_api_key, redact
+from .stats import Stats
 
 __all__ = ["Delivery", "close_clients", "configure_worker", "deliver", "is_configured", "stats", "worker_client"]
 
@@ -110,13 +111,8 @@ def pacer() -> Pacer:
         return _pacers[pid]
 
 
-@dataclass(frozen=True)
-class Delivery:
-    """The outcome of one attempt: ``sent``, ``retry`` (after ``delay`` seconds) or ``failed``."""
-
-    outcome: str
-    delay: float = 0.0
-    error: BaseException | None = None
+#: The outcome of one attempt: ``sent``, ``retry`` (after ``delay`` seconds) or ``failed``.
+Delivery = Attempt
 
 
 def deliver(
@@ -131,22 +127,11 @@ def deliver(
     ``enqueued_at`` is a ``time.time()`` timestamp, so that the age limit holds across processes.
     """
     policy = retry or RetryPolicy()
-    op = operation if isinstance(operation, Operation) else Operation.from_dict(operation)
+    age = 0.0 if enqueued_at is None else max(0.0, time.time() - enqueued_at)
     try:
+        op = operation if isinstance(operation, Operation) else Operation.from_dict(operation)
         client = worker_client()
         time.sleep(pacer().reserve())
-        result = client.perform(op)
-    except Exception as error:
-        pause = 0.0
-        if isinstance(error, RateLimitedError):
-            pause = pacer().rate_limited(error.rate_limit)
-        elif isinstance(error, APIError):
-            pacer().observe(error.rate_limit, error.calls_remaining)
-        age = 0.0 if enqueued_at is None else max(0.0, time.time() - enqueued_at)
-        if is_transient(error) and not policy.gives_up(attempt, age):
-            stats.add("retried")
-            return Delivery("retry", max(pause, policy.backoff(attempt)), error)
+    except Exception as error:  # no client (configuration) or a malformed operation: retrying cannot help
         return Delivery("failed", 0.0, error)
-    pacer().observe(result.rate_limit, result.calls_remaining)
-    stats.add("sent")
-    return Delivery("sent")
+    return one_attempt(client.perform, op, pacer=pacer(), retry=policy, attempts=attempt, age=age, stats=stats)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import worker as journy_worker
+from ..attempt import log_retry
 from ..errors import ConfigurationError
 from ..operations import Operation
 from ..retry import RetryPolicy
@@ -256,7 +257,7 @@ def attempt_delivery(
         )
         return journy_worker.Delivery("failed", 0.0, malformed)
     try:
-        policy = RetryPolicy(**dict(retry)) if retry else RetryPolicy()
+        policy = RetryPolicy.coerce(retry)
     except Exception as wrong:
         logger.warning("journy: ignoring the queued retry policy %r (%s); using the default", retry, wrong)
         policy = RetryPolicy()
@@ -265,14 +266,7 @@ def attempt_delivery(
         error = delivery.error or RuntimeError("delivery failed")
         report_failure(op, error, attempt, journy_worker.stats, resolve_callback(on_failure))
     elif delivery.outcome == "retry":
-        logger.log(
-            retry_log_level,
-            "journy: %s failed (attempt %d), retrying in %.2f s: %s",
-            op.describe(),
-            attempt,
-            delivery.delay,
-            describe_error(delivery.error) if delivery.error is not None else "",
-        )
+        log_retry(op, attempt, delivery, retry_log_level)
     return delivery
 
 

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
+from ..attempt import describe_error
 from ..client import Client
-from ..errors import ConfigurationError, JournyError
+from ..errors import ConfigurationError
 from ..operations import Operation
 from ..retry import is_transient
+from ..stats import Stats
 
 __all__ = ["Backend", "FailureCallback", "Stats", "describe_error", "report_failure"]
 
@@ -18,40 +19,6 @@ logger = logging.getLogger("journy")
 
 #: ``on_failure(operation, error)``: called once for every operation that will not be delivered.
 FailureCallback = Callable[[Operation, BaseException], None]
-
-
-class Stats:
-    """Counters of one backend, safe to update from several threads.
-
-    ``queued``: operations accepted; ``sent``: API calls that succeeded; ``retried``: attempts that failed
-    transiently and were scheduled again; ``coalesced``: operations merged into a waiting one; ``dropped``:
-    operations refused because the queue was full or closed; ``failed``: operations given up on.
-    """
-
-    FIELDS: ClassVar[tuple[str, ...]] = ("queued", "sent", "retried", "coalesced", "dropped", "failed")
-
-    def __init__(self, lock: threading.Lock | None = None) -> None:
-        #: The lock guarding the counters; a backend may share its own, to count inside its critical section.
-        self.lock = lock or threading.Lock()
-        self._counts = dict.fromkeys(self.FIELDS, 0)
-
-    def add(self, name: str, amount: int = 1) -> None:
-        with self.lock:
-            self._counts[name] += amount
-
-    def add_locked(self, name: str, amount: int = 1) -> None:
-        """:meth:`add` for a caller that already holds :attr:`lock`."""
-        self._counts[name] += amount
-
-    def __getitem__(self, name: str) -> int:
-        return self._counts[name]
-
-    def snapshot(self) -> dict[str, int]:
-        with self.lock:
-            return dict(self._counts)
-
-    def __repr__(self) -> str:
-        return f"<Stats {self.snapshot()}>"
 
 
 class Backend:
@@ -124,13 +91,6 @@ class Backend:
                 "Journy(...), or set it in the JOURNY settings."
             )
         return self.client_factory()
-
-
-def describe_error(error: BaseException) -> str:
-    """A log-safe one-line description: the status and the server's message and field errors for API errors."""
-    if isinstance(error, JournyError):
-        return str(error)
-    return f"{type(error).__name__}: {error}"
 
 
 def report_failure(

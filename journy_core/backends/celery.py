@@ -150,8 +150,7 @@ class CeleryBackend(MessageBackend):
                 f"Queue option 'QUEUE' of the 'celery' backend must be a Celery queue name, got {queue!r}."
             )
         self.queue: str | None = queue
-        retry = self.options.get("RETRY")
-        self.retry = retry if isinstance(retry, RetryPolicy) else RetryPolicy.from_options(retry)
+        self.retry = RetryPolicy.coerce(self.options.get("RETRY"))
         self.on_failure_path = callable_path(self.options.get("ON_FAILURE"), "ON_FAILURE", self.name)
         acks_late = self.options.get("ACKS_LATE", False)
         if not (isinstance(acks_late, bool) or acks_late == "idempotent"):

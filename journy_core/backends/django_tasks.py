@@ -235,9 +235,8 @@ class DjangoTasksBackend(MessageBackend):
                 f"Queue option 'PRIORITY' of the {self.name!r} backend must be between {_MIN_PRIORITY} and "
                 f"{_MAX_PRIORITY}, got {self.priority!r}."
             )
-        retry = self.options.get("RETRY")
-        self.retry = retry if isinstance(retry, RetryPolicy) else RetryPolicy.from_options(retry)
-        self._retry_arguments = dataclasses.asdict(self.retry) if retry is not None else None
+        self.retry = RetryPolicy.coerce(self.options.get("RETRY"))
+        self._retry_arguments = dataclasses.asdict(self.retry) if self.options.get("RETRY") is not None else None
         self.on_failure_path = failure_path(self.options.get("ON_FAILURE"), on_failure, self.name)
         self.framework = tasks_framework()
         self.task = self._configured_task()

@@ -166,8 +166,7 @@ class RQBackend(MessageBackend):
         if not isinstance(queue, str) or not queue.strip():
             raise ConfigurationError(f"Queue option 'QUEUE' of the 'rq' backend must be a queue name, got {queue!r}.")
         self.queue_name: str = queue
-        retry = self.options.get("RETRY")
-        self.retry = retry if isinstance(retry, RetryPolicy) else RetryPolicy.from_options(retry)
+        self.retry = RetryPolicy.coerce(self.options.get("RETRY"))
         self.on_failure_path = callable_path(self.options.get("ON_FAILURE"), "ON_FAILURE", self.name)
         serializer = self.options.get("SERIALIZER")
         try:

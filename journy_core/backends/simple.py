@@ -7,11 +7,11 @@ import threading
 import time
 from typing import Any
 
+from ..attempt import attempt, log_retry
 from ..client import Client
-from ..errors import RateLimitedError
 from ..operations import Operation
 from ..pacing import Pacer
-from ..retry import RetryPolicy, is_transient
+from ..retry import RetryPolicy
 from .base import Backend, report_failure
 
 __all__ = ["DisabledBackend", "MemoryBackend", "SyncBackend"]
@@ -31,8 +31,7 @@ class SyncBackend(Backend):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        retry = self.options.get("RETRY")
-        self.retry = retry if isinstance(retry, RetryPolicy) else RetryPolicy.from_options(retry)
+        self.retry = RetryPolicy.coerce(self.options.get("RETRY"))
         self.pacer = Pacer()
         self._local = threading.local()
 
@@ -51,19 +50,24 @@ class SyncBackend(Backend):
             while True:
                 attempts += 1
                 time.sleep(self.pacer.reserve())
-                try:
-                    result = client.perform(operation)
-                except Exception as error:
-                    pause = self.pacer.rate_limited(error.rate_limit) if isinstance(error, RateLimitedError) else 0
-                    if not is_transient(error) or self.retry.gives_up(attempts, time.monotonic() - started):
-                        report_failure(operation, error, attempts, self.stats, self.on_failure)
-                        return
-                    self.stats.add("retried")
-                    time.sleep(max(pause, self.retry.backoff(attempts)))
-                else:
-                    self.pacer.observe(result.rate_limit, result.calls_remaining)
-                    self.stats.add("sent")
-                    return
+                age = time.monotonic() - started
+                outcome = attempt(
+                    client.perform,
+                    operation,
+                    pacer=self.pacer,
+                    retry=self.retry,
+                    attempts=attempts,
+                    age=age,
+                    stats=self.stats,
+                )
+                if outcome.outcome != "retry":
+                    break
+                log_retry(operation, attempts, outcome)
+                time.sleep(outcome.delay)
+            if outcome.outcome == "failed":
+                report_failure(
+                    operation, outcome.error or RuntimeError("delivery failed"), attempts, self.stats, self.on_failure
+                )
         except Exception as error:  # configuration or a bug: still never into the app
             report_failure(operation, error, attempts, self.stats, self.on_failure)
 

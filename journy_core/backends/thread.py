@@ -23,13 +23,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .. import lifecycle
+from ..attempt import attempt, describe_error, log_retry
 from ..client import Client
 from ..coalesce import Entry, PendingQueue
-from ..errors import APIError, RateLimitedError
 from ..operations import Operation
 from ..pacing import Pacer
-from ..retry import RetryPolicy, is_transient
-from .base import Backend, FailureCallback, Stats, describe_error, report_failure
+from ..retry import RetryPolicy
+from .base import Backend, FailureCallback, Stats, report_failure
 
 __all__ = ["EXIT_PATIENCE", "ThreadBackend"]
 
@@ -68,8 +68,7 @@ class ThreadBackend(Backend):
         self.exit_timeout = self.number_option("EXIT_TIMEOUT", 5.0)
         self.rate_limit = self.number_option("RATE_LIMIT", 1800, minimum=1, integer=True)
         self.rate_window = self.number_option("RATE_WINDOW", 60.0, minimum=0.001)
-        retry = self.options.get("RETRY")
-        self.retry = retry if isinstance(retry, RetryPolicy) else RetryPolicy.from_options(retry)
+        self.retry = RetryPolicy.coerce(self.options.get("RETRY"))
         self._setup_state()
         ref = weakref.ref(self)
         # Bound methods would keep the backend alive forever; weak references let it be collected.
@@ -187,45 +186,32 @@ class ThreadBackend(Backend):
 
     def _deliver(self, client: Client, entry: Entry) -> None:
         entry.attempts += 1
-        retry_in: float | None = None
-        answered = True  # journy.io answered (success, 429, or a refusal), as opposed to a transport error or 5xx
-        try:
-            result = client.send(entry.operation)
-        except Exception as error:
-            if isinstance(error, RateLimitedError):
-                retry_in = self.pacer.rate_limited(error.rate_limit)
-            elif isinstance(error, APIError):
-                self.pacer.observe(error.rate_limit, error.calls_remaining)
-            transient = is_transient(error)
-            answered = not transient or isinstance(error, RateLimitedError)
-            if not answered:
-                self._last_error = describe_error(error)
-            age = time.monotonic() - entry.enqueued_at
-            if transient and not self.retry.gives_up(entry.attempts, age):
-                retry_in = max(self.retry.backoff(entry.attempts), retry_in or 0.0)
-                logger.info(
-                    "journy: %s failed (attempt %d), retrying in %.1f s: %s",
-                    entry.operation.describe(),
-                    entry.attempts,
-                    retry_in,
-                    describe_error(error),
-                )
-                self.stats.add("retried")
-            else:
-                retry_in = None
-                report_failure(entry.operation, error, entry.attempts, self.stats, self.on_failure)
-        else:
-            self.pacer.observe(result.rate_limit, result.calls_remaining)
-            self.stats.add("sent")
+        age = time.monotonic() - entry.enqueued_at
+        outcome = attempt(
+            client.send,
+            entry.operation,
+            pacer=self.pacer,
+            retry=self.retry,
+            attempts=entry.attempts,
+            age=age,
+            stats=self.stats,
+        )
+        if outcome.outcome == "retry":
+            log_retry(entry.operation, entry.attempts, outcome)
+        elif outcome.outcome == "failed":
+            error = outcome.error or RuntimeError("delivery failed")
+            report_failure(entry.operation, error, entry.attempts, self.stats, self.on_failure)
+        if not outcome.answered and outcome.error is not None:
+            self._last_error = describe_error(outcome.error)
         with self._lock:
             now = time.monotonic()
             self._attempts_started.pop(entry.sequence, None)
-            if answered:
+            if outcome.answered:
                 self._failing_since = None
             elif self._failing_since is None:
                 self._failing_since = now
-            if retry_in is not None:
-                self._pending.retry(entry, now + retry_in)
+            if outcome.outcome == "retry":
+                self._pending.retry(entry, now + outcome.delay)
             else:
                 self._pending.done(entry)  # the entries behind it, for the same user or account, may go now
             if self._waiting_workers:
