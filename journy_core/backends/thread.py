@@ -88,6 +88,7 @@ class ThreadBackend(Backend):
         # Whether journy.io answers: when the last attempts started failing transiently (None while it answers),
         # when each attempt in flight started, and the last transient error, for the exit flush's decision.
         self._failing_since: float | None = None
+        self._last_failure = float("-inf")  # when the last attempt without an answer ended
         self._attempts_started: dict[int, float] = {}
         self._last_error = ""
         self._dropped_unreported = 0
@@ -208,8 +209,10 @@ class ThreadBackend(Backend):
             self._attempts_started.pop(entry.sequence, None)
             if outcome.answered:
                 self._failing_since = None
-            elif self._failing_since is None:
-                self._failing_since = now
+            else:
+                self._last_failure = now
+                if self._failing_since is None:
+                    self._failing_since = now
             if outcome.outcome == "retry":
                 self._pending.retry(entry, now + outcome.delay)
             else:
@@ -257,12 +260,20 @@ class ThreadBackend(Backend):
             finally:
                 self._hurry -= 1
 
-    def _unanswered_for(self, now: float, since: float) -> float:
-        """How long journy.io has not answered (counted from ``since`` at the earliest); 0 while it answers."""
-        silent = [t for t in (self._failing_since, min(self._attempts_started.values(), default=None)) if t is not None]
-        if not silent:
-            return 0.0
-        return now - max(min(silent), since)
+    def _unanswered_for(self, now: float, flush_started: float) -> float:
+        """How long journy.io has not answered, as far as this flush can tell; 0 while it answers.
+
+        An outage that began before the flush counts whole once an attempt made during the flush failed too (so a
+        worker recycled in an outage leaves at once); a call waiting for its answer counts from when it was sent.
+        A failure from before the flush alone counts only from the flush's start: journy.io may be back.
+        """
+        failing = self._failing_since
+        if failing is not None and self._last_failure >= flush_started:
+            return now - failing
+        oldest = min(self._attempts_started.values(), default=None)
+        if oldest is not None:
+            return now - oldest
+        return 0.0 if failing is None else now - max(failing, flush_started)
 
     def close(self, timeout: float | None = None) -> None:
         """Flush (at most ``timeout`` seconds), then stop the threads. Later operations are dropped."""
