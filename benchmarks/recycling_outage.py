@@ -1,6 +1,6 @@
 """gunicorn throughput while its workers recycle (``--max-requests``), with journy.io up, refusing, or hanging.
 
-    .venv/bin/python benchmarks/recycling_outage.py [--requests 2000] [--max-requests 50] [--workers 2]
+    .venv/bin/python benchmarks/recycling_outage.py [--requests 300] [--max-requests 50] [--workers 1]
 
 Each request of a small WSGI app queues one ``track`` (thread backend, defaults). The API is the emulator (up), a
 closed port (connections refused) or a port that accepts and never answers (hanging). A recycled worker runs its
@@ -17,7 +17,6 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import threading
 import time
 from pathlib import Path
 
@@ -49,15 +48,17 @@ def free_port() -> int:
 
 
 def measure(api_url: str, total: int, max_requests: int, workers: int) -> float:
+    """Requests per second through gunicorn recycling its workers, with the app's journy.io at ``api_url``."""
     folder = tempfile.mkdtemp()
     Path(folder, "bench_app.py").write_text(APP)
     port = free_port()
     gunicorn = str(Path(sys.executable).with_name("gunicorn"))
     command = [gunicorn, "--chdir", folder, "-w", str(workers), "--max-requests", str(max_requests)]
     server = subprocess.Popen(
-        [*command, "-b", f"127.0.0.1:{port}", "--log-level", "warning", "bench_app:app"],
+        [*command, "-b", f"127.0.0.1:{port}", "bench_app:app"],
         env={**os.environ, "APP_API_URL": api_url},
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -67,41 +68,29 @@ def measure(api_url: str, total: int, max_requests: int, workers: int) -> float:
                 break
             except requests.ConnectionError:
                 time.sleep(0.1)
-        counter = iter(range(total))
-        lock = threading.Lock()
-
-        def client() -> None:
-            with requests.Session() as session:
-                while True:
-                    with lock:
-                        n = next(counter, None)
-                    if n is None:
-                        return
-                    session.get(f"{url}/{n % 100}", timeout=60)
-
         started = time.monotonic()
-        threads = [threading.Thread(target=client) for _ in range(4)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        for n in range(total):
+            requests.get(f"{url}/{n % 100}", timeout=60)
         return total / (time.monotonic() - started)
     finally:
         server.terminate()
-        server.wait(60)
+        server.communicate(timeout=60)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--max-requests", type=int, default=50)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
     hanging = socket.socket()
     hanging.bind(("127.0.0.1", 0))
     hanging.listen(1000)
-    closed = f"http://127.0.0.1:{free_port()}"
-    print(f"gunicorn -w {args.workers} --max-requests {args.max_requests}, {args.requests} requests, 4 clients")
+    # Bound but not listening: connections are refused, and no other server can take the port meanwhile.
+    refusing = socket.socket()
+    refusing.bind(("127.0.0.1", 0))
+    closed = f"http://127.0.0.1:{refusing.getsockname()[1]}"
+    print(f"gunicorn -w {args.workers} --max-requests {args.max_requests}, {args.requests} requests one at a time")
     with emulator_process("--rate-limit", "1000000") as emulator_url:
         baseline = measure(emulator_url, args.requests, args.max_requests, args.workers)
     print(f"  API up:                 {baseline:7.1f} requests/s")
@@ -112,6 +101,7 @@ def main() -> None:
         rate = measure(api_url, args.requests, args.max_requests, args.workers)
         print(f"  API {label + ':':21s}{rate:7.1f} requests/s  ({rate / baseline:.2f} of the API-up rate)")
     hanging.close()
+    refusing.close()
 
 
 if __name__ == "__main__":

@@ -89,6 +89,7 @@ class ThreadBackend(Backend):
         # when each attempt in flight started, and the last transient error, for the exit flush's decision.
         self._failing_since: float | None = None
         self._last_failure = float("-inf")  # when the last attempt without an answer ended
+        self._ever_answered = False  # whether journy.io answered any attempt of this process
         self._attempts_started: dict[int, float] = {}
         self._last_error = ""
         self._dropped_unreported = 0
@@ -209,6 +210,7 @@ class ThreadBackend(Backend):
             self._attempts_started.pop(entry.sequence, None)
             if outcome.answered:
                 self._failing_since = None
+                self._ever_answered = True
             else:
                 self._last_failure = now
                 if self._failing_since is None:
@@ -263,13 +265,15 @@ class ThreadBackend(Backend):
     def _unanswered_for(self, now: float, flush_started: float) -> float:
         """How long journy.io has not answered, as far as this flush can tell; 0 while it answers.
 
-        An outage that began before the flush counts whole once an attempt made during the flush failed too (so a
-        worker recycled in an outage leaves at once); a call waiting for its answer counts from when it was sent.
+        An outage that began before the flush counts whole once an attempt made during the flush failed too, and
+        without limit in a process journy.io never answered (so a worker recycled in an outage leaves at once); a
+        call waiting for its answer counts from when it was sent.
         A failure from before the flush alone counts only from the flush's start: journy.io may be back.
         """
         failing = self._failing_since
         if failing is not None and self._last_failure >= flush_started:
-            return now - failing
+            # A process that journy.io never answered (a worker recycled in an outage) need not wait any longer.
+            return float("inf") if not self._ever_answered else now - failing
         oldest = min(self._attempts_started.values(), default=None)
         if oldest is not None:
             return now - oldest
@@ -337,7 +341,7 @@ class ThreadBackend(Backend):
         if outcome == "timeout":
             why = f"within EXIT_TIMEOUT={self.exit_timeout:.1f} s"
         else:
-            why = f"because journy.io did not answer for {EXIT_PATIENCE:.0f} s ({self._last_error or 'no answer'})"
+            why = f"because journy.io is not answering ({self._last_error or 'no answer yet'})"
         logger.warning(
             "journy: %d operation(s) not delivered at exit %s; %d more were in flight, their outcome unknown%s",
             lost - unknown,

@@ -60,7 +60,7 @@ def closed_port_url() -> str:
 def not_delivered(stderr: str) -> tuple[int, int]:
     """(operations not delivered, operations in flight whose outcome is unknown) from the exit warning."""
     found = re.search(
-        r"(\d+) operation\(s\) not delivered at exit because journy.io did not answer for 1 s .*; "
+        r"(\d+) operation\(s\) not delivered at exit because journy.io is not answering .*; "
         r"(\d+) more were in flight",
         stderr,
     )
