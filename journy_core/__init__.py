@@ -5,8 +5,12 @@ tracking-snippet renderer, the delivery queue and a local API emulator (``python
 It imports neither Django nor Flask.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__
-from .client import Client, Result
 from .errors import (
     APIError,
     BadRequestError,
@@ -24,10 +28,17 @@ from .errors import (
     UnexpectedResponseError,
     UnprocessableError,
 )
-from .journy import Journy
 from .operations import Operation
 from .snippet import SnippetEvent, Tracker, TrackerCache, disabled_comment, render_snippet, script_json
 from .verification import verification_hash
+
+if TYPE_CHECKING:
+    from .client import Client, Result
+    from .journy import Journy
+
+# The names whose modules import requests, loaded on first use (PEP 562): the emulator, the snippet renderer and
+# the framework-free helpers import journy_core without paying for (or even having) an HTTP client.
+_LAZY = {"Client": ".client", "Result": ".client", "Journy": ".journy"}
 
 __all__ = [
     "APIError",
@@ -58,3 +69,16 @@ __all__ = [
     "script_json",
     "verification_hash",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

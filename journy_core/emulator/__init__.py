@@ -16,6 +16,7 @@ In tests::
 From a shell: ``python -m journy_core.emulator --port 8484``, then open http://127.0.0.1:8484/.
 """
 
-from .server import ALL_PERMISSIONS, DEFAULT_API_KEY, FAULT_KINDS, Emulator, Website
+from .emulator import Emulator
+from .options import ALL_PERMISSIONS, DEFAULT_API_KEY, FAULT_KINDS, Website
 
 __all__ = ["ALL_PERMISSIONS", "DEFAULT_API_KEY", "FAULT_KINDS", "Emulator", "Website"]

@@ -11,7 +11,8 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
-from .server import ALL_PERMISSIONS, DEFAULT_API_KEY, FAULT_KINDS, Emulator, _is_loopback
+from .emulator import Emulator
+from .options import ALL_PERMISSIONS, DEFAULT_API_KEY, FAULT_KINDS, is_loopback
 
 __all__ = ["main", "parse_api_key"]
 
@@ -70,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs the emulator in the foreground; returns the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
-    if not args.allow_remote and not _is_loopback(args.host):
+    if not args.allow_remote and not is_loopback(args.host):
         parser.error(
             f"refusing --host {args.host}: the emulator accepts a published API key and shows every user, email "
             "and event it receives to anyone who can reach it, so it listens on loopback only; add "

@@ -788,6 +788,22 @@ def test_the_cli_refuses_a_non_loopback_host_and_says_why() -> None:
     assert result.stdout == ""
 
 
+def test_importing_the_emulator_loads_neither_requests_nor_a_framework() -> None:
+    # A fresh interpreter: this test process has long imported requests, Django and Flask.
+    code = (
+        "import sys, journy_core.emulator\n"
+        "loaded = sorted(m for m in ('requests', 'urllib3', 'django', 'flask') if m in sys.modules)\n"
+        "assert not loaded, loaded\n"
+        "from journy_core import Client, Journy\n"  # the package's lazy names still resolve, and bring requests
+        "assert Client.__module__ == 'journy_core.client' and Journy.__module__ == 'journy_core.journy'\n"
+        "assert 'requests' in sys.modules\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=_cli_env(), timeout=30, check=False
+    )
+    assert result.returncode == 0, result.stderr
+
+
 def test_concurrent_calls_are_counted_exactly_against_the_rate_limit() -> None:
     with Emulator(rate_limit=100, rate_window=30) as emu:
         statuses: list[int] = []
