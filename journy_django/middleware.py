@@ -14,7 +14,8 @@ Logging in links the cookie already (the ``user_logged_in`` receiver); the middl
 times: a session remembered from an earlier visit, or a cookie set after the login (a visit to the marketing
 site). A request without the cookie costs one dict lookup; with a device already linked in this session, a
 session read; only a new device loads the user and queues a ``link``. It runs in sync and async stacks (no
-thread hop on Django >= 5.0 async sessions).
+thread hop on Django >= 5.0 async sessions). It also keeps the user ``request.auser()`` loads where
+``{% journy_snippet %}`` finds it, for templates async views render in the event loop.
 
 With a backend that crosses a process boundary (Celery, RQ, Django tasks) it also collects what the request
 queues into one message (:mod:`journy_core.batching`), so that concurrent workers cannot reorder a request's
@@ -39,6 +40,7 @@ from .conf import get_journy, journy_settings
 from .filters import skip_reason
 from .identity import user_identity
 from .links import SESSION_KEY, link_device
+from .snippet import remember_auser
 
 __all__ = ["JournyMiddleware"]
 
@@ -58,6 +60,7 @@ class JournyMiddleware:
     def __call__(self, request: HttpRequest) -> Any:
         if self.is_async:
             return self.__acall__(request)
+        remember_auser(request)  # an async view under a sync stack renders its template in an event loop
         if _batches():
             return self._call_in_batch(request)
         raw = request.COOKIES.get(COOKIE_NAME)
@@ -78,6 +81,7 @@ class JournyMiddleware:
             close_batch(opened)
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
+        remember_auser(request)
         opened = open_batch() if _batches() else None
         try:
             if COOKIE_NAME in request.COOKIES:

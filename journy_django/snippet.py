@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
+from types import MethodType
 from typing import Any
 
 from django.conf import settings
 from django.db import models
 from django.http import HttpRequest
-from django.utils.functional import SimpleLazyObject, empty
+from django.utils.functional import LazyObject, empty
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
@@ -50,6 +52,7 @@ from .identity import (
 __all__ = [
     "add_page_event",
     "csp_nonce",
+    "remember_auser",
     "render_event",
     "render_for_request",
     "request_user",
@@ -60,11 +63,15 @@ __all__ = [
 
 logger = logging.getLogger("journy")
 
-_get_running_loop = asyncio._get_running_loop
+try:  # Django >= 6.0: the nonce of its ContentSecurityPolicyMiddleware
+    from django.middleware.csp import get_nonce as _django_csp_nonce
+except ImportError:  # Django < 6.0
+    _django_csp_nonce = None
 
 _SCREEN = "_journy_screen"
 _EVENTS = "_journy_page_events"
 _ACCOUNT = "_journy_account"
+_AUSER = "_journy_auser"  # the user request.auser() returned (set by remember_auser's wrapper)
 
 
 def set_screen(request: HttpRequest, name: str) -> None:
@@ -84,7 +91,10 @@ def add_page_event(
     """
     account_id = None if account is None else account_identity(account)["account_id"]
     event = page_event(name, metadata, account_id)
-    events: list[SnippetEvent] = request.__dict__.setdefault(_EVENTS, [])
+    events: list[SnippetEvent] | None = getattr(request, _EVENTS, None)
+    if events is None:
+        events = []
+        setattr(request, _EVENTS, events)
     events.append(event)
 
 
@@ -138,43 +148,67 @@ def csp_nonce(request: HttpRequest) -> object | None:
 
     Both are lazy objects, falsy until read: compare with ``is not None``.
     """
-    nonce = getattr(request, "_csp_nonce", None)  # django.middleware.csp.get_nonce(request)
+    nonce = None if _django_csp_nonce is None else _django_csp_nonce(request)
     if nonce is None:
         nonce = getattr(request, "csp_nonce", None)  # django-csp
     return nonce
 
 
 def _in_event_loop() -> bool:
-    # _get_running_loop() returns None outside a loop, where get_running_loop() raises: cheaper on every page.
-    return _get_running_loop() is not None
+    """Whether this thread runs an event loop: a template an async view renders, where no query may run."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
-_object_getattribute = object.__getattribute__
+async def _remembering_auser(request: HttpRequest, auser: Callable[[], Awaitable[Any]]) -> Any:
+    user = await auser()
+    setattr(request, _AUSER, user)
+    return user
 
 
-def _unwrapped(user: Any) -> Any:
-    """``getattr(user, "_wrapped", user)``: a lazy user's ``_wrapped`` (possibly ``empty``), else the user itself.
+def remember_auser(request: HttpRequest) -> None:
+    """Make ``request.auser()`` leave the user it loads where the tag finds it (``JournyMiddleware`` calls this).
 
-    ``request.user`` is a ``SimpleLazyObject``, whose ``__getattribute__`` is Python code that reads ``_wrapped``
-    with ``object.__getattribute__``: for that exact type (a subclass could override it), do so directly.
+    A template an async view renders runs in the event loop, where ``request.user`` may not run its query: the tag
+    identifies the user the view awaited instead. ``AuthenticationMiddleware`` sets ``request.auser`` (Django >=
+    5.0) as a plain attribute; this wraps it the same way (a ``partial``), so nothing else changes.
     """
-    if type(user) is SimpleLazyObject:
-        return _object_getattribute(user, "_wrapped")
-    return getattr(user, "_wrapped", user)
+    auser = getattr(request, "auser", None)
+    if auser is not None:
+        request.auser = partial(_remembering_auser, request, auser)
+
+
+def _loaded_lazy_user(user: Any) -> Any:
+    """A lazy ``request.user`` already loaded (in a thread, by an async view), else None, never loading it.
+
+    Django has no public way to ask whether a ``LazyObject`` was evaluated, and Django 4.2 has no ``auser()``: this
+    is the one read of its private ``_wrapped``, from the lazy object's own ``__dict__`` (``getattr`` would load the
+    user). If a Django version renames it, the tag falls back to rendering anonymously in the event loop, and
+    ``test_a_lazy_user_loaded_in_a_thread_is_found_without_loading_an_unloaded_one`` fails on that version.
+    """
+    if not isinstance(user, LazyObject):
+        return user
+    wrapped = vars(user).get("_wrapped", empty)
+    return None if wrapped is empty else wrapped
 
 
 def request_user(request: HttpRequest) -> Any:
     """The request's user without a database query in an event loop (an async view rendering a template): the
     user ``auser()`` already loaded, or None when it was never loaded there."""
+    return _request_user(request, _in_event_loop())
+
+
+def _request_user(request: HttpRequest, in_event_loop: bool) -> Any:
     user = getattr(request, "user", None)
-    if user is None:
-        return None
-    wrapped = _unwrapped(user)  # a loaded lazy user: the user itself, cheaper to read
-    if wrapped is not empty:
-        return wrapped
-    if not _in_event_loop():
+    if user is None or not in_event_loop:
         return user
-    return getattr(request, "_acached_user", None)
+    awaited = getattr(request, _AUSER, None)
+    if awaited is not None:
+        return awaited
+    return _loaded_lazy_user(user)
 
 
 def set_account(request: HttpRequest, account: Any) -> None:
@@ -183,13 +217,13 @@ def set_account(request: HttpRequest, account: Any) -> None:
     setattr(request, _ACCOUNT, account)
 
 
-def _current_account(request: HttpRequest, config: JournySettings) -> Any:
+def _current_account(request: HttpRequest, config: JournySettings, in_event_loop: bool) -> Any:
     if hasattr(request, _ACCOUNT):
         return getattr(request, _ACCOUNT)
     function = config.current_account
     if function is None:
         return None
-    if _get_running_loop() is not None:  # _in_event_loop(), without a call
+    if in_event_loop:
         logger.debug("journy: an async view rendered the snippet: call journy_django.set_account() for its account")
         return None
     return function(request)
@@ -222,22 +256,24 @@ def _render(request: HttpRequest | None, screen: str | None) -> str:
         return disabled_comment(problem or "no tracker")
     if request is None:
         return disabled_comment("no request in the template context (add 'django.template.context_processors.request')")
-    user = request_user(request)
+    in_event_loop = _in_event_loop()  # asked once: outside a loop, the answer costs an exception
+    user = _request_user(request, in_event_loop)
     reason = skip_reason_with(config, request, user)
     if reason is not None:
         return disabled_comment(reason)
     # What the snippet depends on, read once: the cache key when the page has no events, else the arguments.
     user_id = email = user_values = account_id = account_values = None
     has_account = has_account_properties = False
+    if user is not None:
+        user = _user_itself(user)
     authenticated = user is not None and bool(getattr(user, "is_authenticated", False))
     if authenticated:
-        user = _unwrapped(user)  # past the lazy proxy, now that it is loaded: cheaper reads
         if isinstance(user, models.Model):
             user_id, email = user.pk, user_email(user)
         else:
             user_id = user
         user_values = user_property_values()(user)
-        account = _current_account(request, config)
+        account = _current_account(request, config, in_event_loop)
         if account is not None:
             has_account = True
             account_id = account.pk if isinstance(account, models.Model) else account
@@ -287,6 +323,19 @@ def _render(request: HttpRequest | None, screen: str | None) -> str:
     return _with_nonce(html, nonce)
 
 
+def _user_itself(user: Any) -> Any:
+    """The user object itself when ``user`` is the lazy ``request.user`` in front of it, else ``user``.
+
+    Every read through the lazy proxy is a chain of Python calls (about 1.5 us), and the snippet reads whether the
+    user is logged in, the ID, the email and each property: one read instead, of ``get_username()`` (users and
+    ``AnonymousUser`` have it), a bound method whose ``__self__`` is the object itself.
+    """
+    method = getattr(user, "get_username", None)
+    if isinstance(method, MethodType) and not isinstance(method.__self__, type):
+        return method.__self__
+    return user
+
+
 def _as_dict(values: TypedValues | None) -> dict[str, Any] | None:
     """The properties dict the map returned (None for none), from its typed values."""
     if not values:
@@ -325,11 +374,12 @@ def _render_event(request: HttpRequest | None, name: str, metadata: Mapping[str,
     config = journy_settings()
     if not config.enabled or request is None:
         return ""
-    user = request_user(request)
+    in_event_loop = _in_event_loop()  # asked once: outside a loop, the answer costs an exception
+    user = _request_user(request, in_event_loop)
     if skip_reason(request, user) is not None:
         return ""
     if account is None and user is not None and getattr(user, "is_authenticated", False):
-        account = _current_account(request, config)
+        account = _current_account(request, config, in_event_loop)
     try:
         event = page_event(name, metadata, None if account is None else account_identity(account)["account_id"])
     except InvalidArgumentError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -180,13 +181,13 @@ def test_the_csp_nonce_of_django_or_django_csp_is_on_every_script_tag():
     assert html.count('nonce="csp-nonce-1"') == 2
     del request.csp_nonce
     try:
-        from django.utils.csp import LazyNonce  # Django 6
+        from django.middleware.csp import ContentSecurityPolicyMiddleware, get_nonce  # Django 6
     except ImportError:
         pytest.skip("Django < 6 has no built-in CSP nonce")
-    request._csp_nonce = LazyNonce()
-    assert not request._csp_nonce  # falsy until read: the tag must not skip it
+    ContentSecurityPolicyMiddleware(lambda request: HttpResponse()).process_request(request)
+    assert not get_nonce(request)  # falsy until read: the tag must not skip it
     html = _render(request)
-    assert html.count(f'nonce="{request._csp_nonce}"') == 2
+    assert html.count(f'nonce="{get_nonce(request)}"') == 2
 
 
 @pytest.mark.parametrize(
@@ -365,6 +366,82 @@ def test_an_async_view_that_never_loaded_the_user_renders_without_a_query(member
     assert lazy.status_code == 200 and "identify" not in lazy.content.decode()
     assert "error" not in lazy.content.decode()
     assert '"identify"' in loaded.content.decode()
+
+
+def _render_in_an_event_loop(request) -> str:
+    async def render() -> str:
+        return _render(request)  # a template an async view renders: in the event loop, no query allowed
+
+    return asyncio.run(render())
+
+
+def test_a_lazy_user_loaded_in_a_thread_is_found_without_loading_an_unloaded_one(member):
+    # Pins the one private read (a lazy object's _wrapped) on every Django version the venvs run.
+    from django.utils.functional import SimpleLazyObject
+
+    from journy_django.snippet import _loaded_lazy_user
+
+    loads = []
+    lazy = SimpleLazyObject(lambda: loads.append(1) or member[0])
+    assert _loaded_lazy_user(lazy) is None
+    assert loads == []
+    assert lazy.pk == member[0].pk  # loaded, as sync_to_async(lambda: request.user.is_authenticated) does
+    assert _loaded_lazy_user(lazy) is member[0]
+    assert _loaded_lazy_user(member[0]) is member[0]
+
+
+def test_the_values_of_a_lazy_user_are_read_from_the_user_itself(member):
+    from django.contrib.auth.models import AnonymousUser
+    from django.utils.functional import SimpleLazyObject
+
+    from journy_django.snippet import _user_itself
+
+    assert _user_itself(SimpleLazyObject(lambda: member[0])) is member[0]
+    assert _user_itself(member[0]) is member[0]
+    anonymous = AnonymousUser()
+    assert _user_itself(SimpleLazyObject(lambda: anonymous)) is anonymous
+    assert _user_itself("7") == "7"  # a user given as its ID
+
+
+def test_in_an_event_loop_the_tag_identifies_a_user_loaded_before_and_never_loads_one(member):
+    from django.utils.functional import SimpleLazyObject
+
+    loads = []
+    request = RequestFactory().get("/")
+    request.user = SimpleLazyObject(lambda: loads.append(1) or member[0])
+    journy_django.set_account(request, member[1])
+    assert "identify" not in _render_in_an_event_loop(request)
+    assert loads == []
+    assert request.user.is_authenticated
+    assert dict(calls(_render_in_an_event_loop(request)))["identify"]["userId"] == str(member[0].pk)
+
+
+def test_in_an_event_loop_the_tag_identifies_the_user_auser_returned_through_the_middleware(member):
+    from django.utils.functional import SimpleLazyObject
+
+    from journy_django.middleware import JournyMiddleware
+
+    async def auser():
+        return member[0]
+
+    request = RequestFactory().get("/")
+    request.user = SimpleLazyObject(lambda: pytest.fail("the tag loaded request.user in the event loop"))
+    request.auser = auser
+    journy_django.set_account(request, member[1])
+    JournyMiddleware(lambda request: HttpResponse())(request)  # a sync stack: the view may still be async
+
+    async def view() -> str:
+        assert (await request.auser()) is member[0]
+        return _render(request)
+
+    assert dict(calls(asyncio.run(view())))["identify"]["userId"] == str(member[0].pk)
+
+
+def test_page_events_added_twice_are_both_rendered():
+    request = _anonymous_request()
+    journy_django.add_page_event(request, "first")
+    journy_django.add_page_event(request, "second")
+    assert [args["name"] for name, args in calls(_render(request)) if name == "event"] == ["first", "second"]
 
 
 def _anonymous_request():
