@@ -1,6 +1,6 @@
 """What the Flask extension adds to a minimal logged-in page: the same app with and without ``Journy(app)``.
 
-    .venv/bin/python benchmarks/flask_overhead.py [--requests 200] [--pairs 40] [--no-database]
+    .venv/bin/python benchmarks/flask_overhead.py [--requests 200] [--pairs 40] [--no-database] [--from-string]
 
 Goal: at most 5% slower. Both apps are what a Flask-Login app is: Flask-SQLAlchemy models on SQLite (in memory), a
 ``user_loader`` that reads the user from the database on each request (as ``benchmarks/django_overhead.py`` reads
@@ -10,7 +10,8 @@ and account models (so the snippet carries their properties) and puts ``{{ journ
 (``init``, ``identify`` and ``account`` with their verification hashes, ``pageview``), and its client carries a
 ``__journey`` cookie already linked in the session, so the per-request link check runs too (both clients send the
 cookie: the browser has it either way). ``--no-database`` keeps the users in a dict instead, a smaller page on which
-the same extension weighs more.
+the same extension weighs more. ``--from-string`` renders the page with ``render_template_string`` (the template
+compiled anew on every request, as small apps and many tutorials do) instead of ``render_template``.
 
 The apps alternate in blocks of ``--requests``; the ratio is the median of the ratios of back-to-back blocks (robust
 to the machine's load changing during the run), measured in wall time and in CPU time (the cost itself, less
@@ -27,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from flask import Flask, g, render_template
+from flask import Flask, g, render_template, render_template_string
 from flask.testing import FlaskClient
 from flask_login import LoginManager, UserMixin, login_user
 from flask_sqlalchemy import SQLAlchemy
@@ -89,8 +90,11 @@ USERS = {1: User(1, "Ada Lovelace", "ada@acme.test")}
 TEAM = Team(7, "Acme, Inc")
 
 
-def make_app(with_journy: bool, template: str | None = None, *, database: bool = True) -> Flask:
-    app = Flask(f"bench_{with_journy}_{template is not None}_{database}")
+def make_app(
+    with_journy: bool, template: str | None = None, *, database: bool = True, from_string: bool = False
+) -> Flask:
+    """The page's app; ``from_string``: its view renders with ``render_template_string`` (compiled per request)."""
+    app = Flask(f"bench_{with_journy}_{template is not None}_{database}_{from_string}")
     app.config.update(SECRET_KEY="bench")
     manager = LoginManager(app)
     if database:
@@ -104,8 +108,8 @@ def make_app(with_journy: bool, template: str | None = None, *, database: bool =
             db.session.commit()
     else:
         manager.user_loader(lambda user_id: USERS.get(int(user_id)))
-    home = template or (WITH_SNIPPET if with_journy else PLAIN)
-    app.jinja_loader = DictLoader({"home.html": home})  # type: ignore[assignment]
+    home_source = template or (WITH_SNIPPET if with_journy else PLAIN)
+    app.jinja_loader = DictLoader({"home.html": home_source})  # type: ignore[assignment]
     if with_journy:
         app.config.update(
             JOURNY_QUEUE={"BACKEND": "memory"},
@@ -121,6 +125,8 @@ def make_app(with_journy: bool, template: str | None = None, *, database: bool =
     @app.get("/")
     def home() -> str:
         g.team = db.session.get(DbTeam, 7) if database else TEAM
+        if from_string:
+            return render_template_string(home_source)
         return render_template("home.html")
 
     @app.get("/login")
@@ -151,13 +157,14 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser.add_argument("--requests", type=int, default=200, help="requests per block")
     parser.add_argument("--pairs", type=int, default=40, help="rounds of one block per app, alternating order")
     parser.add_argument("--no-database", action="store_true", help="users in a dict: no query on the page")
+    parser.add_argument("--from-string", action="store_true", help="render_template_string: compiled per request")
     args = parser.parse_args(argv)
 
-    database = not args.no_database
+    database, from_string = not args.no_database, args.from_string
     clients = {
-        "bare page": logged_in_client(make_app(False, database=database)),
-        "pasted snippet": logged_in_client(make_app(False, PASTED, database=database)),
-        "journy": logged_in_client(make_app(True, database=database)),
+        "bare page": logged_in_client(make_app(False, database=database, from_string=from_string)),
+        "pasted snippet": logged_in_client(make_app(False, PASTED, database=database, from_string=from_string)),
+        "journy": logged_in_client(make_app(True, database=database, from_string=from_string)),
     }
     page = clients["journy"].get("/").text
     assert 'journy("identify"' in page, page
@@ -184,6 +191,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
 
     total = args.requests * args.pairs
     where = "its user and team read from SQLite" if database else "its user and team in memory (--no-database)"
+    if from_string:
+        where += ", rendered with render_template_string (--from-string)"
     print(f"minimal logged-in page, {where}, {total} requests per app and clock, in blocks of {args.requests}:")
     for label, found in results.items():
         ratio = found["ratio to bare page"]

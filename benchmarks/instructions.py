@@ -1,12 +1,13 @@
 """The framework overhead counted in CPU instructions instead of timed: deterministic, so small changes show.
 
-    .venv/bin/python benchmarks/instructions.py [flask|flask-no-database|django] [--requests 300]
+    .venv/bin/python benchmarks/instructions.py [flask|flask-no-database|django] [--requests 300] [--from-string]
 
 Runs the page of ``flask_overhead.py`` (or ``django_overhead.py``) with and without journy under valgrind's
 callgrind (Debian's ``valgrind`` package), once with no measured requests and once with ``--requests``, after the
 same warm-up, and prints the instructions per request of each and their ratio: what the integration adds, free of
 the machine's load. Wall-clock ratios on a shared machine come out somewhat above these (cache misses count there);
-the timed benchmarks stay the measure of the goals.
+the timed benchmarks stay the measure of the goals. ``--from-string`` (Flask pages): the view renders with
+``render_template_string``, which compiles the template on every request.
 """
 
 from __future__ import annotations
@@ -24,13 +25,13 @@ HERE = Path(__file__).resolve().parent
 PAGES = ("flask", "flask-no-database", "django")
 
 
-def run_requests(page: str, with_journy: bool, requests: int) -> None:
+def run_requests(page: str, with_journy: bool, requests: int, from_string: bool = False) -> None:
     """In the child process (under valgrind): build the page's app, warm up, then serve ``requests`` requests."""
     sys.path.insert(0, str(HERE))
     if page.startswith("flask"):
         import flask_overhead
 
-        app = flask_overhead.make_app(with_journy, database=page == "flask")
+        app = flask_overhead.make_app(with_journy, database=page == "flask", from_string=from_string)
         client = flask_overhead.logged_in_client(app)
         url = "/"
     else:
@@ -48,7 +49,7 @@ def run_requests(page: str, with_journy: bool, requests: int) -> None:
         client.get(url)
 
 
-def instructions(page: str, with_journy: bool, requests: int) -> int:
+def instructions(page: str, with_journy: bool, requests: int, from_string: bool = False) -> int:
     """Instructions valgrind counted for the whole child process."""
     command = [
         "valgrind",
@@ -63,6 +64,8 @@ def instructions(page: str, with_journy: bool, requests: int) -> int:
     ]
     if with_journy:
         command.append("--with-journy")
+    if from_string:
+        command.append("--from-string")
     env = {**os.environ, "PYTHONHASHSEED": "0"}  # the same dict layouts in every run
     result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     found = re.search(r"Collected : (\d+)", result.stderr)
@@ -75,22 +78,26 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("page", nargs="?", choices=PAGES, default="flask")
     parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--from-string", action="store_true", help="Flask: render_template_string on every request")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--with-journy", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.from_string and not args.page.startswith("flask"):
+        parser.error("--from-string is for the Flask pages")
     if args.child:
-        run_requests(args.page, args.with_journy, args.requests)
+        run_requests(args.page, args.with_journy, args.requests, args.from_string)
         return 0
     if shutil.which("valgrind") is None:
         print("valgrind is not installed (Debian: apt-get install valgrind)", file=sys.stderr)
         return 2
     per_request = {}
     for with_journy in (False, True):
-        baseline = instructions(args.page, with_journy, 0)
-        measured = instructions(args.page, with_journy, args.requests)
+        baseline = instructions(args.page, with_journy, 0, args.from_string)
+        measured = instructions(args.page, with_journy, args.requests, args.from_string)
         per_request[with_journy] = (measured - baseline) / args.requests
     without, with_ = per_request[False], per_request[True]
-    print(f"{args.page} page, {args.requests} requests after a warm-up (valgrind callgrind):")
+    how = " with render_template_string" if args.from_string else ""
+    print(f"{args.page} page{how}, {args.requests} requests after a warm-up (valgrind callgrind):")
     print(f"  without journy: {without:12,.0f} instructions per request")
     print(f"  with journy:    {with_:12,.0f} instructions per request (+{with_ - without:,.0f})")
     print(f"  ratio: {with_ / without:.3f}")

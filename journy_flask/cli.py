@@ -226,7 +226,7 @@ def _count(session: Any, model: type, after: str | None, since: _Since | None = 
 
 
 def _session(state: Any) -> Any:
-    target = session_target(current_app._get_current_object(), state.settings)  # type: ignore[attr-defined]
+    target = session_target(current_app, state.settings)
     if target is None:
         raise click.ClickException("no SQLAlchemy session: init Flask-SQLAlchemy before Journy, or set JOURNY_SESSION")
     return target()

@@ -8,7 +8,7 @@ The device cookie is linked to the user
 - when the app calls ``journy.link(...)`` itself (apps without Flask-Login).
 
 Each device is linked once per session: the linked device IDs are kept in ``flask.session`` under
-:data:`SESSION_KEY`. A request without the cookie costs one dictionary lookup.
+:data:`SESSION_KEY`. A request without the cookie costs a context lookup and a dictionary test.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import threading
 from typing import Any
 
 from flask import Flask, Response, current_app, g, has_request_context, session
-from flask import globals as _flask_globals
 from flask import request as current_request
 from werkzeug.wrappers import Request
 
@@ -35,10 +34,6 @@ try:
     import flask_login
 except ImportError:  # Flask-Login is optional: without it, apps call journy.link(...) themselves
     flask_login = None
-
-#: The request context itself (Flask 3.0 and 3.1): one context-variable read instead of a LocalProxy lookup per
-#: attribute; None on a Flask without it, where the public proxies do the same.
-_cv_request: Any = getattr(_flask_globals, "_cv_request", None)
 
 __all__ = ["SESSION_KEY", "current_account", "current_user", "install", "link_device", "skipped"]
 
@@ -69,30 +64,22 @@ def install(app: Flask, state: JournyState) -> None:
 
     def link_after_request(response: Response) -> Response:
         # Runs after every request: the usual cases (no ``__journey`` cookie, or a device this session already
-        # linked) cost a context-variable read, a few dictionary lookups and a substring test. (Flask calls it
-        # through ``ensure_sync()``, which costs about as much again; a URL value preprocessor, called without
-        # it, costs more: Flask then reads ``request.endpoint`` through the proxy for it.)
+        # linked) cost two context lookups, a few dictionary lookups and a substring test. The request and the
+        # session themselves, not attributes through their proxies (several times dearer each): Flask documents
+        # _get_current_object() for this ("Notes On Proxies").
         try:
-            raw: str | None
-            ctx = _cv_request.get(None) if _cv_request is not None else None
-            if ctx is not None:
-                cookies = ctx.request.cookies  # parsed already, by the session interface
-                if COOKIE_NAME not in cookies:
-                    return response
-                raw = cookies[COOKIE_NAME]
-            else:
-                raw = current_request.cookies.get(COOKIE_NAME)
-                if raw is None:
-                    return response
+            request = current_request._get_current_object()  # type: ignore[attr-defined]
+            cookies = request.cookies  # parsed already, by the session interface
+            if COOKIE_NAME not in cookies:  # a C-level test; MultiDict.get() is two Python calls
+                return response
+            raw = cookies[COOKIE_NAME]
             settings = state.settings
             if not settings.enabled or not settings.link_devices:
                 return response
-            current_session = ctx.session if ctx is not None else session
-            # dict.get: SessionMixin.get() is a Python method (it marks the session accessed, as ctx.session did)
-            linked = dict.get(current_session, SESSION_KEY) if isinstance(current_session, dict) else None
+            linked = session._get_current_object().get(SESSION_KEY)  # type: ignore[attr-defined]
             if isinstance(linked, str) and f"{_SEPARATOR}{raw}{_SEPARATOR}" in f"{linked}{_SEPARATOR}":
                 return response  # this session already linked this device
-            _link_unlinked(state, raw, current_session.get(SESSION_KEY))
+            _link_unlinked(state, raw, linked)
         except Exception:
             report_exception("linking the __journey cookie", loud=state.debug)
         return response
@@ -141,7 +128,7 @@ def connect_login_signals() -> bool:
 
 
 def _on_login(sender: Any, user: Any = None, **extra: Any) -> None:
-    app = sender if isinstance(sender, Flask) else current_app._get_current_object()  # type: ignore[attr-defined]
+    app = sender if isinstance(sender, Flask) else current_app
     state: JournyState | None = app.extensions.get("journy")
     if state is None or user is None:
         return
@@ -151,12 +138,8 @@ def _on_login(sender: Any, user: Any = None, **extra: Any) -> None:
         )
 
 
-def current_user(state: JournyState, namespace: Any = None) -> Any:
-    """The logged-in user of this request (``JOURNY_CURRENT_USER``, else Flask-Login's), or None.
-
-    ``namespace`` is ``flask.g`` when the caller already has it: the user Flask-Login loaded for this request is
-    read from it directly (every page pays for this lookup, and the ``current_user`` proxy costs three more).
-    """
+def current_user(state: JournyState) -> Any:
+    """The logged-in user of this request (``JOURNY_CURRENT_USER``, else Flask-Login's), or None."""
     if state.settings.current_user is not None:
         found = state.settings.current_user()
         return found if found is not None and getattr(found, "is_authenticated", True) else None
@@ -164,9 +147,9 @@ def current_user(state: JournyState, namespace: Any = None) -> Any:
         state.has_login_manager = flask_login is not None and getattr(current_app, "login_manager", None) is not None
     if not state.has_login_manager:
         return None  # Flask-Login absent, or installed but not set up on this app
-    user = namespace.__dict__.get("_login_user") if namespace is not None else None
-    if user is None:
-        user = flask_login.current_user._get_current_object()  # loads the user when nothing has yet
+    # The user itself, not the proxy: identities.py caches per class (type() of a proxy is LocalProxy). Flask
+    # documents _get_current_object() for this ("Notes On Proxies"); it loads the user when nothing has yet.
+    user = flask_login.current_user._get_current_object()
     return user if is_authenticated(user) else None
 
 

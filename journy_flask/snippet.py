@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from flask import current_app, g, has_request_context
-from flask import globals as _flask_globals
 from jinja2 import pass_context
 from jinja2.runtime import Context
 from jinja2.utils import missing
@@ -22,33 +21,13 @@ from journy_core.guard import guarded, report_exception
 from journy_core.snippet import SnippetEvent, Tracker, disabled_comment, render_event_script, render_snippet
 
 from . import hooks
-from .identities import (
-    _authenticated_by_class,
-    _default_readers,
-    _identify,
-    _read_id,
-    account_id_of,
-    is_account,
-    is_authenticated,
-    is_user,
-)
-from .state import EMPTY_PAGE, G_NAME, UNSET, JournyState, page_data
+from .identities import _identify, account_id_of, is_account, is_user
+from .settings import Settings
+from .state import EMPTY_PAGE, G_NAME, JournyState, page_data
 
-#: The app context itself (Flask 3.0 and 3.1): one context-variable read instead of LocalProxy lookups on every
-#: page; None on a Flask without it, where the public proxies do the same.
-_cv_app: Any = getattr(_flask_globals, "_cv_app", None)
-_cv_request: Any = getattr(_flask_globals, "_cv_request", None)
+__all__ = ["journy_event", "journy_snippet", "render_page_snippet", "snippet_global"]
 
-__all__ = ["SafeHTML", "journy_event", "journy_snippet", "render_page_snippet", "snippet_global"]
-
-
-class SafeHTML(str):
-    """HTML that is safe as it is, for Jinja: a ``str`` with ``__html__`` (markupsafe's protocol, as ``Markup``),
-    whose ``__html__`` is ``str.__str__`` (C code): Jinja outputs it with two Python calls fewer than ``Markup``,
-    and ``{{ journy_snippet() }}`` is on every page."""
-
-    __slots__ = ()
-    __html__ = str.__str__
+_SKIPPED = "this request is skipped (JOURNY_INTERNAL_IPS or JOURNY_SKIP)"
 
 
 def _html(text: str) -> Markup:
@@ -76,9 +55,7 @@ def _nonce(context: Context | None, state: JournyState) -> object | None:
 
 
 def _state_or_comment() -> tuple[Any, Markup | None]:
-    app_ctx = _cv_app.get(None) if _cv_app is not None else None
-    app = app_ctx.app if app_ctx is not None else current_app._get_current_object()  # type: ignore[attr-defined]
-    state = app.extensions.get("journy")
+    state = current_app.extensions.get("journy")
     if state is None:
         return None, _html(disabled_comment("journy_flask.Journy is not initialised on this app"))
     problem = state.settings.tracker_problem
@@ -89,6 +66,11 @@ def _state_or_comment() -> tuple[Any, Markup | None]:
 
 #: Rendered snippets kept per app; past this many distinct (user, account, page) combinations the cache restarts.
 SNIPPET_CACHE_SIZE = 2048
+
+#: What a snippet says about the page's user and account: (user_id, email, user properties, account_id, account
+#: properties).
+_Identity = tuple[str | None, str | None, Mapping[str, Any] | None, str | None, Mapping[str, Any] | None]
+_NOBODY: _Identity = (None, None, None, None, None)
 
 
 def render_page_snippet(
@@ -104,100 +86,106 @@ def render_page_snippet(
     This runs on every page, so it does the least it can: the HTML for a given user, account and screen is cached
     (rendering it costs JSON encoding and two HMACs), and only pages with a CSP nonce or events are rendered anew.
     """
-    return _render_page_snippet(state, context, screen, events, pageview, None)
-
-
-def _render_page_snippet(
-    state: JournyState,
-    context: Context | None,
-    screen: str | None,
-    events: Iterable[SnippetEvent | Mapping[str, Any]],
-    pageview: bool,
-    app_ctx: Any,
-) -> Markup:
-    """:func:`render_page_snippet`, with positional arguments (a cheaper call) and the app context when the caller
-    has it."""
-    settings = state.settings
-    tracker: Tracker | None = settings.tracker
-    if tracker is None and state.tracker_cache is not None:
-        tracker = state.tracker_cache.get()  # never waits: fetched in the background, a comment until it is here
+    tracker = _tracker(state)
     if tracker is None:
         return _html(disabled_comment(_why_no_tracker(state)))
-    user_id = email = account_id = user_properties = account_properties = None
-    extra_events: Sequence[SnippetEvent | Mapping[str, Any]] = list(events) if events else ()
-    if _cv_request.get(None) is not None if _cv_request is not None else has_request_context():
-        if app_ctx is None and _cv_app is not None:
-            app_ctx = _cv_app.get(None)
-        namespace = app_ctx.g if app_ctx is not None else g._get_current_object()  # flask.g, looked up once
-        namespace_vars = namespace.__dict__
-        page = namespace_vars.get(G_NAME) or EMPTY_PAGE  # nothing set by the view: read-only defaults
-        user = namespace_vars.get("_login_user") if state.has_login_manager else None  # Flask-Login's
-        if user is None or settings.current_user is not None:
-            user = hooks.current_user(state, namespace)
-        elif not is_authenticated(user):
-            user = None
-        if settings.has_skip_filters and hooks.skipped(state, user, page_data()):
-            return _html(disabled_comment("this request is skipped (JOURNY_INTERNAL_IPS or JOURNY_SKIP)"))
-        if user is not None:
-            user_id = _identify(user, settings.user_id)  # user_id_of(), for a user known to be logged in
-            if settings.user_email is not None:  # user_email_of(), inlined
-                found = getattr(user, settings.user_email, None)
-                email = found if isinstance(found, str) and found.strip() else None
-            user_map = settings.user_properties
-            if (
-                user_map is not None
-                and settings.snippet_properties
-                and (user_id is not None or email is not None)
-                and is_user(settings, user)
-            ):
-                user_properties = user_map(user)
-        account = page.account  # journy.set_account(...), else JOURNY_CURRENT_ACCOUNT()
-        if account is UNSET:
-            account = settings.current_account() if settings.current_account is not None else None
-        if account is not None:
-            account_id = _identify(account, settings.account_id)  # account_id_of()
-            account_map = settings.account_properties
-            if (
-                account_map is not None
-                and settings.snippet_properties
-                and account_id is not None
-                and is_account(settings, account)
-            ):
-                account_properties = account_map(account)
-        if screen is None:
-            screen = page.screen
-        if page.events:
-            extra_events = [*page.events, *extra_events]
+    page, identity = EMPTY_PAGE, _NOBODY
+    if has_request_context():
+        # flask.g itself, not through its proxy on each use: Flask documents _get_current_object() for this
+        # ("Notes On Proxies", in the request context chapter); every page pays for the lookup.
+        page = g._get_current_object().get(G_NAME) or EMPTY_PAGE  # nothing set by the view: read-only defaults
+        user = hooks.current_user(state)
+        if state.settings.has_skip_filters and hooks.skipped(state, user, page_data()):
+            return _html(disabled_comment(_SKIPPED))
+        identity = _identity(state.settings, user, hooks.current_account(state, page))
+    if screen is None:
+        screen = page.screen
+    extra_events: Sequence[SnippetEvent | Mapping[str, Any]] = [*page.events, *events] if page.events or events else ()
+    nonce = _page_nonce(context, state)
+    if nonce is not None or extra_events:  # a nonce changes on every request; events are rare: render those
+        return _render(state.settings, tracker, identity, screen, pageview, nonce, extra_events)
+    return _cached(state, tracker, identity, screen, pageview)
+
+
+def _tracker(state: JournyState) -> Tracker | None:
+    """The configured tracker, else the one fetched by website domain (never waited for: fetched in the
+    background, a comment until it is here)."""
+    tracker = state.settings.tracker
+    if tracker is None and state.tracker_cache is not None:
+        tracker = state.tracker_cache.get()
+    return tracker
+
+
+def _identity(settings: Settings, user: Any, account: Any) -> _Identity:
+    """What the snippet says of ``user`` (logged in, or None) and ``account`` (or None)."""
+    user_id = email = user_properties = account_id = account_properties = None
+    if user is not None:
+        user_id = _identify(user, settings.user_id)  # user_id_of(), for a user known to be logged in
+        if settings.user_email is not None:  # user_email_of(), inlined
+            found = getattr(user, settings.user_email, None)
+            email = found if isinstance(found, str) and found.strip() else None
+        user_map = settings.user_properties
+        if user_map is not None and settings.snippet_properties and (user_id is not None or email is not None):
+            user_properties = user_map(user) if is_user(settings, user) else None
+    if account is not None:
+        account_id = _identify(account, settings.account_id)  # account_id_of()
+        account_map = settings.account_properties
+        if account_map is not None and settings.snippet_properties and account_id is not None:
+            account_properties = account_map(account) if is_account(settings, account) else None
+    return user_id, email, user_properties, account_id, account_properties
+
+
+def _page_nonce(context: Context | None, state: JournyState) -> object | None:
+    """The page's CSP nonce (:func:`_nonce`), answered without a call in the usual case: none anywhere."""
     if (
-        settings.csp_nonce is None
+        state.settings.csp_nonce is None
         and context is not None
         and "csp_nonce" not in context.vars  # context.resolve_or_missing(), without the call
         and "csp_nonce" not in context.parent
     ):
-        nonce = None  # the usual case
-    else:
-        nonce = _nonce(context, state)
-    key: tuple[object, ...] | None = None
-    if nonce is None and not extra_events:  # a nonce changes on every request; events are rare: render those
-        if state.snippet_cache_settings is not settings or state.snippet_cache_tracker is not tracker:
-            state.snippet_cache.clear()  # a refreshed tracker, or settings swapped by the test helpers
-            state.snippet_cache_settings, state.snippet_cache_tracker = settings, tracker
+        return None
+    return _nonce(context, state)
+
+
+def _cached(state: JournyState, tracker: Tracker, identity: _Identity, screen: str | None, pageview: bool) -> Markup:
+    """The snippet of a page without nonce or events, from the cache: the same page for the same user and account
+    is the same HTML. Settings swapped by the test helpers, or a refreshed tracker, start the cache over."""
+    settings = state.settings
+    if state.snippet_cache_settings is not settings or state.snippet_cache_tracker is not tracker:
+        state.snippet_cache.clear()
+        state.snippet_cache_settings, state.snippet_cache_tracker = settings, tracker
+    user_id, email, user_properties, account_id, account_properties = identity
+    key: tuple[object, ...] | None = (screen, pageview, user_id, email, account_id)
+    if user_properties is not None or account_properties is not None:
         key = (
-            screen,
-            pageview,
-            user_id,
-            email,
+            *key,  # type: ignore[misc]
             None if user_properties is None else tuple(user_properties.items()),
-            account_id,
             None if account_properties is None else tuple(account_properties.items()),
         )
-        try:
-            cached = state.snippet_cache.get(key)
-        except TypeError:  # an unhashable property value (a list): no caching for this page
-            key, cached = None, None
-        if cached is not None:
-            return cached
-    html = _html(
+    try:
+        html = state.snippet_cache.get(key)  # type: ignore[arg-type]
+    except TypeError:  # an unhashable property value (a list): rendered, not cached
+        key, html = None, None
+    if html is None:
+        html = _render(settings, tracker, identity, screen, pageview, None, ())
+        if key is not None:
+            if len(state.snippet_cache) >= SNIPPET_CACHE_SIZE:
+                state.snippet_cache.clear()
+            state.snippet_cache[key] = html
+    return html
+
+
+def _render(
+    settings: Settings,
+    tracker: Tracker,
+    identity: _Identity,
+    screen: str | None,
+    pageview: bool,
+    nonce: object | None,
+    events: Sequence[SnippetEvent | Mapping[str, Any]],
+) -> Markup:
+    user_id, email, user_properties, account_id, account_properties = identity
+    return _html(
         render_snippet(
             tracker,
             verification_secret=settings.verification_secret,
@@ -209,12 +197,9 @@ def _render_page_snippet(
             user_properties=user_properties,
             account_id=account_id,
             account_properties=account_properties,
-            events=extra_events,
+            events=events,
         )
     )
-    if key is not None:
-        _keep(state.snippet_cache, key, html)
-    return html
 
 
 def _why_no_tracker(state: JournyState) -> str:
@@ -224,120 +209,28 @@ def _why_no_tracker(state: JournyState) -> str:
     return f"the snippet of {state.settings.website_domain!r} could not be fetched (see the log)"
 
 
-def _keep(cache: dict[tuple[object, ...], Any], key: tuple[object, ...], html: str) -> None:
-    """Cache ``html`` under ``key``; past :data:`SNIPPET_CACHE_SIZE` entries the cache starts over."""
-    if len(cache) >= SNIPPET_CACHE_SIZE:
-        cache.clear()
-    cache[key] = html
-
-
-def _allows_short_path(state: JournyState) -> bool:
-    """Whether these settings let the short path of :func:`snippet_global` answer: tracking on, a configured
-    tracker (not one fetched by website domain), Flask-Login's user (not ``JOURNY_CURRENT_USER``), no skip filter,
-    no nonce callable. Checked once per settings object (the test helpers swap them)."""
-    settings = state.settings
-    state.page_cache.clear()
-    state.page_cache_settings = settings
-    state.short_path = (
-        settings.tracker_problem is None
-        and settings.tracker is not None
-        and settings.current_user is None
-        and settings.csp_nonce is None
-        and not settings.has_skip_filters
-    )
-    return state.short_path
-
-
-def _short_page(state: JournyState, context: Context) -> str | None:
-    """The snippet of the usual page, from the cache in the fewest steps (this runs on every page), or None when
-    the page needs :func:`_render_page_snippet`: a view that set a screen, an account or events, a CSP nonce, a user
-    Flask-Login has not loaded, or settings that need more (see :func:`_allows_short_path`). Renders what
-    :func:`_render_page_snippet` renders for the same page (tested)."""
-    settings = state.settings
-    if state.page_cache_settings is not settings and not _allows_short_path(state):
-        return None
-    if not state.short_path or "csp_nonce" in context.vars or "csp_nonce" in context.parent:
-        return None
-    app_ctx = _cv_app.get(None)
-    if app_ctx is None or _cv_request.get(None) is None:
-        return None
-    namespace_vars = app_ctx.g.__dict__
-    user = namespace_vars.get("_login_user")  # the user Flask-Login loaded for this request
-    if user is None or G_NAME in namespace_vars:
-        return None
-    authenticated = _authenticated_by_class.get(type(user))  # is_authenticated(), for a class seen before
-    if authenticated is None:
-        return None
-    user_id = email = user_properties = account_id = account_properties = None
-    if authenticated:
-        if settings.user_id is None and _default_readers.get(type(user)) is _read_id:  # _identify(), inlined
-            value = getattr(user, "id", None)
-            if value is not None and value is not True and value is not False:
-                user_id = value if type(value) is str else str(value)
-        else:
-            user_id = _identify(user, settings.user_id)
-        if settings.user_email is not None:
-            found = getattr(user, settings.user_email, None)
-            email = found if isinstance(found, str) and found.strip() else None
-        if (
-            settings.user_properties is not None
-            and settings.snippet_properties
-            and (user_id is not None or email is not None)
-            and is_user(settings, user)
-        ):
-            user_properties = settings.user_properties(user)
-    # From here on the page is rendered on this path: JOURNY_CURRENT_ACCOUNT() is the app's code, called once.
-    current_account = settings.current_account
-    account = current_account() if current_account is not None else None
-    if account is not None:
-        if settings.account_id is None and _default_readers.get(type(account)) is _read_id:  # _identify(), inlined
-            value = getattr(account, "id", None)
-            if value is not None and value is not True and value is not False:
-                account_id = value if type(value) is str else str(value)
-        else:
-            account_id = _identify(account, settings.account_id)
-        if (
-            settings.account_properties is not None
-            and settings.snippet_properties
-            and account_id is not None
-            and is_account(settings, account)
-        ):
-            account_properties = settings.account_properties(account)
-    key: tuple[object, ...] | None = (user_id, email, account_id)
-    if user_properties is not None or account_properties is not None:
-        key = (
-            user_id,
-            email,
-            account_id,
-            None if user_properties is None else tuple(user_properties.items()),
-            None if account_properties is None else tuple(account_properties.items()),
-        )
+def _snippet_or_comment(
+    state: JournyState | None,
+    context: Context,
+    screen: str | None,
+    events: Iterable[SnippetEvent | Mapping[str, Any]],
+    pageview: bool,
+) -> Markup:
+    """:func:`render_page_snippet` for a template: an HTML comment instead when tracking is off or it fails."""
+    if state is None or state.settings.tracker_problem is not None:
+        comment = _state_or_comment()[1]
+        assert comment is not None  # what is wrong: not initialised, or no tracker
+        return comment
     try:
-        html = state.page_cache.get(key)  # type: ignore[arg-type]
-    except TypeError:  # an unhashable property value (a list): rendered, not cached
-        key, html = None, None
-    if html is None:
-        assert settings.tracker is not None  # checked by _allows_short_path()
-        html = SafeHTML(
-            render_snippet(
-                settings.tracker,
-                verification_secret=settings.verification_secret,
-                user_id=user_id,
-                email=email,
-                user_properties=user_properties,
-                account_id=account_id,
-                account_properties=account_properties,
-            )
-        )
-        if key is not None:
-            _keep(state.page_cache, key, html)
-    return html
+        return render_page_snippet(state, context=context, screen=screen, events=events, pageview=pageview)
+    except Exception:
+        report_exception("rendering the journy.io snippet", loud=state.debug)
+    return _html(disabled_comment("the snippet could not be rendered (see the log)"))
 
 
-def snippet_global(state: JournyState) -> Callable[..., Markup | str]:
+def snippet_global(state: JournyState) -> Callable[..., Markup]:
     """The ``journy_snippet`` Jinja global of one app (``init_app`` registers it): :func:`journy_snippet` bound to
-    the app's state, so that the usual page (no ``screen``, ``events`` or ``pageview=False``) skips finding the app
-    and goes straight to the cache."""
+    the app's state, which it then need not look up on every page."""
 
     @pass_context
     def journy_snippet_for_app(
@@ -346,16 +239,8 @@ def snippet_global(state: JournyState) -> Callable[..., Markup | str]:
         screen: str | None = None,
         events: Iterable[SnippetEvent | Mapping[str, Any]] = (),
         pageview: bool = True,
-    ) -> Markup | str:
-        if screen is None and pageview and not events and _cv_app is not None:
-            try:
-                html = _short_page(state, context)
-            except Exception:
-                report_exception("rendering the journy.io snippet", loud=state.debug)
-                return _html(disabled_comment("the snippet could not be rendered (see the log)"))
-            if html is not None:
-                return html
-        return journy_snippet(context, screen=screen, events=events, pageview=pageview)
+    ) -> Markup:
+        return _snippet_or_comment(state, context, screen, events, pageview)
 
     journy_snippet_for_app.__name__ = journy_snippet_for_app.__qualname__ = "journy_snippet"
     journy_snippet_for_app.__doc__ = journy_snippet.__doc__
@@ -369,21 +254,10 @@ def journy_snippet(
     screen: str | None = None,
     events: Iterable[SnippetEvent | Mapping[str, Any]] = (),
     pageview: bool = True,
-) -> Markup | str:
+) -> Markup:
     """``{{ journy_snippet() }}``: the journy.io snippet for this page, with ``identify`` for the logged-in user
     and ``account`` for the current account. ``screen="Billing"`` records a screen instead of a pageview."""
-    app_ctx = _cv_app.get(None) if _cv_app is not None else None  # _state_or_comment(), inlined: every page
-    app = app_ctx.app if app_ctx is not None else current_app._get_current_object()  # type: ignore[attr-defined]
-    state = app.extensions.get("journy")
-    if state is None or state.settings.tracker_problem is not None:
-        comment = _state_or_comment()[1]
-        assert comment is not None  # what is wrong: not initialised, or no tracker
-        return comment
-    try:
-        return _render_page_snippet(state, context, screen, events, pageview, app_ctx)
-    except Exception:
-        report_exception("rendering the journy.io snippet", loud=state.debug)
-    return _html(disabled_comment("the snippet could not be rendered (see the log)"))
+    return _snippet_or_comment(current_app.extensions.get("journy"), context, screen, events, pageview)
 
 
 @pass_context
@@ -399,7 +273,7 @@ def journy_event(
     result: Markup | None = None
     with guarded("rendering a journy.io event", loud=state.debug):
         if has_request_context() and hooks.skipped(state, hooks.current_user(state)):
-            return _html(disabled_comment("this request is skipped (JOURNY_INTERNAL_IPS or JOURNY_SKIP)"))
+            return _html(disabled_comment(_SKIPPED))
         result = _event_script(context, state, name, metadata, account)
     return result if result is not None else _html(disabled_comment("the event could not be rendered (see the log)"))
 

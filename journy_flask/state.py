@@ -55,11 +55,10 @@ EMPTY_PAGE = PageData()
 
 def page_data() -> PageData:
     """This request's :class:`PageData` (created on first use)."""
-    namespace = g._get_current_object()  # one proxy lookup, not three
-    data: PageData | None = namespace.__dict__.get(G_NAME)  # no AttributeError raised on the first call
+    data: PageData | None = g.get(G_NAME)
     if data is None:
         data = PageData()
-        setattr(namespace, G_NAME, data)
+        setattr(g, G_NAME, data)
     return data
 
 
@@ -83,12 +82,6 @@ class JournyState:
         #: The settings and tracker the cached snippets were rendered with: new ones empty the cache.
         self.snippet_cache_settings: Settings | None = None
         self.snippet_cache_tracker: Tracker | None = None
-        #: The usual page (a view that customised nothing, no CSP nonce) by (user_id, email, account_id[, user
-        #: properties, account properties]), and the settings that allow that short path (``snippet._short_page``):
-        #: other settings empty it.
-        self.page_cache: dict[tuple[object, ...], str] = {}
-        self.page_cache_settings: Settings | None = None
-        self.short_path = False
         #: Whether Flask-Login is set up on the app; None until the first request (it may be set up after us).
         self.has_login_manager: bool | None = None
 
@@ -120,7 +113,7 @@ def get_state(app: Flask | None = None) -> JournyState:
                 "journy_flask needs an application context here: run inside a request, a CLI command, or "
                 "`with app.app_context():`."
             )
-        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        app = current_app
     found: JournyState | None = app.extensions.get("journy")
     if found is None:
         raise RuntimeError("journy_flask.Journy was not initialised on this app: call journy.init_app(app).")

@@ -302,13 +302,14 @@ def test_a_changed_property_or_account_shows_on_the_next_page(app: Flask) -> Non
 @pytest.mark.parametrize("snippet_properties", [True, False])
 @pytest.mark.parametrize("with_team", [True, False])
 @pytest.mark.parametrize("logged_in_user", [True, False])
-def test_the_usual_page_takes_the_short_path_and_renders_what_the_general_path_renders(
+def test_the_usual_page_comes_from_the_cache_and_renders_what_an_uncached_render_renders(
     snippet_properties: bool, with_team: bool, logged_in_user: bool
 ) -> None:
     app = build_app(JOURNY_SNIPPET_PROPERTIES=snippet_properties)
 
     @app.get("/general")
     def general() -> str:
+        Journy.state().snippet_cache.clear()  # rendered anew, not served from the cache
         return f"<html><head>{render_page_snippet(Journy.state())}</head><body></body></html>"
 
     if logged_in_user:
@@ -321,9 +322,9 @@ def test_the_usual_page_takes_the_short_path_and_renders_what_the_general_path_r
             db.session.commit()
             team_id = team.id
     query = f"?team={team_id}" if with_team else ""
-    pages = [client.get(f"/page{query}").text for _ in range(3)]  # the first request may take the general path
+    pages = [client.get(f"/page{query}").text for _ in range(3)]
     state = Journy.state(app)
-    assert len(state.page_cache) == 1  # the later ones came from the short path's cache
+    assert len(state.snippet_cache) == 1  # the later pages came from the cache
     assert pages[0] == pages[1] == pages[2] == client.get(f"/general{query}").text
     found = calls(pages[2])
     assert ("identify" in found) is logged_in_user
@@ -332,7 +333,7 @@ def test_the_usual_page_takes_the_short_path_and_renders_what_the_general_path_r
         assert ("properties" in found["identify"]) is snippet_properties
 
 
-def test_a_page_the_view_customised_takes_the_general_path(app: Flask) -> None:
+def test_a_page_the_view_customised_is_not_served_the_usual_pages_snippet(app: Flask) -> None:
     journy = Journy()  # its methods find the app through current_app
 
     @app.get("/screen")
@@ -341,9 +342,28 @@ def test_a_page_the_view_customised_takes_the_general_path(app: Flask) -> None:
         return render_template_string("{{ journy_snippet() }}")
 
     client, _, _ = logged_in(app)
+    assert "pageview" in calls(client.get("/page").text)
     found = calls(client.get("/screen").text)
     assert found["screen"]["name"] == "Billing" and "pageview" not in found
-    assert Journy.state(app).page_cache == {}
+    assert "screen" not in calls(client.get("/page").text)
+
+
+def test_a_page_rendered_with_render_template_string_carries_the_snippet_and_the_event_tag(app: Flask) -> None:
+    @app.get("/from-string")
+    def from_string() -> str:
+        return render_template_string(
+            '<html><head>{{ journy_snippet() }}</head><body>{% journy_event "opened_billing", seats=n %}</body></html>',
+            n=3,
+        )
+
+    client, user_id, _ = logged_in(app)
+    for _ in range(2):  # compiled anew on each request: the second page is the same as the first
+        html = client.get("/from-string").text
+        found = calls(html)
+        assert found["identify"]["userId"] == str(user_id)
+        assert found["identify"]["verification"] == verification_hash(SECRET, str(user_id))
+        assert found["event"]["name"] == "opened_billing" and found["event"]["metadata"] == {"seats": 3}
+        assert html.index('journy("identify"') < html.index("</head>") < html.index('journy("event"')
 
 
 def test_authentication_is_read_from_flask_login_mixins_and_asked_of_classes_that_override_it() -> None:
