@@ -249,78 +249,94 @@ def _report(what: str) -> None:
 
 def _render(request: HttpRequest | None, screen: str | None) -> str:
     config = journy_settings()
-    if not config.enabled:
-        return disabled_comment("JOURNY['ENABLED'] is False")
-    found, problem = _tracker_or_reason()
-    if found is None:
-        return disabled_comment(problem or "no tracker")
-    if request is None:
-        return disabled_comment("no request in the template context (add 'django.template.context_processors.request')")
+    found, comment = _page_tracker(config, request)
+    if found is None or request is None:
+        return comment
     in_event_loop = _in_event_loop()  # asked once: outside a loop, the answer costs an exception
     user = _request_user(request, in_event_loop)
     reason = skip_reason_with(config, request, user)
     if reason is not None:
         return disabled_comment(reason)
-    # What the snippet depends on, read once: the cache key when the page has no events, else the arguments.
-    user_id = email = user_values = account_id = account_values = None
-    has_account = has_account_properties = False
-    if user is not None:
-        user = _user_itself(user)
-    authenticated = user is not None and bool(getattr(user, "is_authenticated", False))
-    if authenticated:
-        if isinstance(user, models.Model):
-            user_id, email = user.pk, user_email(user)
-        else:
-            user_id = user
-        user_values = user_property_values()(user)
-        account = _current_account(request, config, in_event_loop)
-        if account is not None:
-            has_account = True
-            account_id = account.pk if isinstance(account, models.Model) else account
-            if isinstance(account, models.Model) and is_account(account):
-                reader = account_property_values()
-                if reader is not None:
-                    has_account_properties = True
-                    account_values = reader(account)
+    who = _identity(request, config, user, in_event_loop)
     if screen is None:
         screen = getattr(request, _SCREEN, None)
     pageview = bool(config["SEND_PAGEVIEW"])
     secret = config["VERIFICATION_SECRET"] or None
     events = getattr(request, _EVENTS, ())
     nonce = csp_nonce(request)
-    key: tuple[Any, ...] | None = None
-    if not events:
-        # IDs carry their type too: 7 and "7" are equal to neither, but 1 == True.
-        # The tracker by identity (its dataclass hash is Python code): the entry holds it, so its id is not reused.
-        key = (id(found), secret, screen, pageview, authenticated, user_id, user_id.__class__, email, user_values)
-        if has_account:
-            key += (account_id, account_id.__class__, has_account_properties, account_values)
-        try:
-            entry = _RENDERED.get(key)
-        except TypeError:  # a list among the property values: not hashable, so not cached
-            key = entry = None
-        if entry is not None and entry[0] is found:
-            return _with_nonce(entry[1], nonce)
-    kwargs: dict[str, Any] = {}
-    if authenticated:
-        kwargs["user_id"] = user_id
-        kwargs["email"] = email
-        kwargs["user_properties"] = _as_dict(user_values)
-        if has_account:
-            kwargs["account_id"] = account_id
-            if has_account_properties:
-                kwargs["account_properties"] = _as_dict(account_values)
-    kwargs["screen"] = screen
-    kwargs["pageview"] = pageview
     if events:
-        return render_snippet(found, verification_secret=secret, nonce=nonce, events=events, **kwargs)
-    html = render_snippet(found, verification_secret=secret, **kwargs)
-    if key is not None:
+        arguments = _snippet_arguments(who, screen, pageview)
+        return render_snippet(found, verification_secret=secret, nonce=nonce, events=events, **arguments)
+    # IDs carry their type too: 7 and "7" are equal to neither, but 1 == True. The tracker by identity (its
+    # dataclass hash is Python code): the entry holds it, so its id is not reused.
+    key = (id(found), secret, screen, pageview, *who, who[1].__class__, who[5].__class__)
+    cacheable = True
+    try:
+        entry = _RENDERED.get(key)
+    except TypeError:  # a list among the property values: not hashable, so not cached
+        cacheable, entry = False, None
+    if entry is not None and entry[0] is found:
+        return _with_nonce(entry[1], nonce)
+    html = render_snippet(found, verification_secret=secret, **_snippet_arguments(who, screen, pageview))
+    if cacheable:
         html = SafeString(html)
         if len(_RENDERED) >= _RENDERED_MAX:
             _RENDERED.clear()
         _RENDERED[key] = (found, html)
     return _with_nonce(html, nonce)
+
+
+def _page_tracker(config: Any, request: HttpRequest | None) -> tuple[Tracker | None, str]:
+    """The tracker the page loads, or None and the HTML comment that says why the page has no snippet."""
+    if not config.enabled:
+        return None, disabled_comment("JOURNY['ENABLED'] is False")
+    found, problem = _tracker_or_reason()
+    if found is None:
+        return None, disabled_comment(problem or "no tracker")
+    if request is None:
+        return None, disabled_comment(
+            "no request in the template context (add 'django.template.context_processors.request')"
+        )
+    return found, ""
+
+
+#: Who the page is about, as :func:`_identity` reads it: (authenticated, user ID, email, user property values,
+#: has an account, account ID, has account properties, account property values).
+Identity = tuple[bool, Any, Any, Any, bool, Any, bool, Any]
+
+
+def _identity(request: HttpRequest, config: Any, user: Any, in_event_loop: bool) -> Identity:
+    """What the snippet says about the user and account, read once: the cache key and the renderer's arguments."""
+    if user is not None:
+        user = _user_itself(user)
+    if user is None or not getattr(user, "is_authenticated", False):
+        return (False, None, None, None, False, None, False, None)
+    if isinstance(user, models.Model):
+        user_id, email = user.pk, user_email(user)
+    else:
+        user_id, email = user, None
+    user_values = user_property_values()(user)
+    account = _current_account(request, config, in_event_loop)
+    if account is None:
+        return (True, user_id, email, user_values, False, None, False, None)
+    account_id = account.pk if isinstance(account, models.Model) else account
+    reader = account_property_values() if isinstance(account, models.Model) and is_account(account) else None
+    if reader is None:
+        return (True, user_id, email, user_values, True, account_id, False, None)
+    return (True, user_id, email, user_values, True, account_id, True, reader(account))
+
+
+def _snippet_arguments(who: Identity, screen: str | None, pageview: bool) -> dict[str, Any]:
+    """The renderer's keyword arguments for ``who`` on this page."""
+    authenticated, user_id, email, user_values, has_account, account_id, has_account_properties, account_values = who
+    arguments: dict[str, Any] = {"screen": screen, "pageview": pageview}
+    if authenticated:
+        arguments.update(user_id=user_id, email=email, user_properties=_as_dict(user_values))
+        if has_account:
+            arguments["account_id"] = account_id
+            if has_account_properties:
+                arguments["account_properties"] = _as_dict(account_values)
+    return arguments
 
 
 def _user_itself(user: Any) -> Any:

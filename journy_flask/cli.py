@@ -76,31 +76,8 @@ def check_command() -> None:
     )
     if not settings.enabled:
         warnings.append("JOURNY_ENABLED is False: nothing is sent and pages carry no snippet")
-    if settings.api_key is None:
-        errors.append("JOURNY_API_KEY is not set: copy the API key from journy.io's settings (Connections)")
-    else:
-        with state.client() as client:
-            report = check_api_key(
-                client,
-                needs_snippet=settings.tracker is None and settings.website_domain is not None,
-                key_setting="JOURNY_API_KEY",
-            )
-        if report.permissions:
-            click.echo(f"key permissions:     {', '.join(report.permissions)}")
-        if report.calls_remaining is not None:
-            click.echo(f"calls remaining:     {report.calls_remaining} (of {report.rate_limit} a minute)")
-        if not report.ok:
-            errors.append(report.problem or "the API key does not work")
-    if settings.tracker is not None:
-        click.echo(f"tracker:             {settings.tracker.tracker_id} from {settings.tracker.script_url}")
-    elif settings.website_domain is not None:
-        tracker = state.tracker_cache.wait() if state.tracker_cache is not None else None
-        if tracker is None:
-            errors.append(f"the snippet of JOURNY_WEBSITE_DOMAIN={settings.website_domain!r} could not be fetched")
-        else:
-            click.echo(f"tracker:             {tracker.tracker_id} (fetched for {settings.website_domain})")
-    else:
-        warnings.append("no tracker: set JOURNY_TRACKER_ID and JOURNY_TRACKER_DOMAIN for {{ journy_snippet() }}")
+    _check_key(state, errors)
+    _check_tracker(state, errors, warnings)
     if (settings.tracker is not None or settings.website_domain) and settings.verification_secret is None:
         warnings.append(
             "JOURNY_VERIFICATION_SECRET is not set: identify/account calls carry no verification hash, which "
@@ -120,6 +97,41 @@ def check_command() -> None:
     if errors:
         sys.exit(1)
     click.echo("OK: journy.io is reachable with this key" if settings.api_key else "OK")
+
+
+def _check_key(state: JournyState, errors: list[str]) -> None:
+    """Call journy.io with the key: print its permissions and calls left, or say what is wrong with it."""
+    settings = state.settings
+    if settings.api_key is None:
+        errors.append("JOURNY_API_KEY is not set: copy the API key from journy.io's settings (Connections)")
+        return
+    with state.client() as client:
+        report = check_api_key(
+            client,
+            needs_snippet=settings.tracker is None and settings.website_domain is not None,
+            key_setting="JOURNY_API_KEY",
+        )
+    if report.permissions:
+        click.echo(f"key permissions:     {', '.join(report.permissions)}")
+    if report.calls_remaining is not None:
+        click.echo(f"calls remaining:     {report.calls_remaining} (of {report.rate_limit} a minute)")
+    if not report.ok:
+        errors.append(report.problem or "the API key does not work")
+
+
+def _check_tracker(state: JournyState, errors: list[str], warnings: list[str]) -> None:
+    """Print the tracker the snippet loads (configured, or fetched by website domain), or what is missing."""
+    settings = state.settings
+    if settings.tracker is not None:
+        click.echo(f"tracker:             {settings.tracker.tracker_id} from {settings.tracker.script_url}")
+    elif settings.website_domain is not None:
+        tracker = state.tracker_cache.wait() if state.tracker_cache is not None else None
+        if tracker is None:
+            errors.append(f"the snippet of JOURNY_WEBSITE_DOMAIN={settings.website_domain!r} could not be fetched")
+        else:
+            click.echo(f"tracker:             {tracker.tracker_id} (fetched for {settings.website_domain})")
+    else:
+        warnings.append("no tracker: set JOURNY_TRACKER_ID and JOURNY_TRACKER_DOMAIN for {{ journy_snippet() }}")
 
 
 def _print_progress(report: ProgressReport) -> None:
