@@ -69,6 +69,28 @@ class PropertyMap:
             return None
         return frozenset(path.split(".", 1)[0] for path in self._attributes.values())
 
+    def missing_on(self, model: type) -> list[str]:
+        """The attributes this map reads that ``model`` (the class) does not have: the first name of each path.
+
+        Django fields and relations, SQLAlchemy columns and relationships, properties and methods are all class
+        attributes, so this finds a misspelt name at start-up instead of at the first save. A callable map reads
+        what it likes: nothing to check.
+        """
+        if self._function is not None:
+            return []
+        firsts = dict.fromkeys(path.split(".", 1)[0] for path in self._attributes.values())
+        return [name for name in firsts if not hasattr(model, name)]
+
+    def check_against(self, model: type) -> None:
+        """Raise :class:`ConfigurationError` naming the setting, the model and each attribute it does not have."""
+        missing = self.missing_on(model)
+        if missing:
+            names = ", ".join(repr(name) for name in missing)
+            raise ConfigurationError(
+                f"{self.setting} reads {names}, which {model.__module__}.{model.__qualname__} does not have: "
+                "correct the attribute name, or map the property with a callable."
+            )
+
     def __call__(self, obj: object) -> dict[str, object]:
         if self._function is not None:
             found = self._function(obj)

@@ -5,7 +5,7 @@ Errors: ``journy.E001`` no API key, or one that cannot be sent (a line break in 
 ``E003`` queue backend unknown, misconfigured or its extra missing; ``E004`` a dotted path that does not resolve;
 ``E005`` account model not found; ``E006`` ``ACCOUNT_MEMBERS`` is not a relation to the user model; ``E007`` blank
 verification secret; ``E008`` middleware misplaced; ``E009`` ``settings.JOURNY`` itself is malformed; ``E010``
-tracker settings invalid.
+tracker settings invalid; ``E011`` a property map names an attribute its model does not have.
 Warnings: ``journy.W001`` the emulator URL with ``DEBUG`` off; ``W002`` snippet without a verification secret;
 ``W003`` middleware missing; ``W004`` no request context processor for ``{% journy_snippet %}``.
 """
@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.checks import CheckMessage, Error, Warning, register
 
 from journy_core import ConfigurationError, Tracker
@@ -294,6 +295,26 @@ def check_middleware(**kwargs: Any) -> list[CheckMessage]:
 
 
 #: Every check, in the order ``journy_check`` shows them.
+def check_property_attributes(**kwargs: Any) -> list[CheckMessage]:
+    """``USER_PROPERTIES`` / ``ACCOUNT_PROPERTIES`` naming an attribute their model does not have (``E011``): found
+    here, at start-up, rather than when the first save of that model fails to sync."""
+    raw = _raw()
+    try:
+        models = {"USER_PROPERTIES": get_user_model(), "ACCOUNT_PROPERTIES": account_model()}
+    except Exception:  # a missing or wrong model is E005's to report
+        return []
+    errors: list[CheckMessage] = []
+    for key, model in models.items():
+        if raw.get(key) is None or model is None:
+            continue
+        try:
+            PropertyMap(raw[key], f"JOURNY[{key!r}]").check_against(model)
+        except ConfigurationError as exc:
+            if "does not have" in str(exc):  # a malformed setting is E004's to report
+                errors.append(Error(str(exc), hint="Name a field, property or method of the model.", id="journy.E011"))
+    return errors
+
+
 ALL_CHECKS: list[Callable[..., list[CheckMessage]]] = [
     check_settings_shape,
     check_api_key,
@@ -301,6 +322,7 @@ ALL_CHECKS: list[Callable[..., list[CheckMessage]]] = [
     check_queue,
     check_dotted_paths,
     check_account_model,
+    check_property_attributes,
     check_snippet,
     check_middleware,
 ]

@@ -124,12 +124,25 @@ def _after_flush(session: Any, flush_context: Any) -> None:
         if transaction is None:
             return
         recorded = _changes(session, transaction)
+        # One object's failure (a property map naming what it lacks, a property that raises) skips that object
+        # alone: the rest of the commit is still sent.
         for obj in session.new:
-            _record_save(state, obj, recorded, inserted=True)
+            with guarded(_syncing(obj), loud=state.debug):
+                _record_save(state, obj, recorded, inserted=True)
         for obj in session.dirty:
-            _record_save(state, obj, recorded, inserted=False)
+            with guarded(_syncing(obj), loud=state.debug):
+                _record_save(state, obj, recorded, inserted=False)
         for obj in session.deleted:
-            _record_delete(state, obj, recorded)
+            with guarded(_syncing(obj), loud=state.debug):
+                _record_delete(state, obj, recorded)
+
+
+def _syncing(obj: Any) -> str:
+    """``syncing app.models.User (id 42) to journy.io``: what the log names when one object cannot be synced."""
+    # After the flush the primary key is set, while the object may still count as new (no identity key yet).
+    key = [part for part in sa_inspect(obj).mapper.primary_key_from_instance(obj) if part is not None]
+    ident = ", ".join(str(part) for part in key) if key else "not yet saved"
+    return f"syncing {type(obj).__module__}.{type(obj).__qualname__} (id {ident}) to journy.io; skipped it alone"
 
 
 def _synced_columns_changed(state: JournyState, obj: Any, *, account: bool) -> bool:

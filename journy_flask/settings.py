@@ -200,7 +200,10 @@ def _properties(config: Mapping[str, Any], key: str, model: type | None, auto: M
                 spec[name] = attribute
     if isinstance(spec, str) and "." not in spec:
         raise ConfigurationError(f"{key} must be a list, a dict, or a callable's dotted path; got {spec!r}.")
-    return PropertyMap(spec, key)
+    mapping = PropertyMap(spec, key)
+    if model is not None:
+        mapping.check_against(model)  # a misspelt attribute fails init_app, not the first commit
+    return mapping
 
 
 def _tracker(config: Mapping[str, Any]) -> Tracker | None:

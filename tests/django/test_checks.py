@@ -71,3 +71,12 @@ def test_an_api_key_that_cannot_be_sent_is_reported_by_the_check_without_showing
     [message] = messages
     assert message.id == "journy.E001" and problem in message.msg
     assert "7f3a" not in message.msg + message.hint
+
+
+def test_a_property_map_naming_an_attribute_the_model_lacks_is_a_check_error_naming_both(settings):
+    settings.JOURNY = {**settings.JOURNY, "USER_PROPERTIES": ["first_name", "nickname"]}
+    [message] = checks.check_property_attributes()
+    assert message.id == "journy.E011"
+    assert "'nickname'" in message.msg and "User" in message.msg and "first_name" not in message.msg
+    settings.JOURNY = {**settings.JOURNY, "USER_PROPERTIES": ["first_name", "get_full_name", "profile.plan"]}
+    assert [m.id for m in checks.check_property_attributes()] == ["journy.E011"]  # 'profile' is not on User either

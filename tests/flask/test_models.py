@@ -219,8 +219,39 @@ def test_errors_in_the_hooks_never_reach_commit(app: Flask, caplog: pytest.LogCa
         db.session.add(User(email="ada@acme.test"))
         db.session.commit()  # must not raise
         assert db.session.query(User).count() == 1
-    assert "error while recording model changes" in caplog.text
+    assert "error while syncing tests.flask.conftest.User (id 1) to journy.io; skipped it alone" in caplog.text
     assert outbox_of(app).operations == []
+
+
+def test_one_object_whose_properties_fail_is_skipped_alone_and_the_rest_of_its_commit_is_sent(
+    app: Flask, caplog: pytest.LogCaptureFixture
+) -> None:
+    def fussy(user: object) -> dict[str, object]:
+        if getattr(user, "email", "").startswith("broken"):
+            raise AttributeError("'User' object has no attribute 'nickname'")
+        return {"plan": "pro"}
+
+    from journy_core.mapping import PropertyMap
+
+    state = app.extensions["journy"]
+    state.settings = dataclasses.replace(state.settings, user_properties=PropertyMap(fussy, "X"))
+    with app.app_context(), caplog.at_level(logging.WARNING, logger="journy"):
+        team = Team(name="Acme")
+        db.session.add_all([User(email="ada@acme.test"), User(email="broken@acme.test"), team])
+        db.session.commit()
+    users = outbox_of(app).users()
+    assert [user["identification"]["email"] for user in users] == ["ada@acme.test"]
+    assert "account" in {op.kind.split("_")[-1] for op in outbox_of(app).operations}
+    assert "tests.flask.conftest.User (id 2)" in caplog.text and "nickname" in caplog.text
+
+
+def test_a_property_map_naming_an_attribute_the_model_lacks_fails_init_app_naming_both() -> None:
+    from journy_core import ConfigurationError
+
+    from .conftest import build_app
+
+    with pytest.raises(ConfigurationError, match=r"JOURNY_USER_PROPERTIES reads 'nickname'.*conftest.User"):
+        build_app(JOURNY_USER_PROPERTIES=["full_name", "nickname"])
 
 
 def test_sync_sends_an_object_now_with_its_members(app: Flask) -> None:
