@@ -201,8 +201,10 @@ def _properties(config: Mapping[str, Any], key: str, model: type | None, auto: M
     if isinstance(spec, str) and "." not in spec:
         raise ConfigurationError(f"{key} must be a list, a dict, or a callable's dotted path; got {spec!r}.")
     mapping = PropertyMap(spec, key)
-    if model is not None:
-        mapping.check_against(model)  # a misspelt attribute fails init_app, not the first commit
+    if model is not None and hasattr(model, "__mapper__"):
+        # A mapped class lists its columns, relationships and properties as class attributes: a misspelt name
+        # fails init_app, not the first commit. (A plain class may set attributes per instance: not checked.)
+        mapping.check_against(model)
     return mapping
 
 
