@@ -17,10 +17,8 @@ imports, migrations and tests; an object opts out with a ``journy_should_sync()`
 
 from __future__ import annotations
 
-import contextvars
 import logging
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import ContextDecorator
 from typing import Any
 
 from django.conf import settings
@@ -32,6 +30,7 @@ from journy_core import operations as ops
 from journy_core.changes import ChangeBuffer
 from journy_core.guard import guarded
 from journy_core.operations import MAX_USERS_PER_MEMBERSHIP_CALL, Operation
+from journy_core.pausing import pause_sync, sync_paused
 
 from .conf import get_journy, journy_settings
 from .identity import (
@@ -52,37 +51,8 @@ __all__ = ["is_paused", "pause_sync", "should_sync", "sync"]
 
 logger = logging.getLogger("journy")
 
-_paused: contextvars.ContextVar[int] = contextvars.ContextVar("journy_sync_paused", default=0)
-
-
-class pause_sync(ContextDecorator):
-    """Stop syncing model changes to journy.io inside the block (or the decorated function).
-
-    >>> with pause_sync():                      # doctest: +SKIP
-    ...     import_ten_thousand_users()
-    >>> call_command("journy_sync")             # doctest: +SKIP  (then send the final state in bulk)
-
-    It covers the current thread (or asyncio task); ``track()`` and device links are not paused.
-    """
-
-    def __init__(self) -> None:
-        self._tokens: list[contextvars.Token[int]] = []
-
-    def _recreate_cm(self) -> pause_sync:
-        # Each call of a decorated function gets its own instance: threads never share the token stack.
-        return type(self)()
-
-    def __enter__(self) -> pause_sync:
-        self._tokens.append(_paused.set(_paused.get() + 1))
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        _paused.reset(self._tokens.pop())
-
-
-def is_paused() -> bool:
-    """Whether :class:`pause_sync` is active in this thread or task."""
-    return _paused.get() > 0
+#: Whether :class:`pause_sync` is active in this thread or task (the name this app has always exported).
+is_paused = sync_paused
 
 
 def should_sync(obj: models.Model) -> bool:
@@ -129,7 +99,7 @@ def _synced_model(sender: type[models.Model]) -> str | None:
 def on_post_save(
     sender: type[models.Model], instance: models.Model, update_fields: Iterable[str] | None = None, **kwargs: Any
 ) -> None:
-    if _paused.get() or kwargs.get("raw"):  # raw: loaddata fixtures
+    if sync_paused() or kwargs.get("raw"):  # raw: loaddata fixtures
         return
     with guarded(f"recording a save of {sender.__name__}", loud=settings.DEBUG):
         config = journy_settings()
@@ -148,7 +118,7 @@ def on_post_save(
 
 
 def on_post_delete(sender: type[models.Model], instance: models.Model, **kwargs: Any) -> None:
-    if _paused.get():
+    if sync_paused():
         return
     with guarded(f"recording a delete of {sender.__name__}", loud=settings.DEBUG):
         if not journy_settings().enabled:
@@ -171,7 +141,7 @@ def on_m2m_changed(
     pk_set: set[Any] | None = None,
     **kwargs: Any,
 ) -> None:
-    if _paused.get():
+    if sync_paused():
         return
     with guarded(f"recording a membership change ({action})", loud=settings.DEBUG):
         if not journy_settings().enabled:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Mapping
-from contextlib import AbstractContextManager
 from typing import Any
 
 from flask import Flask, has_request_context
@@ -237,7 +236,7 @@ class Journy:
     # -- helpers ----------------------------------------------------------------------------------------------
 
     @staticmethod
-    def paused() -> AbstractContextManager[None]:
+    def paused() -> models.pause_sync:
         """``with journy.paused():`` records no model change in the block (also a decorator)."""
         return models.pause_sync()
 

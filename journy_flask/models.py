@@ -14,11 +14,8 @@ context, else through the app that attached them, so one ``db`` shared by severa
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import logging
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 from flask import current_app, has_app_context
@@ -27,6 +24,7 @@ from journy_core import operations as ops
 from journy_core.changes import ChangeBuffer
 from journy_core.guard import guarded
 from journy_core.operations import Operation
+from journy_core.pausing import pause_sync, sync_paused
 
 from .identities import (
     account_id_of,
@@ -52,29 +50,12 @@ __all__ = ["attach_session_events", "operations_of", "pause_sync", "sync_paused"
 logger = logging.getLogger("journy")
 
 _INFO_KEY = "journy.changes"
-_paused: contextvars.ContextVar[int] = contextvars.ContextVar("journy_sync_paused", default=0)
 _attached_lock = threading.Lock()
 # id(target) -> (target, the state that attached it); the target is kept so its id is never reused.
 _attached: dict[int, tuple[Any, JournyState]] = {}
 
 # One recorded change: ("upsert", key, op) | ("delete", key, op) | ("member", action, account ident, user ident)
 Change = tuple[Any, ...]
-
-
-@contextlib.contextmanager
-def pause_sync() -> Iterator[None]:
-    """Record no model change made in this block (bulk imports, fixtures, migrations); nestable, per thread and
-    per asyncio task. Also a decorator: ``@pause_sync()``."""
-    token = _paused.set(_paused.get() + 1)
-    try:
-        yield
-    finally:
-        _paused.reset(token)
-
-
-def sync_paused() -> bool:
-    """Whether :func:`pause_sync` is active here."""
-    return _paused.get() > 0
 
 
 def _state_for(session: Any) -> JournyState | None:

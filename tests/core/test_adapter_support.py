@@ -182,3 +182,30 @@ def test_guarded_is_loud_when_asked(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="journy"), guarded("saving", loud=True):
         raise ValueError("x")
     assert caplog.records[-1].levelno == logging.ERROR
+
+
+# -- pausing model sync ----------------------------------------------------------------------------------------
+
+
+def test_pause_sync_nests_covers_only_its_thread_and_decorates() -> None:
+    import threading
+
+    from journy_core.pausing import pause_sync, sync_paused
+
+    seen_elsewhere: list[bool] = []
+    with pause_sync():
+        with pause_sync():
+            assert sync_paused()
+        assert sync_paused()  # still inside the outer block
+        thread = threading.Thread(target=lambda: seen_elsewhere.append(sync_paused()))
+        thread.start()
+        thread.join()
+    assert not sync_paused()
+    assert seen_elsewhere == [False]
+
+    @pause_sync()
+    def imports() -> bool:
+        return sync_paused()
+
+    assert imports() and imports()
+    assert not sync_paused()

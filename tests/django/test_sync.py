@@ -309,3 +309,10 @@ def test_membership_of_more_than_100_users_is_split_by_sync(outbox):
 def test_sync_users_off_leaves_users_alone(outbox):
     User.objects.create_user("ada", "ada@acme.com")
     assert outbox.users() == []
+
+
+def test_pause_sync_is_the_one_rule_in_journy_core():
+    from journy_core.pausing import pause_sync, sync_paused
+
+    assert journy_django.pause_sync is pause_sync
+    assert journy_django.is_paused is sync_paused

@@ -324,3 +324,9 @@ def test_a_class_seen_before_is_identified_the_same_way_again() -> None:
     assert _identify(None, None) is None
     assert _identify(True, None) is None
     assert _identify(5, None) == "5"
+
+
+def test_pause_sync_is_the_one_rule_in_journy_core() -> None:
+    from journy_core.pausing import pause_sync as core_pause_sync
+
+    assert pause_sync is core_pause_sync
