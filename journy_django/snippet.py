@@ -64,9 +64,9 @@ __all__ = [
 logger = logging.getLogger("journy")
 
 try:  # Django >= 6.0: the nonce of its ContentSecurityPolicyMiddleware
-    from django.middleware.csp import get_nonce as _django_csp_nonce
+    from django.middleware.csp import get_nonce as django_get_nonce
 except ImportError:  # Django < 6.0
-    _django_csp_nonce = None
+    django_get_nonce = None
 
 _SCREEN = "_journy_screen"
 _EVENTS = "_journy_page_events"
@@ -148,7 +148,7 @@ def csp_nonce(request: HttpRequest) -> object | None:
 
     Both are lazy objects, falsy until read: compare with ``is not None``.
     """
-    nonce = None if _django_csp_nonce is None else _django_csp_nonce(request)
+    nonce = None if django_get_nonce is None else django_get_nonce(request)
     if nonce is None:
         nonce = getattr(request, "csp_nonce", None)  # django-csp
     return nonce
