@@ -42,7 +42,6 @@ _BARRIERS = {
     "add_users_to_account": _DELETES | {"remove_users_from_account"},
     "remove_users_from_account": _DELETES | {"add_users_to_account"},
 }
-_UPSERT_BARRIERS = _DELETES
 
 #: Kinds that wait for the coalescing window before they are sent, so that later changes can merge into them.
 LINGERING_KINDS = frozenset({"upsert_user", "upsert_account", "delete_user", "delete_account", "link", *_MEMBERSHIP})
@@ -133,11 +132,6 @@ class Entry:
     in_flight: bool = False
     version: int = 0  # which of its places in the ready heap is current
 
-    @property
-    def taken(self) -> bool:
-        """Whether a sender has taken it (it no longer absorbs later changes)."""
-        return self.sealed
-
 
 class PendingQueue:
     """The operations not yet done, in per-entity order; see the module's docstring.
@@ -198,7 +192,7 @@ class PendingQueue:
 
     def _may_merge(self, waiting: Entry, operation: Operation, keys: tuple[str, ...]) -> bool:
         """Whether folding ``operation`` into ``waiting`` keeps every entity's order."""
-        barriers = _BARRIERS.get(operation.kind, _UPSERT_BARRIERS)
+        barriers = _BARRIERS.get(operation.kind, _DELETES)  # upserts: only a delete
         for entity in keys:
             known = entity in waiting.keys
             for later in reversed(self._chains.get(entity, ())):
