@@ -1,13 +1,17 @@
 """The framework overhead counted in CPU instructions instead of timed: deterministic, so small changes show.
 
     .venv/bin/python benchmarks/instructions.py [flask|flask-no-database|django] [--requests 300] [--from-string]
+        [--stand-in]
 
 Runs the page of ``flask_overhead.py`` (or ``django_overhead.py``) with and without journy under valgrind's
 callgrind (Debian's ``valgrind`` package), once with no measured requests and once with ``--requests``, after the
 same warm-up, and prints the instructions per request of each and their ratio: what the integration adds, free of
 the machine's load. Wall-clock ratios on a shared machine come out somewhat above these (cache misses count there);
 the timed benchmarks stay the measure of the goals. ``--from-string`` (Flask pages): the view renders with
-``render_template_string``, which compiles the template on every request.
+``render_template_string``, which compiles the template on every request. ``--stand-in`` (Flask pages): the page
+without journy renders the journy page's template byte for byte, its ``journy_snippet()`` a plain global returning
+the pasted snippet; with ``--from-string`` this leaves out what compiling one more expression costs (any call costs
+the same there) and shows the extension's own work.
 """
 
 from __future__ import annotations
@@ -25,13 +29,15 @@ HERE = Path(__file__).resolve().parent
 PAGES = ("flask", "flask-no-database", "django")
 
 
-def run_requests(page: str, with_journy: bool, requests: int, from_string: bool = False) -> None:
+def run_requests(
+    page: str, with_journy: bool, requests: int, from_string: bool = False, stand_in: bool = False
+) -> None:
     """In the child process (under valgrind): build the page's app, warm up, then serve ``requests`` requests."""
     sys.path.insert(0, str(HERE))
     if page.startswith("flask"):
         import flask_overhead
 
-        app = flask_overhead.make_app(with_journy, database=page == "flask", from_string=from_string)
+        app = flask_overhead.make_app(with_journy, database=page == "flask", from_string=from_string, stand_in=stand_in)
         client = flask_overhead.logged_in_client(app)
         url = "/"
     else:
@@ -49,7 +55,7 @@ def run_requests(page: str, with_journy: bool, requests: int, from_string: bool 
         client.get(url)
 
 
-def instructions(page: str, with_journy: bool, requests: int, from_string: bool = False) -> int:
+def instructions(page: str, with_journy: bool, requests: int, from_string: bool = False, stand_in: bool = False) -> int:
     """Instructions valgrind counted for the whole child process."""
     command = [
         "valgrind",
@@ -66,6 +72,8 @@ def instructions(page: str, with_journy: bool, requests: int, from_string: bool 
         command.append("--with-journy")
     if from_string:
         command.append("--from-string")
+    if stand_in:
+        command.append("--stand-in")
     env = {**os.environ, "PYTHONHASHSEED": "0"}  # the same dict layouts in every run
     result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     found = re.search(r"Collected : (\d+)", result.stderr)
@@ -79,26 +87,31 @@ def main() -> int:
     parser.add_argument("page", nargs="?", choices=PAGES, default="flask")
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--from-string", action="store_true", help="Flask: render_template_string on every request")
+    parser.add_argument(
+        "--stand-in", action="store_true", help="Flask: compare with the same template, journy_snippet() a plain global"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--with-journy", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.from_string and not args.page.startswith("flask"):
-        parser.error("--from-string is for the Flask pages")
+    if (args.from_string or args.stand_in) and not args.page.startswith("flask"):
+        parser.error("--from-string and --stand-in are for the Flask pages")
     if args.child:
-        run_requests(args.page, args.with_journy, args.requests, args.from_string)
+        run_requests(args.page, args.with_journy, args.requests, args.from_string, args.stand_in)
         return 0
     if shutil.which("valgrind") is None:
         print("valgrind is not installed (Debian: apt-get install valgrind)", file=sys.stderr)
         return 2
     per_request = {}
     for with_journy in (False, True):
-        baseline = instructions(args.page, with_journy, 0, args.from_string)
-        measured = instructions(args.page, with_journy, args.requests, args.from_string)
+        stand_in = args.stand_in and not with_journy
+        baseline = instructions(args.page, with_journy, 0, args.from_string, stand_in)
+        measured = instructions(args.page, with_journy, args.requests, args.from_string, stand_in)
         per_request[with_journy] = (measured - baseline) / args.requests
     without, with_ = per_request[False], per_request[True]
     how = " with render_template_string" if args.from_string else ""
     print(f"{args.page} page{how}, {args.requests} requests after a warm-up (valgrind callgrind):")
-    print(f"  without journy: {without:12,.0f} instructions per request")
+    label = "plain global:  " if args.stand_in else "without journy:"
+    print(f"  {label} {without:12,.0f} instructions per request")
     print(f"  with journy:    {with_:12,.0f} instructions per request (+{with_ - without:,.0f})")
     print(f"  ratio: {with_ / without:.3f}")
     return 0

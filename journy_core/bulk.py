@@ -1,10 +1,11 @@
-"""The bulk (daily) sync: every user and account, sent under the rate limit, resumable.
+"""The bulk (daily) sync's sending: every user and account, sent under the rate limit, resumable.
 
-The shared core of ``manage.py journy_sync`` and ``flask journy sync``. The adapter streams ``(key, operation)``
-pairs ordered by key (the primary key, as a string) and this module sends them: a few calls in flight, paced by the
-:class:`~journy_core.pacing.Pacer`, transient failures retried. After each batch it writes the last key done to
-``state_file``, so an interrupted sync run again starts after it (the adapter filters its query with
-:meth:`BulkSync.resume_after`); a sync that completes forgets its checkpoint.
+The engine of ``manage.py journy_sync`` and ``flask journy sync`` (whose stages, options, state file and reporting
+are :mod:`journy_core.sync_plan`). It takes ``(key, operation)`` pairs ordered by key (the primary key, as a string)
+and sends them: a few calls in flight, paced by the :class:`~journy_core.pacing.Pacer`, transient failures retried.
+After each batch (which ends where a key ends) it writes the last key done to ``state_file``, so an interrupted sync
+run again starts after it (the adapter filters its query with :meth:`BulkSync.resume_after`); a sync that completes
+forgets its checkpoint.
 
 ``--since`` (only the rows changed since a date) is shared too: :func:`parse_since` reads the date,
 :data:`SINCE_FIELDS` are the timestamp fields looked for, and :func:`since_scope` describes the filter. A checkpoint
@@ -34,6 +35,7 @@ from .pacing import Pacer
 from .retry import RetryPolicy
 
 __all__ = [
+    "RENAMED_STAGES",
     "SINCE_FIELDS",
     "SINCE_FORMATS",
     "BulkSync",
@@ -50,6 +52,10 @@ logger = logging.getLogger("journy")
 
 #: The timestamp fields ``--since`` filters on: the first one a model has wins (``--since-field`` names another).
 SINCE_FIELDS = ("updated_at", "modified_at", "modified", "last_modified", "date_joined", "created_at", "created")
+
+#: Stage names an earlier version wrote in checkpoint files, and their name now (``flask journy sync`` called the
+#: memberships stage ``members``): such a checkpoint is resumed, and rewritten under the current name.
+RENAMED_STAGES = {"members": "memberships"}
 
 #: What ``--since`` accepts, for error messages and help texts.
 SINCE_FORMATS = "a date (YYYY-MM-DD) or an ISO 8601 datetime"
@@ -165,13 +171,16 @@ class BulkSync:
         if not isinstance(data, dict):
             return {}
         state: dict[str, Checkpoint] = {}
-        for name, value in data.items():
+        for written, value in data.items():
+            name = RENAMED_STAGES.get(str(written), str(written))
+            if name != written and name in data:  # the current name, written since, wins
+                continue
             if isinstance(value, dict):
                 if value.get("after") is not None:
                     scope = value.get("scope")
-                    state[str(name)] = Checkpoint(str(value["after"]), None if scope is None else str(scope))
+                    state[name] = Checkpoint(str(value["after"]), None if scope is None else str(scope))
             elif value is not None:
-                state[str(name)] = Checkpoint(str(value))
+                state[name] = Checkpoint(str(value))
         return state
 
     def _write_state(self, name: str, key: str | None, scope: str | None = None) -> None:
@@ -256,12 +265,8 @@ class BulkSync:
         started = time.monotonic()
         resumed_from = self.resume_after(name, scope)
         sent = failed = skipped = 0
-        iterator: Iterator[tuple[str, Operation | None]] = iter(items)
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix=f"journy-sync-{name}") as pool:
-            while True:
-                batch = list(islice(iterator, self.batch_size))
-                if not batch:
-                    break
+            for batch in _batches(items, self.batch_size):
                 operations = [op for _, op in batch if op is not None]
                 skipped += len(batch) - len(operations)
                 if self.dry_run:
@@ -287,3 +292,24 @@ class BulkSync:
         # The rate limit caps the pace; early on the observed pace is optimistic (the window is empty).
         pace = min(done / elapsed if done else float("inf"), 1.0 / self.pacer.interval)
         return left / pace if pace > 0 else None
+
+
+def _batches(items: Iterable[tuple[str, Operation | None]], size: int) -> Iterator[list[tuple[str, Operation | None]]]:
+    """``size`` items at a time, each batch extended to the end of its last key.
+
+    The checkpoint records a batch's last key as done, so every item of that key must be in the batch: an account
+    with more members than one call takes yields several membership calls under its key, and a batch cut between
+    them would let a resumed run skip the rest."""
+    iterator = iter(items)
+    held: list[tuple[str, Operation | None]] = []
+    while True:
+        batch = held + list(islice(iterator, size - len(held)))
+        held = []
+        if not batch:
+            return
+        for item in iterator:
+            if item[0] != batch[-1][0]:
+                held = [item]  # the first item of the next batch
+                break
+            batch.append(item)
+        yield batch

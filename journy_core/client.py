@@ -198,7 +198,7 @@ def _header_int(headers: Mapping[str, str], name: str) -> int | None:
         return None
 
 
-def _validate_timeout(timeout: object) -> float | tuple[float, float]:
+def validate_timeout(timeout: object) -> float | tuple[float, float]:
     def positive(value: object) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
             raise InvalidArgumentError(
@@ -248,7 +248,7 @@ class Client(OperationMethods[Result]):
             )
         key = checked_api_key(api_key)
         self.base_url = resolve_base_url(base_url)
-        self.timeout = _validate_timeout(timeout)
+        self.timeout = validate_timeout(timeout)
         self.naive_timezone = naive_timezone
         self._session = session or requests.Session()
         if session is None:

@@ -1,4 +1,4 @@
-"""The ``__journey`` visitor cookie: reading it safely, and linking each device to a user once per session.
+"""The ``__journey`` visitor cookie: reading it safely (linking it to the user: :mod:`journy_core.linking`).
 
 The journy.io snippet sets ``__journey`` on the site's top-level domain; its value is the device ID that
 ``POST /link`` takes. The browser sends it, so it is untrusted input: :func:`clean_device_id` strips it, bounds its
@@ -8,9 +8,8 @@ length and refuses control characters, returning None (with a debug log, never a
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 
-__all__ = ["COOKIE_NAME", "MAX_DEVICE_ID_LENGTH", "clean_device_id", "remember_link"]
+__all__ = ["COOKIE_NAME", "MAX_DEVICE_ID_LENGTH", "clean_device_id"]
 
 logger = logging.getLogger("journy")
 
@@ -19,8 +18,6 @@ COOKIE_NAME = "__journey"
 #: Longer values are not device IDs journy.io's snippet makes (they are UUID-like); refusing them bounds what an
 #: attacker can push through the link endpoint.
 MAX_DEVICE_ID_LENGTH = 128
-#: How many device IDs a session remembers as linked (a user may switch browsers... within one session, rarely).
-MAX_REMEMBERED = 8
 
 
 def clean_device_id(raw: object) -> str | None:
@@ -37,15 +34,3 @@ def clean_device_id(raw: object) -> str | None:
         logger.debug("journy: ignoring a __journey cookie with control or separator characters")
         return None
     return value
-
-
-def remember_link(linked: Sequence[str] | None, device_id: str) -> list[str] | None:
-    """The new list of device IDs linked in this session, or None when ``device_id`` was already linked.
-
-    Adapters keep the list in the session, so that a device is linked once per session, not on every request.
-    """
-    known = list(linked or ())
-    if device_id in known:
-        return None
-    known.append(device_id)
-    return known[-MAX_REMEMBERED:]

@@ -7,7 +7,8 @@ A setting may be:
   an attribute may be dotted (``"profile.plan"``), and a method is called with no arguments;
 - a callable (or the dotted path of one) taking the object and returning the properties dict.
 
-Both adapters use :class:`PropertyMap`; they differ only in their defaults.
+Unset, the properties are :data:`DEFAULT_USER_PROPERTIES` / :data:`DEFAULT_ACCOUNT_PROPERTIES`, those the model has
+(:func:`property_map`). Both adapters use these; :func:`read_text` reads an email or a domain the same way in both.
 """
 
 from __future__ import annotations
@@ -18,7 +19,34 @@ from typing import Any
 from .errors import ConfigurationError
 from .importing import resolve_callable
 
-__all__ = ["PropertyMap", "read_attribute"]
+__all__ = [
+    "DEFAULT_ACCOUNT_PROPERTIES",
+    "DEFAULT_USER_PROPERTIES",
+    "PropertyMap",
+    "default_spec",
+    "identifier",
+    "property_map",
+    "read_attribute",
+    "read_identity",
+    "read_text",
+]
+
+#: With ``USER_PROPERTIES`` unset: journy.io property name -> the attributes to read it from, the first the model has.
+#: These are the names journy.io forwards to CRMs.
+DEFAULT_USER_PROPERTIES: dict[str, tuple[str, ...]] = {
+    "full_name": ("full_name", "get_full_name", "name", "display_name"),
+    "first_name": ("first_name",),
+    "last_name": ("last_name",),
+    "phone": ("phone",),
+    "registered_at": ("registered_at", "created_at", "date_joined", "created"),
+}
+#: The same for accounts (``ACCOUNT_PROPERTIES`` unset).
+DEFAULT_ACCOUNT_PROPERTIES: dict[str, tuple[str, ...]] = {
+    "name": ("name", "title"),
+    "plan": ("plan",),
+    "mrr": ("mrr",),
+    "registered_at": ("registered_at", "created_at", "created"),
+}
 
 
 def read_attribute(obj: object, path: str) -> Any:
@@ -104,3 +132,53 @@ class PropertyMap:
     def __repr__(self) -> str:
         shown = getattr(self._function, "__qualname__", None) or self._attributes
         return f"<PropertyMap {self.setting}={shown!r}>"
+
+
+def default_spec(model: type, defaults: Mapping[str, tuple[str, ...]]) -> dict[str, str]:
+    """The property map of ``defaults`` that ``model`` can fill: each name from the first attribute it has."""
+    spec: dict[str, str] = {}
+    for name, candidates in defaults.items():
+        attribute = next((candidate for candidate in candidates if hasattr(model, candidate)), None)
+        if attribute is not None:
+            spec[name] = attribute
+    return spec
+
+
+def property_map(
+    spec: object, setting: str, model: type | None, defaults: Mapping[str, tuple[str, ...]], *, check: bool = True
+) -> PropertyMap | None:
+    """The :class:`PropertyMap` of a ``*_PROPERTIES`` setting for ``model``: ``spec``, or the defaults the model has
+    when it is None (None without a model). With ``check``, an attribute the model lacks is a
+    :class:`ConfigurationError` naming the setting, the model and the attribute: the mistake shows at start-up."""
+    if spec is None:
+        if model is None:
+            return None
+        spec = default_spec(model, defaults)
+    mapping = PropertyMap(spec, setting)
+    if check and model is not None:
+        mapping.check_against(model)
+    return mapping
+
+
+def read_text(obj: object, attribute: str | None) -> str | None:
+    """The stripped string ``obj.<attribute>`` (an email, a domain); None when unset, blank or not a string."""
+    if attribute is None:
+        return None
+    value = read_attribute(obj, attribute) if "." in attribute else getattr(obj, attribute, None)
+    if isinstance(value, str):
+        value = value.strip()
+        if value:
+            return value
+    return None
+
+
+def identifier(value: object) -> str | None:
+    """``value`` as the ID journy.io takes (a string); None for None and for booleans (never a real ID)."""
+    if value is None or value is True or value is False:
+        return None
+    return value if type(value) is str else str(value)
+
+
+def read_identity(obj: object, spec: str | Callable[[Any], object]) -> str | None:
+    """The ID ``USER_ID`` / ``ACCOUNT_ID`` reads from ``obj``: an attribute (dotted path) or a callable's answer."""
+    return identifier(read_attribute(obj, spec) if isinstance(spec, str) else spec(obj))

@@ -12,6 +12,7 @@ Warnings: ``journy.W001`` the emulator URL with ``DEBUG`` off; ``W002`` snippet 
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from typing import Any
@@ -23,12 +24,13 @@ from django.core.checks import CheckMessage, Error, Warning, register
 
 from journy_core import ConfigurationError, Tracker
 from journy_core.backends import backend_class
+from journy_core.config import DJANGO_SOURCE, read_config, unknown_options
 from journy_core.importing import resolve_callable
 from journy_core.mapping import PropertyMap
 from journy_core.secrets import api_key_problem
 from journy_core.urls import ENV_BASE_URL, is_loopback_host, resolve_base_url
 
-from .conf import DEFAULTS, JournyConfigurationError, internal_networks
+from .conf import JournyConfigurationError, journy_settings
 from .identity import account_model, members_relation
 
 __all__ = ["ALL_CHECKS"]
@@ -46,23 +48,55 @@ def _raw() -> dict[str, Any]:
     return dict(raw) if isinstance(raw, dict) else {}
 
 
+#: Keys a check of their own reports, with its own id and hint (so a mistake there is one message, not two).
+_OWN_CHECKS = frozenset(
+    {
+        "API_KEY",  # E001
+        "API_URL",  # E002
+        "QUEUE",  # E003
+        "CURRENT_ACCOUNT",  # E004
+        "SKIP_REQUEST",
+        "SHOULD_SYNC",
+        "ON_FAILURE",
+        "USER_PROPERTIES",
+        "ACCOUNT_PROPERTIES",
+        "ACCOUNT_MODEL",  # E005, E006
+        "ACCOUNT_MEMBERS",
+        "VERIFICATION_SECRET",  # E007
+        "TRACKER_ID",  # E010
+        "TRACKER_DOMAIN",
+        "TRACKER_SCRIPT_PATH",
+    }
+)
+
+
 def check_settings_shape(**kwargs: Any) -> list[CheckMessage]:
+    """``E009``: ``settings.JOURNY`` is not a dict, names an unknown option (with the closest name), or holds a
+    value the schema refuses (for the options no other check covers)."""
     raw = getattr(settings, "JOURNY", None)
     problem = None
     if raw is not None and not isinstance(raw, dict):
-        problem = f"settings.JOURNY must be a dict, got {type(raw).__name__}."
+        problem = f"settings.JOURNY must be a dict such as {{'API_KEY': ...}}, got {type(raw).__name__}."
     else:
-        unknown = sorted(set(raw or {}) - set(DEFAULTS))
-        if unknown:
-            problem = f"Unknown key(s) {', '.join(map(repr, unknown))} in settings.JOURNY."
-        else:
+        problem = unknown_options(raw or {}, DJANGO_SOURCE)
+        if problem is None:
+            rest = {key: value for key, value in (raw or {}).items() if key not in _OWN_CHECKS}
             try:
-                internal_networks((raw or {}).get("INTERNAL_IPS", ()))
-            except JournyConfigurationError as exc:
+                read_config(rest, DJANGO_SOURCE, internal_ips=getattr(settings, "INTERNAL_IPS", ()))
+            except ConfigurationError as exc:
                 problem = str(exc)
     if problem is None:
         return []
-    return [Error(problem, hint=f"The keys are: {', '.join(DEFAULTS)} (docs/django.md).", id="journy.E009")]
+    return [Error(problem, hint="Every option is in docs/settings.md.", id="journy.E009")]
+
+
+def _settings_load() -> bool:
+    """Whether the settings load at all (when not, E009 or the check owning the key reports why)."""
+    try:
+        journy_settings()
+    except Exception:
+        return False
+    return True
 
 
 def check_api_key(**kwargs: Any) -> list[CheckMessage]:
@@ -179,6 +213,8 @@ def check_dotted_paths(**kwargs: Any) -> list[CheckMessage]:
 
 def check_account_model(**kwargs: Any) -> list[CheckMessage]:
     raw = _raw()
+    if not _settings_load():
+        return []
     try:
         model = account_model()
     except JournyConfigurationError as exc:
@@ -299,6 +335,8 @@ def check_property_attributes(**kwargs: Any) -> list[CheckMessage]:
     """``USER_PROPERTIES`` / ``ACCOUNT_PROPERTIES`` naming an attribute their model does not have (``E011``): found
     here, at start-up, rather than when the first save of that model fails to sync."""
     raw = _raw()
+    if not _settings_load():
+        return []
     try:
         models = {"USER_PROPERTIES": get_user_model(), "ACCOUNT_PROPERTIES": account_model()}
     except Exception:  # a missing or wrong model is E005's to report
@@ -315,15 +353,31 @@ def check_property_attributes(**kwargs: Any) -> list[CheckMessage]:
     return errors
 
 
+def _unless_malformed(check: Callable[..., list[CheckMessage]]) -> Callable[..., list[CheckMessage]]:
+    """``check``, silent while ``settings.JOURNY`` is not a dict: E009 is then the one message."""
+
+    @functools.wraps(check)
+    def run(**kwargs: Any) -> list[CheckMessage]:
+        raw = getattr(settings, "JOURNY", None)
+        return [] if raw is not None and not isinstance(raw, dict) else check(**kwargs)
+
+    return run
+
+
 ALL_CHECKS: list[Callable[..., list[CheckMessage]]] = [
     check_settings_shape,
-    check_api_key,
-    check_api_url,
-    check_queue,
-    check_dotted_paths,
-    check_account_model,
-    check_property_attributes,
-    check_snippet,
+    *map(
+        _unless_malformed,
+        [
+            check_api_key,
+            check_api_url,
+            check_queue,
+            check_dotted_paths,
+            check_account_model,
+            check_property_attributes,
+            check_snippet,
+        ],
+    ),
     check_middleware,
 ]
 

@@ -1,6 +1,6 @@
 # mypy: disable-error-code="import-untyped"
-"""Requests and users that are not tracked: staff (``SKIP_STAFF``), impersonated sessions (``SKIP_IMPERSONATED``),
-internal IPs (``INTERNAL_IPS``) and whatever ``SKIP_REQUEST(request)`` says.
+"""Requests and users that are not tracked: the rule is :func:`journy_core.filters.skip_reason`; this module gives
+it Django's facts (``REMOTE_ADDR``, and impersonation by django-hijack, django-impersonate or django-loginas).
 
 A skipped request gets no device link and a snippet without ``identify``/``account`` (an HTML comment saying
 why, for staff and impersonation, so an admin never shows up as the customer they are looking at).
@@ -8,10 +8,11 @@ why, for staff and impersonation, so an admin never shows up as the customer the
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 
 from django.http import HttpRequest
+
+from journy_core.filters import skip_reason as core_skip_reason
 
 from .conf import JournySettings, journy_settings
 
@@ -42,10 +43,6 @@ def is_impersonated(request: HttpRequest) -> bool:
         return False
 
 
-def _client_ip(request: HttpRequest) -> str | None:
-    return request.META.get("REMOTE_ADDR") or None
-
-
 def skip_reason(request: HttpRequest | None, user: Any = None) -> str | None:
     """Why this request (and user) must not be tracked, or None to track it."""
     return skip_reason_with(journy_settings(), request, user)
@@ -53,22 +50,12 @@ def skip_reason(request: HttpRequest | None, user: Any = None) -> str | None:
 
 def skip_reason_with(config: JournySettings, request: HttpRequest | None, user: Any = None) -> str | None:
     """:func:`skip_reason` with the settings already in hand (the snippet's path reads them once)."""
-    if not config.enabled:
-        return "JOURNY['ENABLED'] is False"
-    if user is not None and config["SKIP_STAFF"] and getattr(user, "is_staff", False):
-        return "staff user (JOURNY['SKIP_STAFF'])"
     if request is None:
-        return None
-    if config["SKIP_IMPERSONATED"] and is_impersonated(request):
-        return "impersonated session (JOURNY['SKIP_IMPERSONATED'])"
-    if config.internal_networks:
-        ip = _client_ip(request)
-        try:
-            address = ipaddress.ip_address(ip) if ip else None
-        except ValueError:
-            address = None
-        if address is not None and any(address in network for network in config.internal_networks):
-            return "internal IP (JOURNY['INTERNAL_IPS'])"
-    if config.skip_request is not None and config.skip_request(request):
-        return "JOURNY['SKIP_REQUEST'] said so"
-    return None
+        return core_skip_reason(config, user=user)
+    return core_skip_reason(
+        config,
+        user=user,
+        address=request.META.get("REMOTE_ADDR"),
+        request=request,
+        impersonated=lambda: is_impersonated(request),
+    )

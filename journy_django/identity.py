@@ -18,7 +18,15 @@ from django.db import models
 from journy_core import operations as ops
 from journy_core.errors import ConfigurationError
 from journy_core.importing import resolve_callable
-from journy_core.mapping import PropertyMap, read_attribute
+from journy_core.mapping import (
+    DEFAULT_ACCOUNT_PROPERTIES,
+    DEFAULT_USER_PROPERTIES,
+    PropertyMap,
+    default_spec,
+    property_map,
+    read_attribute,
+    read_text,
+)
 from journy_core.operations import Operation
 
 from .conf import JournyConfigurationError, cached, journy_settings
@@ -34,20 +42,6 @@ __all__ = [
     "upsert_operation",
     "user_identity",
 ]
-
-#: The default user properties, kept when the user model has the attribute: journy.io forwards these to CRMs.
-DEFAULT_USER_PROPERTIES = {
-    "first_name": "first_name",
-    "last_name": "last_name",
-    "full_name": "get_full_name",
-    "registered_at": "date_joined",
-}
-DEFAULT_ACCOUNT_PROPERTIES = {"name": "name"}
-
-
-def _model_attributes(model: type[models.Model]) -> set[str]:
-    names = {field.name for field in model._meta.get_fields()}
-    return names | {name for name in dir(model) if not name.startswith("_")}
 
 
 def account_model() -> type[models.Model] | None:
@@ -70,20 +64,18 @@ def account_model() -> type[models.Model] | None:
     return found
 
 
-def _property_spec(key: str, model: type[models.Model], defaults: dict[str, str]) -> object:
+def _property_spec(key: str, model: type[models.Model], defaults: Mapping[str, tuple[str, ...]]) -> object:
     spec = journy_settings()[key]
-    if spec is None:
-        present = _model_attributes(model)
-        spec = {name: attribute for name, attribute in defaults.items() if attribute in present}
-    return spec
+    return default_spec(model, defaults) if spec is None else spec
 
 
-def _property_map(key: str, model: type[models.Model], defaults: dict[str, str]) -> PropertyMap:
-    spec = _property_spec(key, model, defaults)
+def _property_map(key: str, model: type[models.Model], defaults: Mapping[str, tuple[str, ...]]) -> PropertyMap:
     try:
-        return PropertyMap(spec, f"JOURNY[{key!r}]")
+        found = property_map(journy_settings()[key], f"JOURNY[{key!r}]", model, defaults, check=False)
     except ConfigurationError as exc:
         raise JournyConfigurationError(str(exc)) from None
+    assert found is not None  # a model is given
+    return found
 
 
 #: Property values with their types, in the map's order: ``((name, value.__class__, value), ...)``. Hashable when
@@ -205,12 +197,7 @@ def user_identity(user: Any) -> dict[str, Any]:
 
 def user_email(user: models.Model) -> str | None:
     """The user instance's email, stripped; None when it has none."""
-    email = getattr(user, _email_field(type(user)), None)
-    if isinstance(email, str):
-        email = email.strip()
-        if email:
-            return email
-    return None
+    return read_text(user, _email_field(type(user)))
 
 
 def account_identity(account: Any) -> dict[str, Any]:
@@ -218,11 +205,9 @@ def account_identity(account: Any) -> dict[str, Any]:
     if not isinstance(account, models.Model):
         return {"account_id": account}
     ident: dict[str, Any] = {"account_id": account.pk}
-    domain_field = journy_settings()["ACCOUNT_DOMAIN_FIELD"]
-    if domain_field:
-        domain = getattr(account, domain_field, None)
-        if isinstance(domain, str) and domain.strip():
-            ident["domain"] = domain.strip()
+    domain = read_text(account, journy_settings().account_domain_field)
+    if domain is not None:
+        ident["domain"] = domain
     return ident
 
 

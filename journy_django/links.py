@@ -1,82 +1,74 @@
 # mypy: disable-error-code="import-untyped"
-"""Linking the ``__journey`` visitor cookie to the user: once per session and device ID.
+"""Linking the ``__journey`` visitor cookie to the user: Django's side of :mod:`journy_core.linking`.
 
 Called from the ``user_logged_in`` receiver and from :class:`~journy_django.middleware.JournyMiddleware` (a
-remembered session, or a visitor who reached the marketing site after logging in). The cookie is untrusted:
-:func:`journy_core.devices.clean_device_id` bounds and checks it, and a bad value is skipped with a debug log.
+remembered session, or a visitor who reached the marketing site after logging in). The rule (once per session
+and user, the cookie checked, the filters asked) is core's; this module supplies Django's facts: the settings,
+``request.session``, the user's ID and :func:`~journy_django.filters.skip_reason`.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest
 
-from journy_core import operations as ops
-from journy_core.devices import COOKIE_NAME, clean_device_id, remember_link
+from journy_core import linking
+from journy_core.devices import COOKIE_NAME
 from journy_core.guard import guarded
 
 from .conf import get_journy, journy_settings
 from .filters import skip_reason
 from .identity import user_identity
 
-__all__ = ["SESSION_KEY", "device_to_link", "link_device"]
+__all__ = ["SESSION_KEY", "device_to_link", "link_device", "user_link_identity"]
 
-logger = logging.getLogger("journy")
-
-#: Where the session remembers the device IDs already linked.
-SESSION_KEY = "_journy_linked_devices"
+#: Where the session keeps its record of the devices linked (:data:`journy_core.linking.SESSION_KEY`).
+SESSION_KEY = linking.SESSION_KEY
 
 
 def device_to_link(request: HttpRequest) -> str | None:
-    """The cookie's device ID when it is valid and not yet linked in this session (cheap: no user lookup)."""
-    raw = request.COOKIES.get(COOKIE_NAME)
-    if raw is None:
-        return None
-    device_id = clean_device_id(raw)
+    """The cookie's device ID when linking is on, it is valid and this session has not linked it yet (cheap: no
+    user lookup)."""
+    config = journy_settings()
+    device_id = linking.device_to_link(
+        request.COOKIES.get(COOKIE_NAME), enabled=config.enabled, link_devices=config["LINK_DEVICES"]
+    )
     if device_id is None:
         return None
     session = getattr(request, "session", None)
-    linked = session.get(SESSION_KEY) if session is not None else None
-    if isinstance(linked, list) and device_id in linked:
+    if session is not None and linking.linked_already(session.get(SESSION_KEY), device_id):
         return None
     return device_id
 
 
+def user_link_identity(user: Any) -> linking.Identity | None:
+    """``(user_id, None)`` of a logged-in ``user``, None for an anonymous one (links name the user by ID)."""
+    if user is None or not getattr(user, "is_authenticated", False):
+        return None
+    return user_identity(user)["user_id"], None
+
+
 def link_device(request: HttpRequest, user: Any) -> bool:
-    """Queue ``link`` for the request's device and ``user`` unless done in this session; True when queued."""
+    """Queue ``link`` for the request's device and ``user`` unless this session did; True when queued."""
     linked = False
     with guarded("linking the __journey cookie", loud=settings.DEBUG):
-        linked = _link_device(request, user)
+        config = journy_settings()
+        linked = linking.link_device(
+            getattr(request, "session", None),
+            request.COOKIES.get(COOKIE_NAME),
+            enabled=config.enabled,
+            link_devices=config["LINK_DEVICES"],
+            identify=lambda: user_link_identity(user),  # the user may be lazy: loaded only for a device to link
+            enqueue=lambda operation: get_journy().enqueue(operation),
+            skip_reason=lambda: skip_reason(request, user),
+        )
     return linked  # noqa: RET504 - a return inside guarded() would hide the fallback from type checkers
 
 
-def _link_device(request: HttpRequest, user: Any) -> bool:
-    if not journy_settings()["LINK_DEVICES"]:
-        return False
-    # The device first: once linked in this session, the user (a query) is not even looked at.
-    device_id = device_to_link(request)
-    if device_id is None or user is None or not getattr(user, "is_authenticated", False):
-        return False
-    reason = skip_reason(request, user)
-    if reason is not None:
-        logger.debug("journy: not linking the device: %s", reason)
-        return False
-    session = getattr(request, "session", None)
-    known = session.get(SESSION_KEY) if session is not None else None
-    updated = remember_link(known if isinstance(known, list) else None, device_id)
-    if updated is None:
-        return False
-    get_journy().enqueue(ops.link(device_id=device_id, user_id=user_identity(user)["user_id"]))
-    if session is not None:
-        session[SESSION_KEY] = updated
-    return True
-
-
 def on_user_logged_in(sender: Any, request: HttpRequest | None = None, user: Any = None, **kwargs: Any) -> None:
-    """``user_logged_in`` receiver. ``login()`` rotates the session key but keeps its data: a device linked before
-    in this session stays linked."""
+    """``user_logged_in`` receiver. ``login()`` keeps the session's data for the same user (a device linked before
+    in this session stays linked) and flushes it for another (whose devices are then linked to them)."""
     if request is not None:
         link_device(request, user)

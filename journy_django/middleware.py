@@ -31,15 +31,14 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_asy
 from django.conf import settings
 from django.http import HttpRequest, HttpResponseBase
 
-from journy_core import operations as ops
+from journy_core import linking
 from journy_core.batching import close_batch, open_batch
-from journy_core.devices import COOKIE_NAME, clean_device_id, remember_link
+from journy_core.devices import COOKIE_NAME
 from journy_core.guard import guarded
 
 from .conf import get_journy, journy_settings
 from .filters import skip_reason
-from .identity import user_identity
-from .links import SESSION_KEY, link_device
+from .links import SESSION_KEY, link_device, user_link_identity
 from .snippet import remember_auser
 
 __all__ = ["JournyMiddleware"]
@@ -63,9 +62,7 @@ class JournyMiddleware:
         remember_auser(request)  # an async view under a sync stack renders its template in an event loop
         if _batches():
             return self._call_in_batch(request)
-        raw = request.COOKIES.get(COOKIE_NAME)
-        if raw is not None and not _linked_before(request, raw):
-            link_device(request, getattr(request, "user", None))
+        _link_new_device(request)
         return self.get_response(request)
 
     def _call_in_batch(self, request: HttpRequest) -> Any:
@@ -73,9 +70,7 @@ class JournyMiddleware:
         # returns, also when it raised; a streaming response's later operations go on their own.
         opened = open_batch()
         try:
-            raw = request.COOKIES.get(COOKIE_NAME)
-            if raw is not None and not _linked_before(request, raw):
-                link_device(request, getattr(request, "user", None))
+            _link_new_device(request)
             return self.get_response(request)
         finally:
             close_batch(opened)
@@ -105,14 +100,17 @@ def _batches() -> bool:
         return False
 
 
-def _linked_before(request: HttpRequest, raw: str) -> bool:
-    """Whether this session linked the cookie's value already: the common case, answered from the session alone
-    (a remembered value passed the cookie checks when it was linked)."""
-    try:
-        linked = request.session.get(SESSION_KEY)
-    except Exception:  # no session, or one that cannot be read: link_device() decides (guarded)
+def _link_new_device(request: HttpRequest) -> bool:
+    """Link the request's ``__journey`` cookie unless this session linked its value already (the common case,
+    answered from the session alone by :func:`journy_core.linking.linked_already`, without loading the user)."""
+    raw = request.COOKIES.get(COOKIE_NAME)
+    if raw is None:
         return False
-    return isinstance(linked, list) and raw in linked
+    try:
+        record = request.session.get(SESSION_KEY)
+    except Exception:  # no session, or one that cannot be read: link_device() decides (guarded)
+        record = None
+    return not linking.linked_already(record, raw) and link_device(request, getattr(request, "user", None))
 
 
 async def alink_device(request: HttpRequest) -> bool:
@@ -120,7 +118,7 @@ async def alink_device(request: HttpRequest) -> bool:
     touching them synchronously (which Django refuses in an event loop)."""
     session = getattr(request, "session", None)
     if session is None or not hasattr(session, "aget") or not hasattr(request, "auser"):
-        return bool(await sync_to_async(link_device)(request, getattr(request, "user", None)))
+        return bool(await sync_to_async(_link_new_device)(request))  # Django 4.2: no aget() or auser()
     linked = False
     with guarded("linking the __journey cookie", loud=settings.DEBUG):
         linked = await _alink_device(request, session)
@@ -128,20 +126,20 @@ async def alink_device(request: HttpRequest) -> bool:
 
 
 async def _alink_device(request: HttpRequest, session: Any) -> bool:
+    # journy_core.linking.link_device() step by step, awaiting the session and the user where it calls them.
     config = journy_settings()
-    device_id = clean_device_id(request.COOKIES.get(COOKIE_NAME))
-    if not config["LINK_DEVICES"] or device_id is None:
+    device_id = linking.device_to_link(
+        request.COOKIES.get(COOKIE_NAME), enabled=config.enabled, link_devices=config["LINK_DEVICES"]
+    )
+    if device_id is None:
         return False
-    known = await session.aget(SESSION_KEY)
-    known = known if isinstance(known, list) else None
-    if known is not None and device_id in known:
+    record = await session.aget(SESSION_KEY)
+    if linking.linked_already(record, device_id):  # the common case: no user to load
         return False
     user = await request.auser()
-    if not getattr(user, "is_authenticated", False) or skip_reason(request, user) is not None:
+    link = linking.plan_link(record, device_id, user_link_identity(user), lambda: skip_reason(request, user))
+    if link is None:
         return False
-    updated = remember_link(known, device_id)
-    if updated is None:
-        return False
-    get_journy().enqueue(ops.link(device_id=device_id, user_id=user_identity(user)["user_id"]))
-    await session.aset(SESSION_KEY, updated)
+    get_journy().enqueue(link.operation)
+    await session.aset(SESSION_KEY, link.record)
     return True

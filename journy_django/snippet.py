@@ -26,7 +26,6 @@ from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
 from journy_core import (
-    Client,
     InvalidArgumentError,
     Tracker,
     TrackerCache,
@@ -38,7 +37,7 @@ from journy_core.guard import guarded
 from journy_core.snippet import SnippetEvent, event_left_out, page_event
 from journy_core.verification import verification_hash
 
-from .conf import JournyConfigurationError, JournySettings, base_url, cached, journy_settings
+from .conf import JournyConfigurationError, JournySettings, cached, journy_settings, snippet_client
 from .filters import skip_reason, skip_reason_with
 from .identity import (
     TypedValues,
@@ -105,11 +104,11 @@ def _tracker_or_reason() -> tuple[Tracker | None, str | None]:
     config = journy_settings()
     website = config["WEBSITE_DOMAIN"]
     if website:
-        if not config["API_KEY"]:
+        if not config.api_key:
             return None, "JOURNY['WEBSITE_DOMAIN'] needs JOURNY['API_KEY'] to fetch the snippet"
 
         def build_cache() -> TrackerCache:
-            client = Client(config["API_KEY"], base_url=base_url())
+            client = snippet_client()
 
             def fetch(domain: str) -> str:
                 return str(client.get_tracking_snippet(domain).data["snippet"])
@@ -315,12 +314,15 @@ def _identity(request: HttpRequest, config: Any, user: Any, in_event_loop: bool)
         user_id, email = user.pk, user_email(user)
     else:
         user_id, email = user, None
-    user_values = user_property_values()(user)
+    # SNIPPET_PROPERTIES False: the page names the user and account, and the server-side sync sends properties.
+    user_values = user_property_values()(user) if config.snippet_properties else None
     account = _current_account(request, config, in_event_loop)
     if account is None:
         return (True, user_id, email, user_values, False, None, False, None)
     account_id = account.pk if isinstance(account, models.Model) else account
-    reader = account_property_values() if isinstance(account, models.Model) and is_account(account) else None
+    reader = None
+    if config.snippet_properties and isinstance(account, models.Model) and is_account(account):
+        reader = account_property_values()
     if reader is None:
         return (True, user_id, email, user_values, True, account_id, False, None)
     return (True, user_id, email, user_values, True, account_id, True, reader(account))

@@ -27,7 +27,9 @@ from django.db import models
 from django.db.models.signals import m2m_changed, post_delete, post_save
 
 from journy_core import operations as ops
+from journy_core.changelog import delete_change, membership_change, upsert_change
 from journy_core.changes import ChangeBuffer
+from journy_core.filters import should_sync as core_should_sync
 from journy_core.guard import guarded
 from journy_core.operations import MAX_USERS_PER_MEMBERSHIP_CALL, Operation
 from journy_core.pausing import pause_sync, sync_paused
@@ -56,15 +58,9 @@ is_paused = sync_paused
 
 
 def should_sync(obj: models.Model) -> bool:
-    """The per-object opt-out: ``obj.journy_should_sync()`` and ``JOURNY["SHOULD_SYNC"](obj)`` must not be False;
-    with ``SKIP_STAFF`` staff users are not synced."""
-    config = journy_settings()
-    hook = getattr(obj, "journy_should_sync", None)
-    if callable(hook) and not hook():
-        return False
-    if config.should_sync is not None and not config.should_sync(obj):
-        return False
-    return not (config["SKIP_STAFF"] and is_user(obj) and getattr(obj, "is_staff", False))
+    """The per-object opt-out (:func:`journy_core.filters.should_sync`): ``obj.journy_should_sync()`` and
+    ``JOURNY["SHOULD_SYNC"](obj)`` must not be False; with ``SKIP_STAFF`` staff users are not synced."""
+    return core_should_sync(journy_settings(), obj, is_user=is_user(obj))
 
 
 def _enqueue(buffer: ChangeBuffer) -> None:
@@ -112,9 +108,8 @@ def on_post_save(
             fields = synced_fields(sender)
             if fields is not None and not fields.intersection(update_fields):
                 return
-        key = (kind, instance.pk)
-        build = _builder(instance)
-        record_change(lambda buffer: buffer.upsert(key, build), using=kwargs.get("using"), enqueue=_enqueue)
+        change = upsert_change((kind, instance.pk), _builder(instance))
+        record_change(change, using=kwargs.get("using"), enqueue=_enqueue)
 
 
 def on_post_delete(sender: type[models.Model], instance: models.Model, **kwargs: Any) -> None:
@@ -126,9 +121,8 @@ def on_post_delete(sender: type[models.Model], instance: models.Model, **kwargs:
         kind = _synced_model(sender)
         if kind is None or not should_sync(instance):
             return
-        key = (kind, instance.pk)
-        operation = delete_operation(instance, instance.pk)
-        record_change(lambda buffer: buffer.delete(key, operation), using=kwargs.get("using"), enqueue=_enqueue)
+        change = delete_change((kind, instance.pk), delete_operation(instance, instance.pk))
+        record_change(change, using=kwargs.get("using"), enqueue=_enqueue)
 
 
 _CLEARED = "_journy_cleared_members"
@@ -174,11 +168,14 @@ def on_m2m_changed(
         if not pk_set:
             return
         pairs = [(instance.pk, other) if from_account else (other, instance.pk) for other in pk_set]
-        changes = [({"account_id": account_pk}, {"user_id": user_pk}) for account_pk, user_pk in sorted(pairs, key=str)]
+        changes = [
+            membership_change(membership, {"account_id": account_pk}, {"user_id": user_pk})
+            for account_pk, user_pk in sorted(pairs, key=str)
+        ]
 
         def apply(buffer: ChangeBuffer) -> None:
-            for account, user in changes:
-                buffer.membership(membership, account, user)
+            for change in changes:
+                change(buffer)
 
         record_change(apply, using=kwargs.get("using"), enqueue=_enqueue)
 

@@ -1,13 +1,10 @@
 """``flask journy check`` and ``flask journy sync``.
 
 ``check`` asks journy.io what the API key may do and checks the configuration; it exits 1 when something would
-stop data from arriving. ``sync`` sends every user and account (and the accounts' members), streamed from the
-database ordered by primary key in batches (bounded memory), paced under the rate limit, with progress and an
-ETA, and resumable: it records the last key done in a checkpoint file, so running it again after an interruption
-starts where it stopped. ``--since`` keeps only the rows whose timestamp column is at or after a date (a WHERE in
-the query, so the count and the checkpoint see the same rows); a checkpoint is resumed only by a run with the same
-``--since`` (see :mod:`journy_core.bulk`).
-"""
+stop data from arriving. ``sync`` runs the bulk-sync plan of :mod:`journy_core.sync_plan` (stages, options,
+checkpoint file, progress and summary, exit codes: shared with ``manage.py journy_sync``); this module parses its
+options and streams each stage from SQLAlchemy, ordered by primary key in batches (bounded memory). ``--since`` is
+a WHERE in the query, so the count and the checkpoint see the same rows."""
 
 from __future__ import annotations
 
@@ -15,7 +12,6 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import click
@@ -23,19 +19,22 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from journy_core import operations as ops
-from journy_core.bulk import (
-    SINCE_FIELDS,
-    SINCE_FORMATS,
-    BulkSync,
-    ProgressReport,
-    SyncSummary,
-    default_since_field,
-    missing_since_field,
-    parse_since,
-    since_scope,
-)
+from journy_core.bulk import default_since_field, missing_since_field, parse_since
 from journy_core.diagnostics import check_api_key
 from journy_core.operations import Operation
+from journy_core.sync_plan import (
+    DEFAULT_BATCH_SIZE,
+    MAX_BATCH_SIZE,
+    OPTION_HELP,
+    StageSource,
+    SyncOptions,
+    SyncPlanError,
+    SyncUsageError,
+    check_options,
+    run_sync,
+    select_stages,
+    sync_client,
+)
 from journy_core.urls import resolve_base_url
 
 from .identities import account_id_of, account_operation, member_ids, user_operation, wants_sync
@@ -49,8 +48,6 @@ except ImportError:  # SQLAlchemy is optional; `sync` says so when it is missing
     pass
 
 __all__ = ["journy_cli"]
-
-DEFAULT_STATE_FILE = ".journy-sync.json"
 
 
 @click.group("journy", help="journy.io: check the configuration, sync users and accounts.")
@@ -71,9 +68,8 @@ def check_command() -> None:
     warnings: list[str] = []
     base_url = resolve_base_url(settings.api_url)
     click.echo(f"journy.io API:       {base_url}")
-    click.echo(
-        f"queue backend:       {settings.queue.get('BACKEND', 'thread')}{'' if settings.enabled else ' (disabled)'}"
-    )
+    backend = (settings.queue or {}).get("BACKEND", "thread")
+    click.echo(f"queue backend:       {backend}{'' if settings.enabled else ' (disabled)'}")
     if not settings.enabled:
         warnings.append("JOURNY_ENABLED is False: nothing is sent and pages carry no snippet")
     _check_key(state, errors)
@@ -134,13 +130,6 @@ def _check_tracker(state: JournyState, errors: list[str], warnings: list[str]) -
         warnings.append("no tracker: set JOURNY_TRACKER_ID and JOURNY_TRACKER_DOMAIN for {{ journy_snippet() }}")
 
 
-def _print_progress(report: ProgressReport) -> None:
-    total = f"/{report.total}" if report.total is not None else ""
-    eta = f", about {report.eta_seconds:.0f} s left" if report.eta_seconds is not None else ""
-    failed = f", {report.failed} failed" if report.failed else ""
-    click.echo(f"  {report.name}: {report.done}{total}{failed}{eta}", err=True)
-
-
 @dataclass(frozen=True)
 class _Since:
     """A ``--since`` filter on one model: ``column >= value``, the value converted for the column's type."""
@@ -149,10 +138,6 @@ class _Since:
     column: Any
     value: Any
     since: datetime
-
-    @property
-    def scope(self) -> str | None:
-        return since_scope(self.since, self.field)
 
 
 def _since_filter(model: type, since: datetime | None, since_field: str | None) -> _Since | None:
@@ -257,30 +242,17 @@ def _parse_since_option(ctx: click.Context, param: click.Parameter, value: str |
         raise click.BadParameter(str(exc), ctx, param) from None
 
 
-@journy_cli.command("sync", help="Send every user and account to journy.io (resumable, paced).")
-@click.option("--users", "only_users", is_flag=True, help="Sync users (default: users and accounts).")
-@click.option("--accounts", "only_accounts", is_flag=True, help="Sync accounts and their members.")
+@journy_cli.command("sync", help="Send every user, account and membership to journy.io (paced, resumable).")
+@click.option("--users", "only_users", is_flag=True, help=OPTION_HELP["--users"])
+@click.option("--accounts", "only_accounts", is_flag=True, help=OPTION_HELP["--accounts"])
+@click.option("--since", metavar="DATE", callback=_parse_since_option, help=OPTION_HELP["--since"])
+@click.option("--since-field", metavar="FIELD", help=OPTION_HELP["--since-field"])
 @click.option(
-    "--since",
-    metavar="DATE",
-    callback=_parse_since_option,
-    help=f"Only rows changed (or created) since DATE: {SINCE_FORMATS} (UTC without an offset).",
+    "--batch-size", default=DEFAULT_BATCH_SIZE, type=click.IntRange(1, MAX_BATCH_SIZE), help=OPTION_HELP["--batch-size"]
 )
-@click.option(
-    "--since-field",
-    metavar="NAME",
-    help=f"The column --since filters on (default: the first of {', '.join(SINCE_FIELDS)} the model has).",
-)
-@click.option("--batch-size", default=100, show_default=True, type=click.IntRange(1, 10_000))
-@click.option("--dry-run", is_flag=True, help="Read and count everything, send nothing.")
-@click.option(
-    "--state-file",
-    default=DEFAULT_STATE_FILE,
-    show_default=True,
-    type=click.Path(dir_okay=False),
-    help="Checkpoint file that lets an interrupted sync resume.",
-)
-@click.option("--restart", is_flag=True, help="Ignore the checkpoint and start from the beginning.")
+@click.option("--dry-run", is_flag=True, help=OPTION_HELP["--dry-run"])
+@click.option("--state-file", metavar="PATH", type=click.Path(dir_okay=False), help=OPTION_HELP["--state-file"])
+@click.option("--restart", is_flag=True, help=OPTION_HELP["--restart"])
 @with_appcontext
 def sync_command(
     only_users: bool,
@@ -289,69 +261,72 @@ def sync_command(
     since_field: str | None,
     batch_size: int,
     dry_run: bool,
-    state_file: str,
+    state_file: str | None,
     restart: bool,
 ) -> None:
-    if since_field is not None and since is None:
-        raise click.UsageError("--since-field needs --since.")
+    options = SyncOptions(since=since, batch_size=batch_size, dry_run=dry_run, state_file=state_file, restart=restart)
+    try:
+        _sync(only_users, only_accounts, since_field, options)
+    except SyncUsageError as exc:
+        raise click.UsageError(str(exc)) from None
+    except SyncPlanError as exc:  # as a ClickException prints it, with the plan's exit code (1, or 130)
+        click.echo(f"Error: {exc}", err=True)
+        click.get_current_context().exit(exc.exit_code)
+
+
+def _sync(only_users: bool, only_accounts: bool, since_field: str | None, options: SyncOptions) -> None:
+    check_options(since=options.since, since_field=since_field, batch_size=options.batch_size)
     state = _state()
     settings = state.settings
-    both = not only_users and not only_accounts
-    plan: list[str] = []
-    if (only_users or both) and settings.user_model is not None:
-        plan.append("users")
-    if (only_accounts or both) and settings.account_model is not None:
-        plan.append("accounts")
-        if settings.account_members is not None:
-            plan.append("members")
-    if not plan:
-        raise click.ClickException("nothing to sync: set JOURNY_USER_MODEL and/or JOURNY_ACCOUNT_MODEL")
-    models: dict[str, type] = {}
-    for name in plan:
-        model = settings.user_model if name == "users" else settings.account_model
-        assert model is not None  # the plan only names configured models
-        models[name] = model
-    # Every model's --since column, before anything is sent: a model without one stops the command here.
-    filters = {name: _since_filter(model, since, since_field) for name, model in models.items()}
-    if restart:
-        Path(state_file).unlink(missing_ok=True)
+    stages = select_stages(only_users, only_accounts, unavailable=_unavailable(settings))
     session = _session(state)
-    with state.client() as client:
-        bulk = BulkSync(client, batch_size=batch_size, dry_run=dry_run, state_file=state_file, progress=_print_progress)
-        summaries: list[SyncSummary] = []
-        for name in plan:
-            model = models[name]
-            since_filter = filters[name]
-            # A checkpoint is resumed only by a run with the same --since and column (see journy_core.bulk).
-            scope = since_filter.scope if since_filter is not None else None
-            notice = bulk.resume_notice(name, scope)
-            if notice is not None:
-                click.echo(notice, err=True)
-            after = bulk.resume_after(name, scope)
-            if after is not None:
-                click.echo(f"{name}: resuming after key {after}", err=True)
-            total = _count(session, model, after, since_filter)
-            operations = _operations(state, session, name, model, after, batch_size, since_filter)
-            summaries.append(bulk.run(name, operations, total, scope=scope))
-    click.echo("")
-    failed = 0
-    for summary in summaries:
-        failed += summary.failed
-        verb = "would send" if summary.dry_run else "sent"
-        resumed = f", resumed after {summary.resumed_from}" if summary.resumed_from else ""
-        click.echo(
-            f"{summary.name}: {verb} {summary.sent}, failed {summary.failed}, skipped {summary.skipped} "
-            f"in {summary.seconds:.1f} s{resumed}"
-        )
-    if failed:
-        sys.exit(1)
+    # Every stage's --since column, before anything is sent: a model without one stops the command here.
+    sources = [_source(state, session, name, options, since_field) for name in stages]
+    client = sync_client(
+        settings.api_key, settings.api_url, enabled=settings.enabled, dry_run=options.dry_run, setting=_setting
+    )
+    with client:
+        outcome = run_sync(client, sources, options, say=click.echo, tell=lambda line: click.echo(line, err=True))
+    if outcome.failure_message is not None:
+        raise SyncPlanError(outcome.failure_message)
+
+
+def _setting(name: str) -> str:
+    return f"JOURNY_{name}"
+
+
+def _unavailable(settings: Any) -> dict[str, str]:
+    """The stages the configuration cannot sync, with the reason."""
+    missing: dict[str, str] = {}
+    if settings.user_model is None:
+        missing["users"] = f"{_setting('USER_MODEL')} is not set"
+    elif not settings.sync_users:  # JOURNY_SYNC_USERS, new with the shared configuration
+        missing["users"] = f"{_setting('SYNC_USERS')} is False"
+    if settings.account_model is None:
+        missing["accounts"] = missing["memberships"] = f"{_setting('ACCOUNT_MODEL')} is not set"
+    elif settings.account_members is None:
+        missing["memberships"] = f"{_setting('ACCOUNT_MEMBERS')} is not set"
+    return missing
+
+
+def _source(state: Any, session: Any, name: str, options: SyncOptions, since_field: str | None) -> StageSource:
+    """One stage's rows, streamed from its model in primary-key order."""
+    settings = state.settings
+    model: type = settings.user_model if name == "users" else settings.account_model
+    since = _since_filter(model, options.since, since_field)
+    return StageSource(
+        name,
+        count=lambda after: _count(session, model, after, since),
+        items=lambda after: _operations(state, session, name, model, after, options.batch_size, since),
+        since_field=since.field if since is not None else None,
+    )
 
 
 def _operations(
     state: Any, session: Any, name: str, model: Any, after: str | None, batch_size: int, since: _Since | None = None
 ) -> Iterator[tuple[str, Operation | None]]:
     settings = state.settings
-    members = settings.account_members if name == "members" else None
+    members = settings.account_members if name == "memberships" else None
     for row in _rows(session, model, after, batch_size, since=since, load_members=members):
         key = _key(model, row)
         if not wants_sync(settings, row):

@@ -15,10 +15,9 @@ from typing import Any
 from flask import Flask, has_request_context
 from werkzeug.wrappers import Request
 
-from journy_core import ConfigurationError, InvalidArgumentError, TrackerCache
+from journy_core import ConfigurationError, TrackerCache, assembly
 from journy_core import Journy as CoreJourny
 from journy_core import operations as ops
-from journy_core.client import Client
 from journy_core.snippet import page_event
 from journy_core.worker import configure_worker
 
@@ -44,27 +43,8 @@ __all__ = ["Journy", "JournyState"]
 logger = logging.getLogger("journy")
 
 
-def _queue_for(settings: Settings) -> Mapping[str, Any]:
-    return settings.queue if settings.enabled else {"BACKEND": "disabled"}
-
-
 def _build_queue(settings: Settings) -> CoreJourny:
-    queue = _queue_for(settings)
-    try:
-        return CoreJourny(settings.api_key, base_url=settings.api_url, queue=queue)
-    except InvalidArgumentError as exc:
-        if exc.argument == "api_key":
-            backend = queue.get("BACKEND", "thread")
-            raise ConfigurationError(
-                f"JOURNY_API_KEY is not set, and the {backend!r} backend delivers from this process: set "
-                "JOURNY_API_KEY (journy.io settings, Connections; or the emulator's key for development), or "
-                "JOURNY_QUEUE={'BACKEND': 'memory'} in tests, or JOURNY_ENABLED=False."
-            ) from None
-        if exc.argument == "base_url":
-            raise ConfigurationError(f"JOURNY_API_URL: {exc}") from None
-        raise ConfigurationError(f"JOURNY_QUEUE: {exc}") from None
-    except ConfigurationError as exc:
-        raise ConfigurationError(f"JOURNY_QUEUE: {exc}") from None
+    return assembly.build_journy(settings)
 
 
 class Journy:
@@ -99,9 +79,11 @@ class Journy:
 
         if settings.enabled and settings.tracker is None and settings.website_domain is not None:
             assert settings.api_key is not None  # checked by read_settings
-            fetcher = Client(settings.api_key, base_url=settings.api_url)
+            fetcher = assembly.snippet_client(settings)
             state.tracker_cache = TrackerCache(
-                lambda domain: str(fetcher.get_tracking_snippet(domain).data["snippet"]), settings.website_domain
+                lambda domain: str(fetcher.get_tracking_snippet(domain).data["snippet"]),
+                settings.website_domain,
+                ttl=settings.snippet_cache_seconds,
             )
 
         if target is not None:
@@ -109,8 +91,7 @@ class Journy:
             state.syncs_models = True
 
         if settings.api_key is not None:
-            key, url = settings.api_key, settings.api_url
-            configure_worker(lambda: Client(key, base_url=url, pool_size=1))
+            configure_worker(lambda: assembly.worker_client(settings))
 
         app.extensions["journy"] = state
         hooks.install(app, state)

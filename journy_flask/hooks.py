@@ -7,25 +7,28 @@ The device cookie is linked to the user
   (the visitor reached the marketing site, which set the cookie, after logging in), after its view;
 - when the app calls ``journy.link(...)`` itself (apps without Flask-Login).
 
-Each device is linked once per session: the linked device IDs are kept in ``flask.session`` under
-:data:`SESSION_KEY`. A request without the cookie costs a context lookup and a dictionary test.
+Each device is linked once per session and user, by the rule of :mod:`journy_core.linking`, which keeps its record
+in ``flask.session`` under :data:`SESSION_KEY`. A request without the cookie costs a context lookup and a dictionary
+test.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, current_app, g, has_request_context, session
 from flask import request as current_request
 from werkzeug.wrappers import Request
 
-from journy_core import operations as ops
+from journy_core import linking
 from journy_core.batching import close_batch, open_batch
-from journy_core.devices import COOKIE_NAME, clean_device_id, remember_link
+from journy_core.devices import COOKIE_NAME
+from journy_core.filters import skip_reason
 from journy_core.guard import guarded, report_exception
+from journy_core.linking import linked_already
 
 from .identities import is_authenticated, user_email_of, user_id_of
 from .state import UNSET, JournyState, PageData, page_data
@@ -39,20 +42,10 @@ __all__ = ["SESSION_KEY", "current_account", "current_user", "install", "link_de
 
 logger = logging.getLogger("journy")
 
-#: Where the device IDs linked in this session are kept: one string, the user then each device ID, separated by
-#: newlines (which a cleaned device ID cannot contain); a string costs the session serializer least.
-SESSION_KEY = "_journy"
-_SEPARATOR = "\n"
+#: Where ``flask.session`` keeps the record of the devices linked (:data:`journy_core.linking.SESSION_KEY`).
+SESSION_KEY = linking.SESSION_KEY
 #: Where a request's open batch is kept on ``flask.g``.
 _BATCH = "_journy_batch"
-
-
-def _linked(value: object) -> tuple[str | None, list[str]]:
-    """(user, devices) of a session's record."""
-    if not isinstance(value, str) or not value:
-        return None, []
-    who, *devices = value.split(_SEPARATOR)
-    return who, devices
 
 
 _signals_lock = threading.Lock()
@@ -72,14 +65,9 @@ def install(app: Flask, state: JournyState) -> None:
             cookies = request.cookies  # parsed already, by the session interface
             if COOKIE_NAME not in cookies:  # a C-level test; MultiDict.get() is two Python calls
                 return response
-            raw = cookies[COOKIE_NAME]
-            settings = state.settings
-            if not settings.enabled or not settings.link_devices:
-                return response
-            linked = session._get_current_object().get(SESSION_KEY)  # type: ignore[attr-defined]
-            if isinstance(linked, str) and f"{_SEPARATOR}{raw}{_SEPARATOR}" in f"{linked}{_SEPARATOR}":
-                return response  # this session already linked this device
-            _link_unlinked(state, raw, linked)
+            record = session._get_current_object().get(SESSION_KEY)  # type: ignore[attr-defined]
+            if not linked_already(record, cookies[COOKIE_NAME]):
+                _link_current_user(state)
         except Exception:
             report_exception("linking the __journey cookie", loud=state.debug)
         return response
@@ -164,20 +152,13 @@ def current_account(state: JournyState, page: PageData | None = None) -> Any:
 
 
 def skipped(state: JournyState, user: Any, page: PageData | None = None) -> bool:
-    """Whether this request is left out of tracking (``JOURNY_INTERNAL_IPS``, ``JOURNY_SKIP``); cached per request."""
+    """Whether this request is left out of tracking (the rule of :func:`journy_core.filters.skip_reason`: staff,
+    ``JOURNY_INTERNAL_IPS``, ``JOURNY_SKIP_REQUEST``); cached per request."""
     page = page or page_data()
     if page.skip is None:
-        page.skip = False
-        settings = state.settings
-        if settings.internal_networks and current_request.remote_addr:
-            try:
-                address = ipaddress.ip_address(current_request.remote_addr)
-            except ValueError:
-                address = None
-            if address is not None and any(address in network for network in settings.internal_networks):
-                page.skip = True
-        if not page.skip and settings.skip is not None and user is not None:
-            page.skip = bool(settings.skip(user))
+        request = current_request._get_current_object()  # type: ignore[attr-defined]
+        reason = skip_reason(state.settings, user=user, address=request.remote_addr, request=request)
+        page.skip = reason is not None
     return page.skip
 
 
@@ -191,37 +172,46 @@ def link_device(
 ) -> bool:
     """Queue ``link`` for the request's ``__journey`` cookie unless this session already linked that device to
     that user. Returns whether it did."""
+    return _link(state, request, lambda: (user_id, email), lambda: user)
+
+
+def _link_current_user(state: JournyState) -> bool:
+    """Link the request's ``__journey`` cookie to the logged-in user, loaded only when the cookie holds a device
+    that the session's record does not list."""
     settings = state.settings
-    if not settings.enabled or not settings.link_devices or (user_id is None and email is None):
-        return False
+    loaded: list[Any] = []
+
+    def identify() -> linking.Identity | None:
+        user = current_user(state)
+        loaded.append(user)
+        return None if user is None else (user_id_of(settings, user), user_email_of(settings, user))
+
+    return _link(state, None, identify, lambda: loaded[-1])
+
+
+def _link(
+    state: JournyState,
+    request: Request | None,
+    identify: Callable[[], linking.Identity | None],
+    user: Callable[[], Any],
+) -> bool:
+    """:func:`journy_core.linking.link_device` with Flask's facts: the request's cookie and session, and the skip
+    filters of :func:`skipped` when in a request. ``user()`` is the user ``identify()`` named."""
+    settings = state.settings
     in_request = has_request_context()
     request = request if request is not None else (current_request if in_request else None)
     if request is None:
         return False
-    device_id = clean_device_id(request.cookies.get(COOKIE_NAME))
-    if device_id is None:
-        return False
-    if in_request and settings.has_skip_filters and skipped(state, user):
-        return False
-    operation = ops.link(device_id=device_id, user_id=user_id, email=email)  # bad arguments raise here
-    if in_request:
-        who = str(user_id) if user_id is not None else f"email:{email}"
-        who = who.replace(_SEPARATOR, " ")
-        linked_user, devices = _linked(session.get(SESSION_KEY))
-        remembered = remember_link(devices if linked_user == who else None, device_id)
-        if remembered is None:
-            return False
-        session[SESSION_KEY] = _SEPARATOR.join([who, *remembered])
-    state.enqueue(operation)
-    return True
 
+    def skip() -> str | None:  # asked last, when all else says link
+        return "a skip filter said so" if in_request and settings.has_skip_filters and skipped(state, user()) else None
 
-def _link_unlinked(state: JournyState, raw: str, linked: object) -> None:
-    """Link the request's ``__journey`` cookie (``raw``), which the session's record (``linked``) does not list."""
-    settings = state.settings
-    device_id = clean_device_id(raw)
-    if device_id is None or device_id in _linked(linked)[1]:
-        return
-    user = current_user(state)
-    if user is not None:
-        link_device(state, user_id=user_id_of(settings, user), email=user_email_of(settings, user), user=user)
+    return linking.link_device(
+        session._get_current_object() if in_request else None,  # type: ignore[attr-defined]
+        request.cookies.get(COOKIE_NAME),
+        enabled=settings.enabled,
+        link_devices=settings.link_devices,
+        identify=identify,
+        enqueue=state.enqueue,
+        skip_reason=skip,
+    )

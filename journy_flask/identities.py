@@ -12,7 +12,8 @@ from operator import attrgetter
 from typing import Any
 
 from journy_core import operations as ops
-from journy_core.mapping import read_attribute
+from journy_core.filters import should_sync
+from journy_core.mapping import identifier, read_identity, read_text
 from journy_core.operations import Operation
 
 from .settings import Identity, Settings
@@ -122,28 +123,20 @@ def _identify(obj: Any, spec: Identity) -> str | None:
                 if known is not _read_id:
                     raise
                 return None  # no ``id`` attribute
-            if value is None or value is True or value is False:
-                return None
-            return value if type(value) is str else str(value)
+            return identifier(value)
     if obj is None or obj is True or obj is False:
         return None
     if isinstance(obj, _PLAIN_IDS):
         return str(obj)
-    if spec is None:
-        reader = _default_readers.get(type(obj)) or _default_reader(type(obj))
-        try:
-            value = reader(obj)
-        except AttributeError:
-            if reader is not _read_id:
-                raise
-            return None  # no ``id`` attribute
-    elif isinstance(spec, str):
-        value = read_attribute(obj, spec)
-    else:
-        value = spec(obj)
-    if value is None or value is True or value is False:
-        return None
-    return value if type(value) is str else str(value)
+    if spec is not None:
+        return read_identity(obj, spec)
+    reader = _default_readers.get(type(obj)) or _default_reader(type(obj))
+    try:
+        return identifier(reader(obj))
+    except AttributeError:
+        if reader is not _read_id:
+            raise
+        return None  # no ``id`` attribute
 
 
 def user_id_of(settings: Settings, user: Any, *, authenticated: bool = False) -> str | None:
@@ -160,10 +153,10 @@ def account_id_of(settings: Settings, account: Any) -> str | None:
 
 
 def user_email_of(settings: Settings, user: Any) -> str | None:
-    if settings.user_email is None or user is None or isinstance(user, _PLAIN_IDS):
+    """The user's email (``JOURNY_USER_EMAIL``), stripped; None for an ID or a user without one."""
+    if user is None or isinstance(user, _PLAIN_IDS):
         return None
-    value = getattr(user, settings.user_email, None)
-    return value if isinstance(value, str) and value.strip() else None
+    return read_text(user, settings.user_email)
 
 
 def is_user(settings: Settings, obj: object) -> bool:
@@ -175,11 +168,9 @@ def is_account(settings: Settings, obj: object) -> bool:
 
 
 def wants_sync(settings: Settings, obj: object) -> bool:
-    """The per-object opt-out: a ``journy_should_sync()`` method on the model, then ``JOURNY_SHOULD_SYNC``."""
-    method = getattr(obj, "journy_should_sync", None)
-    if callable(method) and not method():
-        return False
-    return settings.should_sync is None or bool(settings.should_sync(obj))
+    """The per-object opt-out (:func:`journy_core.filters.should_sync`): ``journy_should_sync()`` on the model,
+    ``JOURNY_SHOULD_SYNC``, ``JOURNY_SYNC_USERS`` and ``JOURNY_SKIP_STAFF``."""
+    return should_sync(settings, obj, is_user=is_user(settings, obj))
 
 
 def user_operation(settings: Settings, user: Any, *, delete: bool = False) -> Operation | None:
@@ -200,10 +191,7 @@ def account_operation(settings: Settings, account: Any, *, delete: bool = False)
         return None
     if delete:
         return ops.delete_account(account_id=account_id)
-    domain = None
-    if settings.account_domain is not None:
-        value = read_attribute(account, settings.account_domain)
-        domain = value if isinstance(value, str) and value.strip() else None
+    domain = read_text(account, settings.account_domain_field)
     properties = settings.account_properties(account) if settings.account_properties is not None else None
     return ops.upsert_account(account_id=account_id, domain=domain, properties=properties)
 

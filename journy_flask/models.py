@@ -3,9 +3,10 @@
 During each flush (``after_flush``, where ``session.new``, ``session.dirty``, ``session.deleted`` and the attribute
 history still describe what the flush wrote) the hooks build finished operations from plain data: upserts for
 inserted objects and for updates touching a synced column, deletes, and membership changes of the account's
-members relationship. They are kept per transaction (a SAVEPOINT has its own list, merged into its parent when
-released, dropped when rolled back). ``after_commit`` queues them, without touching any instance (they are
-expired by then: reading one would run SQL inside the commit); a rollback drops them.
+members relationship. They go to the session's :class:`~journy_core.changelog.ChangeLog`, which the session's
+transaction events drive: a SAVEPOINT (``begin_nested()``) opens a level, released when it commits, dropped when it
+rolls back; the outermost commit queues everything in recording order, a rollback drops it. ``after_commit`` never
+touches an instance (they are expired by then: reading one would run SQL inside the commit).
 
 Listeners are attached once per session factory (a ``sessionmaker``, a ``scoped_session``, Flask-SQLAlchemy's
 ``db.session`` or a ``Session`` subclass) and find the app's state through ``current_app`` when there is an app
@@ -21,9 +22,8 @@ from typing import Any
 from flask import current_app, has_app_context
 
 from journy_core import operations as ops
-from journy_core.changes import ChangeBuffer
+from journy_core.changelog import Change, ChangeLog, delete_change, membership_change, upsert_change
 from journy_core.guard import guarded
-from journy_core.operations import Operation
 from journy_core.pausing import pause_sync, sync_paused
 
 from .identities import (
@@ -45,17 +45,14 @@ try:
 except ImportError:  # SQLAlchemy is optional: model syncing needs it, nothing else does
     HAS_SQLALCHEMY = False
 
-__all__ = ["attach_session_events", "operations_of", "pause_sync", "sync_paused"]
+__all__ = ["attach_session_events", "pause_sync", "sync_paused"]
 
 logger = logging.getLogger("journy")
 
-_INFO_KEY = "journy.changes"
+_INFO_KEY = "journy.changelog"
 _attached_lock = threading.Lock()
 # id(target) -> (target, the state that attached it); the target is kept so its id is never reused.
 _attached: dict[int, tuple[Any, JournyState]] = {}
-
-# One recorded change: ("upsert", key, op) | ("delete", key, op) | ("member", action, account ident, user ident)
-Change = tuple[Any, ...]
 
 
 def _state_for(session: Any) -> JournyState | None:
@@ -82,16 +79,24 @@ def attach_session_events(target: Any, state: JournyState) -> None:
         if id(target) in _attached:
             return
         _attached[id(target)] = (target, state)
+    event.listen(target, "after_transaction_create", _after_transaction_create)
     event.listen(target, "after_flush", _after_flush)
     event.listen(target, "after_commit", _after_commit)
-    event.listen(target, "after_rollback", _after_rollback)
-    event.listen(target, "after_soft_rollback", _after_soft_rollback)
     event.listen(target, "after_transaction_end", _after_transaction_end)
 
 
-def _changes(session: Any, transaction: Any) -> list[Change]:
-    by_transaction: dict[Any, list[Change]] = session.info.setdefault(_INFO_KEY, {})
-    return by_transaction.setdefault(transaction, [])
+def _log(session: Any) -> ChangeLog:
+    log: ChangeLog | None = session.info.get(_INFO_KEY)
+    if log is None:
+        log = session.info[_INFO_KEY] = ChangeLog()
+    return log
+
+
+def _after_transaction_create(session: Any, transaction: Any) -> None:
+    # Savepoints are followed even while sync is paused or before anything was recorded: a change recorded later
+    # inside this one must be dropped with it. (Subtransactions, the flush's own, are no savepoints.)
+    if transaction.nested:
+        _log(session).begin_savepoint(transaction)
 
 
 def _after_flush(session: Any, flush_context: Any) -> None:
@@ -101,10 +106,9 @@ def _after_flush(session: Any, flush_context: Any) -> None:
     if state is None or not state.settings.enabled or not state.syncs_models:
         return
     with guarded("recording model changes for journy.io", loud=state.debug):
-        transaction = session.get_nested_transaction() or session.get_transaction()
-        if transaction is None:
+        if session.get_transaction() is None:
             return
-        recorded = _changes(session, transaction)
+        recorded: list[Change] = []
         # One object's failure (a property map naming what it lacks, a property that raises) skips that object
         # alone: the rest of the commit is still sent.
         for obj in session.new:
@@ -116,6 +120,7 @@ def _after_flush(session: Any, flush_context: Any) -> None:
         for obj in session.deleted:
             with guarded(_syncing(obj), loud=state.debug):
                 _record_delete(state, obj, recorded)
+        _log(session).record(*recorded)
 
 
 def _syncing(obj: Any) -> str:
@@ -136,7 +141,10 @@ def _synced_columns_changed(state: JournyState, obj: Any, *, account: bool) -> b
         watched = mapper_columns  # a callable decides: any column may matter
     else:
         watched = set(fields or ())
-        extra = (settings.account_domain, settings.account_id) if account else (settings.user_email, settings.user_id)
+        if account:
+            extra = (settings.account_domain_field, settings.account_id)
+        else:
+            extra = (settings.user_email, settings.user_id)
         watched.update(name for name in extra if isinstance(name, str))
         watched.update(prop.key for prop in insp.mapper.column_attrs if prop.columns[0].primary_key)
     attrs = insp.attrs
@@ -151,7 +159,7 @@ def _record_save(state: JournyState, obj: Any, recorded: list[Change], *, insert
         if inserted or _synced_columns_changed(state, obj, account=False):
             operation = user_operation(settings, obj)
             if operation is not None:
-                recorded.append(("upsert", ("user", operation.payload["identification"].get("userId")), operation))
+                recorded.append(upsert_change(("user", operation.payload["identification"].get("userId")), operation))
         _record_memberships_of_user(state, obj, recorded)
     elif is_account(settings, obj):
         account_id = account_id_of(settings, obj)
@@ -160,7 +168,7 @@ def _record_save(state: JournyState, obj: Any, recorded: list[Change], *, insert
         if inserted or _synced_columns_changed(state, obj, account=True):
             operation = account_operation(settings, obj)
             if operation is not None:
-                recorded.append(("upsert", ("account", account_id), operation))
+                recorded.append(upsert_change(("account", account_id), operation))
         _record_members(state, obj, account_id, recorded)
 
 
@@ -173,7 +181,7 @@ def _record_members(state: JournyState, account: Any, account_id: str, recorded:
         for user in users or ():
             user_id = user_id_of(state.settings, user)
             if user_id is not None and wants_sync(state.settings, user):
-                recorded.append(("member", action, {"account_id": account_id}, {"user_id": user_id}))
+                recorded.append(membership_change(action, {"account_id": account_id}, {"user_id": user_id}))
 
 
 def reverse_members(settings: Any) -> str | None:
@@ -211,7 +219,7 @@ def _record_memberships_of_user(state: JournyState, user: Any, recorded: list[Ch
                 continue
             account_id = account_id_of(settings, account)
             if account_id is not None:
-                recorded.append(("member", action, {"account_id": account_id}, {"user_id": user_id}))
+                recorded.append(membership_change(action, {"account_id": account_id}, {"user_id": user_id}))
 
 
 def _record_delete(state: JournyState, obj: Any, recorded: list[Change]) -> None:
@@ -219,64 +227,43 @@ def _record_delete(state: JournyState, obj: Any, recorded: list[Change]) -> None
     if is_user(settings, obj) and wants_sync(settings, obj):
         user_id = user_id_of(settings, obj)
         if user_id is not None:
-            recorded.append(("delete", ("user", user_id), ops.delete_user(user_id=user_id)))
+            recorded.append(delete_change(("user", user_id), ops.delete_user(user_id=user_id)))
     elif is_account(settings, obj) and wants_sync(settings, obj):
         account_id = account_id_of(settings, obj)
         if account_id is not None:
-            recorded.append(("delete", ("account", account_id), ops.delete_account(account_id=account_id)))
-
-
-def _after_rollback(session: Any) -> None:
-    # The database rolled back the innermost transaction (a SAVEPOINT, or the whole transaction): what its
-    # flushes recorded never happened. This runs before that transaction ends, so it is not merged upwards.
-    transaction = session.get_nested_transaction() or session.get_transaction()
-    session.info.get(_INFO_KEY, {}).pop(transaction, None)
-
-
-def _after_soft_rollback(session: Any, previous_transaction: Any) -> None:
-    # A rolled-back transaction (or SAVEPOINT) never happened: forget what its flushes recorded.
-    session.info.get(_INFO_KEY, {}).pop(previous_transaction, None)
-
-
-def _after_transaction_end(session: Any, transaction: Any) -> None:
-    by_transaction = session.info.get(_INFO_KEY)
-    if not by_transaction:
-        return
-    recorded = by_transaction.pop(transaction, None)
-    if recorded and transaction.nested and transaction.parent is not None:
-        # A released SAVEPOINT: its changes now belong to the enclosing transaction.
-        by_transaction.setdefault(transaction.parent, []).extend(recorded)
+            recorded.append(delete_change(("account", account_id), ops.delete_account(account_id=account_id)))
 
 
 def _after_commit(session: Any) -> None:
-    by_transaction = session.info.get(_INFO_KEY)
-    if not by_transaction:
+    log: ChangeLog | None = session.info.get(_INFO_KEY)
+    if log is None:
         return
-    # after_commit runs for the outermost transaction only; nested ones were merged into it when released.
-    transaction = session.get_transaction()
-    recorded = by_transaction.pop(transaction, None) if transaction is not None else None
-    if recorded is None:  # be liberal: whatever is left belongs to the committed transaction
-        recorded = [change for changes in by_transaction.values() for change in changes]
-        by_transaction.clear()
-    if not recorded:
+    savepoint = session.get_nested_transaction()
+    if savepoint is not None:
+        # SQLAlchemy reports a released SAVEPOINT as a commit too: its changes now belong to the level around it.
+        log.release_savepoint(savepoint)
         return
+    if not log:
+        log.rollback()  # nothing to send; forget any savepoint left open
+        return
+    buffer = log.commit()
     state = _state_for(session)
     if state is None:
         return
     with guarded("queueing model changes for journy.io", loud=state.debug):
         # One transaction's changes, together and in order: one message with the distributed backends.
-        state.enqueue_many(operations_of(recorded))
+        state.enqueue_many(buffer.operations())
 
 
-def operations_of(recorded: list[Change]) -> list[Operation]:
-    """The operations a transaction's changes come to: one upsert per object with its final state, deletes,
-    memberships grouped per account."""
-    buffer = ChangeBuffer()
-    for change in recorded:
-        if change[0] == "upsert":
-            buffer.upsert(change[1], change[2])
-        elif change[0] == "delete":
-            buffer.delete(change[1], change[2])
-        else:
-            buffer.membership(change[1], change[2], change[3])
-    return buffer.operations()
+def _after_transaction_end(session: Any, transaction: Any) -> None:
+    log: ChangeLog | None = session.info.get(_INFO_KEY)
+    if log is None:
+        return
+    if transaction.nested:
+        # Not released by a commit (after_commit did that), so rolled back, or closed with its session: what it
+        # recorded never reached the database for good. A released one is no longer in the log.
+        log.rollback_savepoint(transaction)
+    elif transaction.parent is None:
+        # The outermost transaction ended without a commit (rolled back, or closed): nothing of it is sent. After a
+        # commit the log is already empty.
+        log.rollback()

@@ -89,7 +89,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         JOURNY_USER_MODEL=User,
         JOURNY_USER_PROPERTIES={"full_name": "full_name", "registered_at": "created_at"},
         JOURNY_ACCOUNT_MODEL=Team,
-        JOURNY_ACCOUNT_DOMAIN="domain",
+        JOURNY_ACCOUNT_DOMAIN_FIELD="domain",
         JOURNY_ACCOUNT_MEMBERS="members",
         JOURNY_CURRENT_ACCOUNT=current_team,
     )

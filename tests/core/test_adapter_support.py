@@ -9,7 +9,7 @@ import pytest
 
 from journy_core import operations as ops
 from journy_core.changes import ChangeBuffer
-from journy_core.devices import MAX_DEVICE_ID_LENGTH, clean_device_id, remember_link
+from journy_core.devices import MAX_DEVICE_ID_LENGTH, clean_device_id
 from journy_core.errors import ConfigurationError
 from journy_core.guard import error_counts, guarded
 from journy_core.importing import import_string
@@ -37,22 +37,6 @@ from journy_core.mapping import PropertyMap
 )
 def test_a_cookie_value_becomes_a_device_id_only_when_plausible(raw: object, expected: str | None) -> None:
     assert clean_device_id(raw) == expected
-
-
-def test_a_device_is_remembered_once_per_session() -> None:
-    first = remember_link(None, "d1")
-    assert first == ["d1"]
-    assert remember_link(first, "d1") is None
-    assert remember_link(first, "d2") == ["d1", "d2"]
-
-
-def test_a_session_remembers_a_bounded_number_of_devices() -> None:
-    linked: list[str] | None = []
-    for i in range(20):
-        linked = remember_link(linked, f"d{i}")
-    assert linked is not None
-    assert len(linked) == 8
-    assert linked[-1] == "d19"
 
 
 # -- property maps -------------------------------------------------------------------------------------------

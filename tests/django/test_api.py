@@ -83,7 +83,9 @@ def test_the_configuration_error_is_both_djangos_and_journys(settings):
     assert issubclass(JournyConfigurationError, ImproperlyConfigured)
     assert issubclass(JournyConfigurationError, ConfigurationError)
     settings.JOURNY = {"QUEUE": {"BACKEND": "thread"}}
-    with pytest.raises(JournyConfigurationError, match="api_key"):
+    with pytest.raises(
+        JournyConfigurationError, match=r"JOURNY\[.API_KEY.\] is not set, nor the JOURNY_API_KEY environment variable"
+    ):
         get_journy()
     settings.JOURNY = {"API_KEY": "k", "NOT_A_KEY": 1}
     with pytest.raises(JournyConfigurationError, match="NOT_A_KEY"):

@@ -80,3 +80,23 @@ def test_a_property_map_naming_an_attribute_the_model_lacks_is_a_check_error_nam
     assert "'nickname'" in message.msg and "User" in message.msg and "first_name" not in message.msg
     settings.JOURNY = {**settings.JOURNY, "USER_PROPERTIES": ["first_name", "get_full_name", "profile.plan"]}
     assert [m.id for m in checks.check_property_attributes()] == ["journy.E011"]  # 'profile' is not on User either
+
+
+def test_a_misspelt_key_is_one_error_suggesting_the_right_name(settings):
+    settings.JOURNY = {**settings.JOURNY, "ACOUNT_MODEL": "testapp.Organization"}
+    messages = [message for check in checks.ALL_CHECKS for message in check()]
+    assert ids(messages) == ["journy.E009"]
+    assert "JOURNY['ACOUNT_MODEL']: did you mean JOURNY['ACCOUNT_MODEL']?" in messages[0].msg
+
+
+def test_a_journy_setting_that_is_not_a_dict_is_one_error(settings):
+    settings.JOURNY = ["API_KEY", "x"]
+    messages = [message for check in checks.ALL_CHECKS for message in check()]
+    assert ids(messages) == ["journy.E009"]
+    assert "settings.JOURNY must be a dict" in messages[0].msg
+
+
+def test_a_flask_only_option_in_django_settings_says_whose_it_is(settings):
+    settings.JOURNY = {**settings.JOURNY, "USER_MODEL": "auth.User"}
+    (message,) = checks.check_settings_shape()
+    assert "JOURNY['USER_MODEL'] is a Flask option" in message.msg

@@ -6,7 +6,7 @@ import json
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.core.management import CommandError, call_command
+from django.core.management import CommandError, call_command, execute_from_command_line
 
 import journy_django
 from journy_core.emulator import ALL_PERMISSIONS, DEFAULT_API_KEY
@@ -86,7 +86,9 @@ def test_journy_sync_resumes_after_the_checkpoint(live, data, tmp_path, capsys):
     state.write_text(json.dumps({"users": str(users[29].pk)}))
     call_command("journy_sync", "--users", "--state-file", str(state))
     assert len(live.state()["users"]) == 10
-    assert f"resumed after {users[29].pk}" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"users: 10 to go, resuming after key {users[29].pk}" in out
+    assert f"resumed after {users[29].pk}" in out
 
 
 def test_journy_sync_restart_ignores_the_checkpoint(live, data, tmp_path):
@@ -108,6 +110,45 @@ def test_journy_sync_since_filters_on_date_joined(live, data, tmp_path, capsys):
     assert live.calls() == []
     with pytest.raises(CommandError, match="not a date"):
         call_command("journy_sync", "--since", "yesterday")
+
+
+def test_journy_sync_since_with_a_bad_date_on_the_command_line_is_one_line_naming_the_formats(live, capsys):
+    with pytest.raises(SystemExit) as exited:
+        execute_from_command_line(["manage.py", "journy_sync", "--since", "yesterday"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err  # after the system checks' warnings, if any
+    assert (
+        err.splitlines()[-1] == "CommandError: --since 'yesterday' is not a date (YYYY-MM-DD) or an ISO 8601 datetime."
+    )
+    assert "Traceback" not in err
+    assert live.calls() == []
+
+
+def test_journy_sync_reads_a_state_file_of_the_earlier_default_name(live, data, tmp_path, monkeypatch, capsys):
+    users, _ = data
+    monkeypatch.chdir(tmp_path)  # the default state file is relative to the current directory
+    (tmp_path / ".journy_sync_state.json").write_text(json.dumps({"users": str(users[29].pk)}))
+    call_command("journy_sync", "--users")
+    assert len(live.state()["users"]) == 10
+    out = capsys.readouterr().out
+    assert "renamed the checkpoint file .journy_sync_state.json to .journy-sync.json" in out
+    assert not (tmp_path / ".journy_sync_state.json").exists()
+    assert not (tmp_path / ".journy-sync.json").exists()  # completed: forgotten
+
+
+def test_journy_sync_says_which_setting_keeps_a_stage_from_running(live, settings, tmp_path):
+    settings.JOURNY = {**settings.JOURNY, "SYNC_USERS": False}
+    with pytest.raises(CommandError, match=r"^--users: JOURNY\['SYNC_USERS'\] is False\.$"):
+        call_command("journy_sync", "--users", "--state-file", str(tmp_path / "s.json"))
+    assert live.calls() == []
+
+
+def test_journy_sync_with_failed_calls_ends_with_a_command_error(live, data, tmp_path, capsys):
+    live.script_answer(400, {"message": "bad", "errors": {"fields": {"userId": "nope"}}})
+    with pytest.raises(CommandError, match=r"^1 call\(s\) failed") as failed:
+        call_command("journy_sync", "--users", "--state-file", str(tmp_path / "s.json"))
+    assert failed.value.returncode == 1
+    assert "users: sent 39, failed 1, skipped 0" in capsys.readouterr().out
 
 
 def test_journy_sync_since_on_a_model_without_timestamp_fields_stops_before_sending(live, data, tmp_path):

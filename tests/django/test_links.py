@@ -1,4 +1,4 @@
-"""Linking the __journey cookie: at login and through the middleware, once per session and device."""
+"""Linking the __journey cookie: at login and through the middleware, once per session, device and user."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import AsyncClient, RequestFactory
 
+from journy_django.links import SESSION_KEY, on_user_logged_in
 from journy_django.middleware import JournyMiddleware
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -30,6 +31,49 @@ def test_logging_in_links_the_cookie_once(client, ada, outbox):
     assert links(outbox) == [("device-1", str(ada.pk))]  # by the user_logged_in receiver, in the login request
     client.get("/page/")
     client.post("/login/", {"username": "ada", "password": "pw"})  # a second login in the same session
+    assert links(outbox) == [("device-1", str(ada.pk))]
+    assert client.session[SESSION_KEY] == f"{ada.pk}\ndevice-1"  # journy_core.linking's record: who, then devices
+
+
+def test_a_second_user_logging_in_within_the_session_gets_its_own_link(client, ada, outbox):
+    bob = User.objects.create_user("bob", "bob@acme.com", password="pw")
+    client.cookies["__journey"] = "shared-device"
+    client.post("/login/", {"username": "ada", "password": "pw"})
+    client.post("/login/", {"username": "bob", "password": "pw"})  # no logout: login() replaces the user
+    client.get("/page/")
+    client.post("/login/", {"username": "ada", "password": "pw"})
+    assert links(outbox) == [
+        ("shared-device", str(ada.pk)),
+        ("shared-device", str(bob.pk)),
+        ("shared-device", str(ada.pk)),
+    ]
+
+
+def test_a_record_naming_another_user_does_not_stop_the_login_link(ada, outbox):
+    # A session that kept its data across users (an app logging users in and out without flushing it): the
+    # record names who the devices were linked to, so the new user is linked.
+    bob = User.objects.create_user("bob", "bob@acme.com", password="pw")
+    request = RequestFactory().get("/page/", HTTP_COOKIE="__journey=shared-device")
+    request.session = {SESSION_KEY: f"{ada.pk}\nshared-device"}
+    on_user_logged_in(User, request=request, user=bob)
+    on_user_logged_in(User, request=request, user=bob)
+    assert links(outbox) == [("shared-device", str(bob.pk))]
+    assert request.session[SESSION_KEY] == f"{bob.pk}\nshared-device"
+
+
+@pytest.mark.parametrize(
+    "old_record",
+    [{"_journy_linked_devices": ["device-1"]}, {"_journy": "1\ndevice-1"}],
+    ids=["old-django-key", "old-flask-key"],
+)
+def test_a_session_from_an_older_version_links_its_device_once_more(client, ada, outbox, old_record):
+    client.force_login(ada)
+    session = client.session
+    session.update(old_record)
+    session.save()
+    client.cookies["__journey"] = "device-1"
+    client.get("/page/")
+    client.get("/page/")
     assert links(outbox) == [("device-1", str(ada.pk))]
 
 
@@ -109,6 +153,7 @@ def test_the_middleware_links_in_an_async_stack(ada, outbox, settings):
     first, second = asyncio.run(scenario())
     assert first.status_code == second.status_code == 200
     assert links(outbox) == [("device-async", str(ada.pk))]
+    assert client.session[SESSION_KEY] == f"{ada.pk}\ndevice-async"  # the record the sync path keeps
 
 
 def test_the_middleware_is_async_capable():

@@ -89,18 +89,81 @@ def test_changes_after_a_rolled_back_first_savepoint_are_still_sent(outbox, db_a
     assert [u["identification"]["userId"] for u in outbox.users()] == [str(later.pk)]
 
 
-def test_if_djangos_commit_hook_list_changes_shape_changes_still_arrive(outbox, monkeypatch):
-    from journy_django import transactions
+def test_rolling_back_a_savepoint_drops_the_savepoints_released_inside_it(outbox, db_alias):
+    users = User.objects.db_manager(db_alias)
 
-    monkeypatch.setattr(transactions, "_known_layout", lambda hooks: False)  # the public on_commit path
-    with transaction.atomic():
-        user = User.objects.create_user("ada", "ada@acme.com")
-        user.first_name = "Ada"
-        user.save()
-        Organization.objects.create(name="ACME")
+    def outer_and_inner():
+        users.create_user("outer", "outer@acme.com")
+        with transaction.atomic(using=db_alias):
+            users.create_user("inner", "inner@acme.com")
+
+    with transaction.atomic(using=db_alias):
+        first = users.create_user("first", "first@acme.com")
+        with transaction.atomic(using=db_alias):
+            released = users.create_user("released", "released@acme.com")
+            rolled_back(db_alias, outer_and_inner)
         assert outbox.operations == []
-    # Without the single flush, each change is sent on its own (coalescing is lost, nothing else).
-    assert [u["properties"]["first_name"] for u in outbox.users()] == ["Ada", "Ada"]
+    assert [u["identification"]["userId"] for u in outbox.users()] == [str(first.pk), str(released.pk)]
+
+
+def test_changes_across_savepoints_reach_the_queue_in_the_order_they_were_made(outbox, db_alias):
+    users = User.objects.db_manager(db_alias)
+    ada = users.create_user("ada", "ada@acme.com")
+    outbox.clear()
+    with transaction.atomic(using=db_alias):
+        first = Organization.objects.db_manager(db_alias).create(name="First")
+        with transaction.atomic(using=db_alias):
+            ada.first_name = "Ada"
+            ada.save(using=db_alias)
+            with transaction.atomic(using=db_alias):
+                third = Organization.objects.db_manager(db_alias).create(name="Third")
+        rolled_back(db_alias, lambda: users.create_user("ghost", "ghost@acme.com"))
+        ada_pk = ada.pk
+        ada.delete()
+    assert [(op.kind, op.payload["identification"]) for op in outbox.operations] == [
+        ("upsert_account", {"accountId": str(first.pk)}),
+        ("delete_user", {"userId": str(ada_pk)}),  # the upsert of the same commit is replaced, as without savepoints
+        ("upsert_account", {"accountId": str(third.pk)}),
+    ]
+
+
+def test_the_changes_of_one_commit_are_queued_together_after_the_last_of_them(outbox):
+    seen_by_the_apps_hooks = []
+    with transaction.atomic():
+        transaction.on_commit(lambda: seen_by_the_apps_hooks.append(len(outbox.operations)))
+        User.objects.create_user("ada", "ada@acme.com")
+        transaction.on_commit(lambda: seen_by_the_apps_hooks.append(len(outbox.operations)))
+        Organization.objects.create(name="ACME")
+        transaction.on_commit(lambda: seen_by_the_apps_hooks.append(len(outbox.operations)))
+    # Hooks run in registration order: the journy.io changes go out with the last change's, all at once.
+    assert seen_by_the_apps_hooks == [0, 0, 2]
+
+
+def test_an_app_commit_hook_that_raises_does_not_hold_back_the_changes_whose_hooks_ran(outbox):
+    def broken() -> None:
+        raise RuntimeError("the app's own hook")
+
+    def commit() -> None:
+        with transaction.atomic():
+            User.objects.create_user("ada", "ada@acme.com")
+            transaction.on_commit(broken)  # not robust: Django stops running hooks here, after the commit
+            User.objects.create_user("bob", "bob@acme.com")
+
+    with pytest.raises(RuntimeError, match="the app's own hook"):
+        commit()
+    # Ada's hook ran before the app's hook raised; Bob's never ran (Django dropped it).
+    assert [u["identification"]["email"] for u in outbox.users()] == ["ada@acme.com"]
+
+
+@pytest.mark.django_db  # a TestCase-style test: its transaction never commits
+def test_captured_commit_hooks_send_their_changes_while_earlier_ones_never_run(
+    outbox, django_capture_on_commit_callbacks
+):
+    User.objects.create_user("fixture", "fixture@acme.com")  # its hook waits for a commit that never comes
+    with django_capture_on_commit_callbacks(execute=True):
+        ada = User.objects.create_user("ada", "ada@acme.com")
+        Organization.objects.create(name="ACME")
+    assert [u["identification"]["userId"] for u in outbox.users()] == [str(ada.pk)]
     assert len(outbox.accounts()) == 1
 
 

@@ -71,7 +71,7 @@ def test_sync_sends_every_user_account_and_membership_with_a_summary(emulator: E
     assert result.exit_code == 0, result.output
     assert "users: sent 25, failed 0" in result.output
     assert "accounts: sent 3, failed 0" in result.output
-    assert "members: sent 3, failed 0" in result.output
+    assert "memberships: sent 3, failed 0" in result.output
     state = emulator.state()
     assert len(state["users"]) == 25
     assert len(state["accounts"]) == 3
@@ -97,7 +97,7 @@ def test_an_interrupted_sync_resumes_after_the_last_key_done(emulator: Emulator,
     state_file.write_text(json.dumps({"users": "8"}))  # what a run stopped after user 8 leaves behind
     result = app.test_cli_runner().invoke(args=["journy", "sync", "--users", "--state-file", str(state_file)])
     assert result.exit_code == 0, result.output
-    assert "resuming after key 8" in result.output
+    assert "users: 4 to go, resuming after key 8" in result.output
     assert "users: sent 4" in result.output
     assert sorted(int(u["userId"]) for u in emulator.state()["users"]) == [9, 10, 11, 12]
 
@@ -120,12 +120,69 @@ def test_sync_on_postgresql_streams_in_key_order(emulator: Emulator, tmp_path: P
                 db.engine.dispose()
 
 
-@pytest.mark.parametrize("flag", ["--users", "--accounts"])
-def test_sync_without_models_says_what_to_set(flag: str, emulator: Emulator) -> None:
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--users"], "Error: --users: JOURNY_USER_MODEL is not set."),
+        (["--accounts"], "Error: --accounts: JOURNY_ACCOUNT_MODEL is not set."),
+        ([], "Error: nothing to sync: JOURNY_USER_MODEL is not set; JOURNY_ACCOUNT_MODEL is not set."),
+    ],
+)
+def test_sync_without_models_says_what_to_set(args: list[str], message: str, emulator: Emulator) -> None:
     app = emulator_app(emulator, JOURNY_USER_MODEL=None, JOURNY_ACCOUNT_MODEL=None, JOURNY_ACCOUNT_MEMBERS=None)
-    result = app.test_cli_runner().invoke(args=["journy", "sync", flag])
-    assert result.exit_code != 0
-    assert "JOURNY_USER_MODEL" in result.output
+    result = app.test_cli_runner().invoke(args=["journy", "sync", *args])
+    assert result.exit_code == 1
+    assert result.output.strip() == message
+
+
+def test_sync_without_a_key_stops_before_reading_but_a_dry_run_needs_none(emulator: Emulator, tmp_path: Path) -> None:
+    app = build_app(JOURNY_API_URL=emulator.url, JOURNY_QUEUE={"BACKEND": "memory"})
+    seed(app, users=2, teams=1)
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["journy", "sync", "--state-file", str(tmp_path / "s.json")])
+    assert result.exit_code == 1
+    assert result.output.strip() == "Error: JOURNY_API_KEY is not set: the sync has nothing to send with."
+    result = runner.invoke(args=["journy", "sync", "--dry-run", "--state-file", str(tmp_path / "s.json")])
+    assert result.exit_code == 0, result.output
+    assert "users: would send 2" in result.output
+    assert emulator.calls() == []
+
+
+def test_sync_with_failed_calls_exits_1_with_one_line_saying_so(emulator: Emulator, tmp_path: Path) -> None:
+    app = emulator_app(emulator)
+    seed(app, users=3, teams=0)
+    emulator.script_answer(400, {"message": "bad", "errors": {"fields": {"userId": "nope"}}})
+    result = app.test_cli_runner().invoke(args=["journy", "sync", "--users", "--state-file", str(tmp_path / "s")])
+    assert result.exit_code == 1
+    assert "users: sent 2, failed 1, skipped 0" in result.output
+    assert (
+        result.output.splitlines()[-1]
+        == "Error: 1 call(s) failed: the log has journy.io's answers; a run after the fix sends them again."
+    )
+
+
+def test_sync_resumes_a_checkpoint_of_the_earlier_members_stage_name(emulator: Emulator, tmp_path: Path) -> None:
+    app = emulator_app(emulator)
+    seed(app, users=6, teams=3)
+    state_file = tmp_path / "sync.json"
+    state_file.write_text(json.dumps({"members": "2"}))  # left by a run before the stages had one name
+    result = app.test_cli_runner().invoke(args=["journy", "sync", "--accounts", "--state-file", str(state_file)])
+    assert result.exit_code == 0, result.output
+    assert "memberships: 1 to go, resuming after key 2" in result.output
+    assert "memberships: sent 1, failed 0, skipped 0" in result.output
+
+
+def test_sync_keeps_its_checkpoint_in_the_current_directory_by_default(
+    emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    app = emulator_app(emulator)
+    seed(app, users=5, teams=0)
+    (tmp_path / ".journy-sync.json").write_text(json.dumps({"users": "3"}))
+    result = app.test_cli_runner().invoke(args=["journy", "sync", "--users"])
+    assert result.exit_code == 0, result.output
+    assert "users: 2 to go, resuming after key 3" in result.output
+    assert not (tmp_path / ".journy-sync.json").exists()
 
 
 # --since: users 1 to 6 created at these (naive UTC) times; --since 2024-02-01 selects users 2, 4, 5 (created on the
@@ -334,7 +391,7 @@ def test_a_checkpoint_left_by_a_run_with_the_same_since_is_resumed(emulator: Emu
         args=["journy", "sync", "--users", "--since", "2024-02-01T01:00:00+01:00", "--state-file", str(state_file)]
     )
     assert result.exit_code == 0, result.output
-    assert "users: resuming after key 4" in result.output
+    assert "users: 2 to go, resuming after key 4" in result.output
     assert "  users: 2/2" in result.output  # the count honours both the checkpoint and --since
     assert upserted_user_ids(emulator) == [5, 6]
 
@@ -358,3 +415,16 @@ def test_sync_since_on_postgresql_sends_only_the_rows_changed_since_the_date(
             with app.app_context():
                 db.session.remove()
                 db.engine.dispose()
+
+
+def test_sync_users_with_sync_users_off_says_which_setting_keeps_them_out(emulator: Emulator, tmp_path: Path) -> None:
+    app = emulator_app(emulator, JOURNY_SYNC_USERS=False)
+    seed(app, users=2, teams=1)
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["journy", "sync", "--users", "--state-file", str(tmp_path / "s.json")])
+    assert result.exit_code == 1
+    assert result.output.strip() == "Error: --users: JOURNY_SYNC_USERS is False."
+    result = runner.invoke(args=["journy", "sync", "--state-file", str(tmp_path / "s.json")])
+    assert result.exit_code == 0, result.output
+    assert "users:" not in result.output
+    assert "accounts: sent 1, failed 0, skipped 0" in result.output

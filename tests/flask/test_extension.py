@@ -193,3 +193,53 @@ def test_an_app_without_journy_sharing_the_db_sends_nothing_through_another_app(
         db.session.add(User(email="elsewhere@acme.test"))
         db.session.commit()
     assert outbox_of(with_journy).operations == []
+
+
+def test_a_misspelt_key_fails_init_app_suggesting_the_right_name() -> None:
+    with pytest.raises(ConfigurationError, match=r"JOURNY_TRACKER_DOMIAN: did you mean JOURNY_TRACKER_DOMAIN\?"):
+        Journy(bare_app(JOURNY_QUEUE={"BACKEND": "memory"}, JOURNY_TRACKER_DOMIAN="https://go.acme.test"))
+    with pytest.raises(ConfigurationError, match="JOURNY_SKIP_IMPERSONATED is a Django option"):
+        Journy(bare_app(JOURNY_QUEUE={"BACKEND": "memory"}, JOURNY_SKIP_IMPERSONATED=True))
+
+
+def test_timeout_reaches_the_workers_client() -> None:
+    app = bare_app(JOURNY_API_KEY="worker-key", JOURNY_QUEUE={"BACKEND": "sync"}, JOURNY_TIMEOUT=(1.5, 3))
+    Journy(app)
+    assert worker_client().timeout == (1.5, 3.0)
+
+
+def test_on_failure_is_called_for_a_call_journy_refuses(emulator: Any) -> None:
+    failures: list[tuple[Any, BaseException]] = []
+    app = bare_app(
+        JOURNY_API_KEY="sk_not_a_key_the_emulator_knows",
+        JOURNY_API_URL=emulator.url,
+        JOURNY_QUEUE={"BACKEND": "sync"},
+        JOURNY_ON_FAILURE=lambda operation, error: failures.append((operation, error)),
+    )
+    journy = Journy(app)
+    with app.app_context():
+        journy.track("signed_in", user="1")
+    assert [operation.kind for operation, _ in failures] == ["track"]
+    assert "401" in str(failures[0][1])
+
+
+def test_skip_request_and_skip_staff_leave_the_user_out_of_the_page() -> None:
+    def logged_in_page(app: Flask, **fields: Any) -> str:
+        with app.app_context():
+            user = User(email="ada@acme.test", **fields)
+            db.session.add(user)
+            db.session.commit()
+            user_id = user.id
+        client = app.test_client()
+        client.post(f"/login/{user_id}")
+        return client.get("/page?internal=1").text
+
+    by_request = build_app(JOURNY_SKIP_REQUEST=lambda request: request.args.get("internal") == "1")
+    assert "identify" not in logged_in_page(by_request)
+    staff = build_app(JOURNY_SKIP_STAFF=True)
+    User.is_staff = property(lambda user: user.plan == "staff")  # type: ignore[attr-defined]
+    try:
+        assert "identify" not in logged_in_page(staff, plan="staff")
+        assert "identify" in logged_in_page(staff, plan="pro")
+    finally:
+        del User.is_staff  # type: ignore[attr-defined]

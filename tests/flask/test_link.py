@@ -8,6 +8,7 @@ import pytest
 from flask import Flask
 
 from journy_flask import Journy
+from journy_flask.hooks import SESSION_KEY
 
 from .conftest import build_app, db, outbox_of
 
@@ -60,6 +61,35 @@ def test_another_user_logging_in_on_the_same_device_is_linked_too(app: Flask, ad
     client.post("/logout")
     client.post(f"/login/{second}")
     assert [link["identification"]["userId"] for link in links(app)] == ["1", "2"]  # type: ignore[index]
+
+
+def test_a_second_user_logging_in_within_the_session_gets_its_own_link(
+    app: Flask, add_user: Callable[..., int]
+) -> None:
+    first, second = add_user(), add_user(email="bob@acme.test")
+    client = app.test_client()
+    client.set_cookie("__journey", "shared-device")
+    client.post(f"/login/{first}")
+    client.post(f"/login/{second}")  # no logout: login_user() replaces the user, the session's data stays
+    client.get("/plain")
+    with client.session_transaction() as session:
+        assert session[SESSION_KEY] == f"{second}\nshared-device"  # journy_core.linking's record: who, then devices
+    assert [link["identification"]["userId"] for link in links(app)] == ["1", "2"]  # type: ignore[index]
+
+
+@pytest.mark.parametrize("old_key", ["_journy", "_journy_linked_devices"])
+def test_a_session_from_an_older_version_links_its_device_once_more(
+    app: Flask, add_user: Callable[..., int], old_key: str
+) -> None:
+    user_id = add_user()
+    client = app.test_client()
+    client.post(f"/login/{user_id}")
+    with client.session_transaction() as session:
+        session[old_key] = f"{user_id}\ndevice-1" if old_key == "_journy" else ["device-1"]
+    client.set_cookie("__journey", "device-1")
+    client.get("/plain")
+    client.get("/plain")
+    assert [link["deviceId"] for link in links(app)] == ["device-1"]
 
 
 def test_untrusted_cookie_values_are_never_linked(app: Flask, add_user: Callable[..., int]) -> None:

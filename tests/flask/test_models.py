@@ -158,6 +158,53 @@ def test_a_rolled_back_savepoint_drops_only_its_own_changes(db_app: Flask) -> No
     assert [a["properties"]["name"] for a in outbox_of(db_app).accounts()] == ["Released"]
 
 
+def test_a_released_savepoint_is_sent_with_the_outer_commit_and_not_when_it_is_released(db_app: Flask) -> None:
+    with db_app.app_context():
+        db.session.add(User(email="outer@acme.test"))
+        db.session.flush()
+        with db.session.begin_nested():  # SQLAlchemy reports this RELEASE SAVEPOINT as an after_commit
+            db.session.add(Team(name="Inner"))
+        assert outbox_of(db_app).operations == []
+        db.session.rollback()
+        db.session.add(User(email="later@acme.test"))
+        db.session.commit()
+    assert [u["identification"]["email"] for u in outbox_of(db_app).users()] == ["later@acme.test"]
+    assert outbox_of(db_app).accounts() == []
+
+
+def test_rolling_back_a_savepoint_drops_the_savepoints_released_inside_it(db_app: Flask) -> None:
+    with db_app.app_context():
+        outer = db.session.begin_nested()
+        db.session.add(User(email="outer@acme.test"))
+        with db.session.begin_nested():
+            db.session.add(User(email="inner@acme.test"))
+        outer.rollback()
+        db.session.add(User(email="kept@acme.test"))
+        db.session.commit()
+    assert [u["identification"]["email"] for u in outbox_of(db_app).users()] == ["kept@acme.test"]
+
+
+def test_changes_across_savepoints_are_queued_in_the_order_they_were_made(db_app: Flask) -> None:
+    with db_app.app_context():
+        ada = User(email="ada@acme.test")
+        db.session.add(ada)
+        db.session.commit()
+        outbox_of(db_app).clear()
+        db.session.add(Team(name="First"))
+        db.session.flush()
+        with db.session.begin_nested():
+            ada.plan = "pro"
+            with db.session.begin_nested():
+                db.session.add(Team(name="Third"))
+        db.session.delete(ada)
+        db.session.commit()
+    assert [(op.kind, op.payload["identification"]) for op in outbox_of(db_app).operations] == [
+        ("upsert_account", {"accountId": "1"}),
+        ("delete_user", {"userId": "1"}),  # the upsert of the same commit is replaced, as without savepoints
+        ("upsert_account", {"accountId": "2"}),
+    ]
+
+
 def test_after_commit_reads_no_instance_so_runs_no_sql(db_app: Flask) -> None:
     statements: list[str] = []
     in_commit = []

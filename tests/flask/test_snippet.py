@@ -9,9 +9,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import flask_login
 import pytest
 from flask import Flask, render_template_string, request
-from flask_login import AnonymousUserMixin, UserMixin
+from flask_login import AnonymousUserMixin, LoginManager, UserMixin, login_user
 from jinja2 import TemplateSyntaxError
 
 from journy_core import InvalidArgumentError, verification_hash
@@ -20,7 +21,7 @@ from journy_flask import Journy
 from journy_flask.identities import account_id_of, is_authenticated, user_id_of
 from journy_flask.snippet import render_page_snippet
 
-from .conftest import SECRET, Team, User, build_app, db
+from .conftest import SECRET, Team, User, base_config, build_app, db
 
 
 def calls(html: str) -> dict[str, Any]:
@@ -364,6 +365,51 @@ def test_a_page_rendered_with_render_template_string_carries_the_snippet_and_the
         assert found["identify"]["verification"] == verification_hash(SECRET, str(user_id))
         assert found["event"]["name"] == "opened_billing" and found["event"]["metadata"] == {"seats": 3}
         assert html.index('journy("identify"') < html.index("</head>") < html.index('journy("event"')
+
+
+def test_the_snippet_identifies_the_user_the_page_has_as_current_user_however_it_got_there(app: Flask) -> None:
+    @app.get("/proxy")
+    def proxy() -> str:  # the view passes Flask-Login's proxy itself, as many tutorials do
+        return render_template_string("{{ journy_snippet() }}", current_user=flask_login.current_user)
+
+    @app.get("/python")
+    def python() -> str:  # no template context at all
+        return str(render_page_snippet(Journy.state()))
+
+    client, user_id, _ = logged_in(app)
+    for path in ("/page", "/proxy", "/python"):
+        found = calls(client.get(path).text)
+        assert found["identify"]["userId"] == str(user_id), path
+        assert found["identify"]["verification"] == verification_hash(SECRET, str(user_id)), path
+    client.post("/logout")
+    for path in ("/page", "/proxy", "/python"):
+        assert "identify" not in calls(client.get(path).text), path  # Flask-Login's anonymous user: nobody
+
+
+def test_without_flask_logins_context_processor_the_snippet_asks_flask_login() -> None:
+    app = Flask("journy_test_no_processor")
+    app.config.update(base_config(SQLALCHEMY_DATABASE_URI="sqlite://"))
+    db.init_app(app)
+    manager = LoginManager(app, add_context_processor=False)
+    manager.user_loader(lambda user_id: db.session.get(User, int(user_id)))
+    Journy(app)
+
+    @app.post("/login")
+    def log_in() -> str:
+        login_user(db.session.get(User, 1))
+        return "in"
+
+    @app.get("/page")
+    def page() -> str:
+        return render_template_string("{{ journy_snippet() }}")
+
+    with app.app_context():
+        db.create_all()
+        db.session.add(User(id=1, email="ada@acme.test", full_name="Ada"))
+        db.session.commit()
+    client = app.test_client()
+    client.post("/login")
+    assert calls(client.get("/page").text)["identify"]["userId"] == "1"
 
 
 def test_authentication_is_read_from_flask_login_mixins_and_asked_of_classes_that_override_it() -> None:

@@ -1,9 +1,9 @@
 # mypy: disable-error-code="import-untyped"
-"""``manage.py journy_sync``: send every user and account (and memberships) to journy.io.
+"""``manage.py journy_sync``: send every user, account and membership to journy.io, paced and resumable.
 
-The daily full sync journy.io recommends, next to the after-commit sync. It streams each table ordered by primary
-key (bounded memory at any size), paces the calls under the key's rate limit, prints progress with an ETA, and
-records the last key done in ``--state-file`` so that an interrupted run, started again, resumes after it.
+The plan (stages, options, checkpoint file, progress and summary, exit codes) is :mod:`journy_core.sync_plan`,
+shared with ``flask journy sync``; this command parses its arguments and streams each stage from a queryset ordered
+by primary key (bounded memory at any size).
 
     manage.py journy_sync                      # users, accounts and memberships
     manage.py journy_sync --users --since 2026-01-01
@@ -12,8 +12,7 @@ records the last key done in ``--state-file`` so that an interrupted run, starte
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -22,183 +21,147 @@ from django.core.exceptions import FieldError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import models
 
-from journy_core import Client
-from journy_core.bulk import (
-    SINCE_FIELDS,
-    BulkSync,
-    ProgressReport,
-    SyncSummary,
-    default_since_field,
-    missing_since_field,
-    parse_since,
-    since_scope,
-)
+from journy_core.bulk import default_since_field, missing_since_field, parse_since
 from journy_core.operations import Operation
+from journy_core.sync_plan import (
+    DEFAULT_BATCH_SIZE,
+    OPTION_HELP,
+    StageSource,
+    SyncOptions,
+    SyncPlanError,
+    SyncUsageError,
+    check_options,
+    run_sync,
+    select_stages,
+    sync_client,
+)
 
 from ...conf import JournyConfigurationError, base_url, journy_settings
 from ...identity import account_model, upsert_operation
 from ...sync import membership_operations, should_sync
 
+Items = Callable[[Iterator[models.Model]], Iterator[tuple[str, Operation | None]]]
 
-def _parse_since(value: str) -> datetime:
+
+def _parse_since(value: str | datetime | None) -> datetime | None:
+    # Read in handle(), not as the argument's argparse type: run_from_argv parses outside its CommandError
+    # handler, so an error there would end in a traceback instead of one line naming the accepted formats.
+    if value is None or isinstance(value, datetime):
+        return value
     try:
         return parse_since(value)
     except ValueError as exc:
-        raise CommandError(f"--since {exc}.") from None
+        raise SyncUsageError(f"--since {exc}.") from None
+
+
+def _setting(name: str) -> str:
+    return f"JOURNY[{name!r}]"
 
 
 class Command(BaseCommand):  # type: ignore[misc]
     help = "Send every user and account (with their members) to journy.io, paced and resumable."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--users", action="store_true", help="sync users (default: users and accounts)")
-        parser.add_argument("--accounts", action="store_true", help="sync accounts and their memberships")
-        parser.add_argument(
-            "--since",
-            type=_parse_since,
-            metavar="DATE",
-            help="only rows changed (or created) since DATE: YYYY-MM-DD or an ISO 8601 datetime (UTC without offset)",
-        )
-        parser.add_argument(
-            "--since-field",
-            metavar="F",
-            help=f"the field --since filters on (default: the first of {', '.join(SINCE_FIELDS)} the model has)",
-        )
-        parser.add_argument("--batch-size", type=int, default=100, help="rows per checkpoint (default 100)")
-        parser.add_argument("--dry-run", action="store_true", help="build every call but send nothing")
-        parser.add_argument(
-            "--state-file",
-            default=".journy_sync_state.json",
-            help="where the checkpoint is kept, to resume an interrupted run (default .journy_sync_state.json)",
-        )
-        parser.add_argument("--restart", action="store_true", help="ignore the checkpoint and start from the top")
+        parser.add_argument("--users", action="store_true", help=OPTION_HELP["--users"])
+        parser.add_argument("--accounts", action="store_true", help=OPTION_HELP["--accounts"])
+        parser.add_argument("--since", metavar="DATE", help=OPTION_HELP["--since"])
+        parser.add_argument("--since-field", metavar="FIELD", help=OPTION_HELP["--since-field"])
+        parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help=OPTION_HELP["--batch-size"])
+        parser.add_argument("--dry-run", action="store_true", help=OPTION_HELP["--dry-run"])
+        parser.add_argument("--state-file", metavar="PATH", help=OPTION_HELP["--state-file"])
+        parser.add_argument("--restart", action="store_true", help=OPTION_HELP["--restart"])
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if options["batch_size"] < 1:
-            raise CommandError("--batch-size must be at least 1.")
         try:
-            config = journy_settings()
-            client = self._client(options["dry_run"])
+            self._sync(options)
+        except SyncPlanError as exc:
+            raise CommandError(str(exc), returncode=exc.exit_code) from None
         except JournyConfigurationError as exc:
             raise CommandError(str(exc)) from None
-        if not config.enabled and not options["dry_run"]:
-            raise CommandError("JOURNY['ENABLED'] is False: nothing is sent (use --dry-run to try the sync).")
-        if options["since_field"] and options["since"] is None:
-            raise CommandError("--since-field needs --since.")
-        both = not options["users"] and not options["accounts"]
-        accounts = account_model()
-        if options["accounts"] and accounts is None:
-            raise CommandError("--accounts needs JOURNY['ACCOUNT_MODEL'].")
-        plan: list[tuple[str, type[models.Model], Any]] = []
-        if (both or options["users"]) and config["SYNC_USERS"]:
-            plan.append(("users", get_user_model(), self._upserts))
-        if (both or options["accounts"]) and accounts is not None:
-            plan.append(("accounts", accounts, self._upserts))
-            if config["ACCOUNT_MEMBERS"] is not None:
-                plan.append(("memberships", accounts, self._memberships))
-        # The --since field of every model, before anything is sent: a model without one stops the command here.
-        since_fields = {model: self._since_field(model, options) for _, model, _ in plan}
-        self._last_progress = 0.0
-        bulk = BulkSync(
-            client,
+
+    def _sync(self, options: dict[str, Any]) -> None:
+        options["since"] = _parse_since(options["since"])
+        check_options(since=options["since"], since_field=options["since_field"], batch_size=options["batch_size"])
+        config = journy_settings()
+        url = base_url()
+        stages = select_stages(options["users"], options["accounts"], unavailable=_unavailable())
+        # Every stage's --since field, before anything is sent: a model without one stops the command here.
+        sources = [_source(name, options) for name in stages]
+        plan = SyncOptions(
+            since=options["since"],
             batch_size=options["batch_size"],
             dry_run=options["dry_run"],
             state_file=options["state_file"],
-            progress=self._progress,
+            restart=options["restart"],
         )
-        if options["restart"]:
-            bulk.forget("users", "accounts", "memberships")
-        summaries = [
-            self._sync_model(bulk, name, model, since_fields[model], options, items) for name, model, items in plan
-        ]
-        client.close()
-        failed = sum(summary.failed for summary in summaries)
-        for summary in summaries:
-            resumed = f", resumed after {summary.resumed_from}" if summary.resumed_from else ""
-            verb = "would send" if summary.dry_run else "sent"
-            self.stdout.write(
-                f"{summary.name}: {verb} {summary.sent}, failed {summary.failed}, skipped {summary.skipped} "
-                f"in {summary.seconds:.1f} s{resumed}"
-            )
-        if failed:
-            raise CommandError(f"{failed} call(s) failed (see the log); run the command again to resume.")
+        client = sync_client(
+            config["API_KEY"], url, enabled=config.enabled, dry_run=options["dry_run"], setting=_setting
+        )
+        with client:
+            outcome = run_sync(client, sources, plan, say=self.stdout.write)
+        if outcome.failure_message is not None:
+            raise CommandError(outcome.failure_message, returncode=outcome.exit_code)
 
-    def _client(self, dry_run: bool) -> Client:
-        config = journy_settings()
-        key = config["API_KEY"]
-        if not key:
-            if dry_run:
-                return Client("dry-run", base_url=base_url())
-            raise JournyConfigurationError("JOURNY['API_KEY'] is not set: journy_sync has nothing to send with.")
-        return Client(key, base_url=base_url())
 
-    @staticmethod
-    def _since_field(model: type[models.Model], options: dict[str, Any]) -> str | None:
-        """The field ``--since`` filters ``model`` on (None without ``--since``)."""
-        if options["since"] is None:
-            return None
-        field = options["since_field"] or default_since_field(f.name for f in model._meta.get_fields())
-        if field is None:
-            raise CommandError(missing_since_field(model._meta.label))
-        try:  # resolves the lookup (a field, or a path such as profile__updated_at) without running a query
-            model._default_manager.filter(**{f"{field}__gte": options["since"]})
-        except FieldError as exc:
-            raise CommandError(f"--since-field {field!r}: {exc}") from None
-        return field
+def _unavailable() -> dict[str, str]:
+    """The stages the settings cannot sync, with the reason."""
+    config = journy_settings()
+    missing: dict[str, str] = {}
+    if not config["SYNC_USERS"]:
+        missing["users"] = f"{_setting('SYNC_USERS')} is False"
+    if account_model() is None:
+        missing["accounts"] = missing["memberships"] = f"{_setting('ACCOUNT_MODEL')} is not set"
+    elif config["ACCOUNT_MEMBERS"] is None:
+        missing["memberships"] = f"{_setting('ACCOUNT_MEMBERS')} is not set"
+    return missing
 
-    @staticmethod
-    def _queryset(
-        model: type[models.Model], since_field: str | None, options: dict[str, Any], after: str | None
-    ) -> Any:
-        queryset = model._default_manager.order_by("pk")
-        if since_field is not None:
-            queryset = queryset.filter(**{f"{since_field}__gte": options["since"]})
+
+def _source(name: str, options: dict[str, Any]) -> StageSource:
+    """One stage's rows, from its model's default manager in primary-key order."""
+    model: type[models.Model] | None = get_user_model() if name == "users" else account_model()
+    assert model is not None  # select_stages leaves out the stages of a model that is not set
+    since: datetime | None = options["since"]
+    field = _since_field(model, since, options["since_field"])
+    items: Items = _memberships if name == "memberships" else _upserts
+
+    def queryset(after: str | None) -> Any:
+        rows = model._default_manager.order_by("pk")
+        if field is not None:
+            rows = rows.filter(**{f"{field}__gte": since})
         if after is not None:
-            queryset = queryset.filter(pk__gt=model._meta.pk.to_python(after))
-        return queryset
+            rows = rows.filter(pk__gt=model._meta.pk.to_python(after))
+        return rows
 
-    def _sync_model(
-        self,
-        bulk: BulkSync,
-        name: str,
-        model: type[models.Model],
-        since_field: str | None,
-        options: dict[str, Any],
-        items: Any,
-    ) -> SyncSummary:
-        # A checkpoint is resumed only by a run with the same --since and field (see journy_core.bulk).
-        scope = since_scope(options["since"], since_field)
-        notice = bulk.resume_notice(name, scope)
-        if notice is not None:
-            self.stdout.write(notice)
-        after = bulk.resume_after(name, scope)
-        queryset = self._queryset(model, since_field, options, after)
-        total = queryset.count()
-        self.stdout.write(f"{name}: {total} to go" + (f" (resuming after {after})" if after else ""))
-        rows = queryset.iterator(chunk_size=max(options["batch_size"], 100))
-        return bulk.run(name, items(rows), total, scope=scope)
+    def stream(after: str | None) -> Iterable[tuple[str, Operation | None]]:
+        return items(queryset(after).iterator(chunk_size=max(options["batch_size"], 100)))
 
-    @staticmethod
-    def _upserts(rows: Iterator[models.Model]) -> Iterator[tuple[str, Operation | None]]:
-        for obj in rows:
-            yield str(obj.pk), upsert_operation(obj) if should_sync(obj) else None
+    return StageSource(name, count=lambda after: int(queryset(after).count()), items=stream, since_field=field)
 
-    @staticmethod
-    def _memberships(rows: Iterator[models.Model]) -> Iterator[tuple[str, Operation | None]]:
-        for account in rows:
-            found = False
-            for operation in membership_operations(account):
-                found = True
-                yield str(account.pk), operation
-            if not found:
-                yield str(account.pk), None
 
-    def _progress(self, report: ProgressReport) -> None:
-        now = time.monotonic()
-        finished = report.total is not None and report.done >= report.total
-        if now - self._last_progress < 2.0 and not finished:
-            return
-        self._last_progress = now
-        total = f"/{report.total}" if report.total is not None else ""
-        eta = f", about {report.eta_seconds:.0f} s left" if report.eta_seconds and not finished else ""
-        self.stdout.write(f"  {report.name}: {report.done}{total} done, {report.failed} failed{eta}")
+def _since_field(model: type[models.Model], since: datetime | None, named: str | None) -> str | None:
+    """The field ``--since`` filters ``model`` on (None without ``--since``)."""
+    if since is None:
+        return None
+    field = named or default_since_field(f.name for f in model._meta.get_fields())
+    if field is None:
+        raise SyncUsageError(missing_since_field(model._meta.label))
+    try:  # resolves the lookup (a field, or a path such as profile__updated_at) without running a query
+        model._default_manager.filter(**{f"{field}__gte": since})
+    except FieldError as exc:
+        raise SyncUsageError(f"--since-field {field!r}: {exc}") from None
+    return field
+
+
+def _upserts(rows: Iterator[models.Model]) -> Iterator[tuple[str, Operation | None]]:
+    for obj in rows:
+        yield str(obj.pk), upsert_operation(obj) if should_sync(obj) else None
+
+
+def _memberships(rows: Iterator[models.Model]) -> Iterator[tuple[str, Operation | None]]:
+    for account in rows:
+        found = False
+        for operation in membership_operations(account):
+            found = True
+            yield str(account.pk), operation
+        if not found:
+            yield str(account.pk), None

@@ -1,0 +1,322 @@
+"""The bulk-sync plan shared by both commands: stages, options, the state file, resuming and the summary.
+
+Plain lists stand in for the ORM; the calls go over HTTP to the emulator."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from journy_core import Client
+from journy_core import operations as ops
+from journy_core.bulk import BulkSync, ProgressReport, SyncSummary, parse_since, since_scope
+from journy_core.emulator import Emulator
+from journy_core.sync_plan import (
+    DEFAULT_STATE_FILE,
+    EARLIER_STATE_FILES,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    STAGES,
+    StageSource,
+    SyncInterrupted,
+    SyncOptions,
+    SyncPlanError,
+    SyncUsageError,
+    check_options,
+    progress_line,
+    run_sync,
+    select_stages,
+    summary_line,
+    sync_client,
+)
+
+Item = tuple[str, ops.Operation | None]
+
+
+def key(n: int) -> str:
+    return str(n).zfill(4)  # keys compare as strings here, as primary keys do in the database
+
+
+def source(name: str, items: list[Item], since_field: str | None = None) -> StageSource:
+    """A stage over a list ordered by key, honouring ``after`` as an ORM query would."""
+
+    def rows(after: str | None) -> list[Item]:
+        return [item for item in items if after is None or item[0] > after]
+
+    return StageSource(name, count=lambda after: len({k for k, _ in rows(after)}), items=rows, since_field=since_field)
+
+
+def upserts(kind: str, count: int) -> list[Item]:
+    if kind == "users":
+        return [(key(n), ops.upsert_user(user_id=n)) for n in range(1, count + 1)]
+    return [(key(n), ops.upsert_account(account_id=n)) for n in range(1, count + 1)]
+
+
+def memberships(accounts: dict[int, list[int]]) -> list[Item]:
+    return [
+        (key(account), ops.add_users_to_account(account_id=account, users=members) if members else None)
+        for account, members in sorted(accounts.items())
+    ]
+
+
+@pytest.fixture
+def client(emulator: Emulator, api_key: str) -> Iterator[Client]:
+    emulator.configure(rate_limit=100_000)
+    with Client(api_key, base_url=emulator.url) as direct:
+        yield direct
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)  # the default state file is relative to the current directory
+    return tmp_path
+
+
+class Lines(list[str]):
+    def __call__(self, line: str) -> None:
+        self.append(line)
+
+
+# -- stages and options ----------------------------------------------------------------------------------------
+
+
+def test_the_stages_are_users_accounts_memberships_in_that_order() -> None:
+    assert STAGES == ("users", "accounts", "memberships")
+    assert select_stages(False, False, unavailable={}) == STAGES
+    assert select_stages(True, True, unavailable={}) == STAGES
+    assert select_stages(True, False, unavailable={}) == ("users",)
+    assert select_stages(False, True, unavailable={}) == ("accounts", "memberships")
+
+
+def test_stages_the_configuration_cannot_sync_are_left_out_unless_asked_for() -> None:
+    no_members = {"memberships": "JOURNY_ACCOUNT_MEMBERS is not set"}
+    assert select_stages(False, False, unavailable=no_members) == ("users", "accounts")
+    assert select_stages(False, True, unavailable=no_members) == ("accounts",)  # memberships are optional
+    no_accounts = {"accounts": "JOURNY_ACCOUNT_MODEL is not set", "memberships": "JOURNY_ACCOUNT_MODEL is not set"}
+    assert select_stages(False, False, unavailable=no_accounts) == ("users",)
+    with pytest.raises(SyncPlanError, match=r"^--accounts: JOURNY_ACCOUNT_MODEL is not set\.$") as refused:
+        select_stages(False, True, unavailable=no_accounts)
+    assert refused.value.exit_code == EXIT_FAILED
+
+
+def test_nothing_to_sync_names_every_missing_setting() -> None:
+    # Memberships need the accounts' model: without it they are not synced even when not listed as unavailable.
+    nothing = {"users": "JOURNY['SYNC_USERS'] is False", "accounts": "JOURNY['ACCOUNT_MODEL'] is not set"}
+    with pytest.raises(SyncPlanError, match=r"nothing to sync: JOURNY\['SYNC_USERS'\] is False; JOURNY\['ACC"):
+        select_stages(False, False, unavailable=nothing)
+
+
+def test_option_combinations_the_plan_cannot_honour_are_usage_errors() -> None:
+    check_options(since=None, since_field=None, batch_size=100)
+    with pytest.raises(SyncUsageError, match="--since-field needs --since") as refused:
+        check_options(since=None, since_field="updated_at", batch_size=100)
+    assert refused.value.exit_code == EXIT_USAGE
+    for size in (0, 10_001):
+        with pytest.raises(SyncUsageError, match="--batch-size must be between 1 and 10000"):
+            check_options(since=None, since_field=None, batch_size=size)
+
+
+def test_a_real_run_needs_a_key_and_the_integration_enabled_a_dry_run_neither(emulator: Emulator) -> None:
+    def spell(name: str) -> str:
+        return f"JOURNY_{name}"
+
+    with pytest.raises(SyncPlanError, match=r"^JOURNY_API_KEY is not set"):
+        sync_client(None, emulator.url, enabled=True, dry_run=False, setting=spell)
+    with pytest.raises(SyncPlanError, match=r"^JOURNY_ENABLED is False: .*--dry-run"):
+        sync_client("key", emulator.url, enabled=False, dry_run=False, setting=spell)
+    with pytest.raises(SyncPlanError, match=r"(?i)url"):
+        sync_client("key", "not a url", enabled=True, dry_run=False, setting=spell)
+    with sync_client(None, emulator.url, enabled=False, dry_run=True, setting=spell) as dry:
+        assert dry.base_url == emulator.url
+
+
+# -- running ---------------------------------------------------------------------------------------------------
+
+
+def test_a_run_sends_every_stage_in_order_and_prints_progress_and_one_summary_line_each(
+    client: Client, emulator: Emulator, workdir: Path
+) -> None:
+    say, tell = Lines(), Lines()
+    sources = [
+        source("users", upserts("users", 25)),
+        source("accounts", upserts("accounts", 3)),
+        source("memberships", memberships({1: [1, 2], 2: [], 3: [3]})),
+    ]
+    outcome = run_sync(client, sources, SyncOptions(batch_size=10), say=say, tell=tell)
+    assert [summary.name for summary in outcome.summaries] == list(STAGES)
+    assert (outcome.failed, outcome.exit_code, outcome.failure_message) == (0, EXIT_OK, None)
+    assert len(emulator.state()["users"]) == 25
+    assert len(emulator.state()["memberships"]) == 3
+    assert tell[0] == "users: 25 to go"
+    assert tell[1] == "  users: 10/25 done, 0 failed" or tell[1].startswith("  users: 10/25 done, 0 failed, about ")
+    assert "  users: 25/25 done, 0 failed" in tell  # the last batch, without an estimate
+    assert "memberships: 3 to go" in tell
+    assert [line.split(" in ")[0] for line in say] == [
+        "users: sent 25, failed 0, skipped 0",
+        "accounts: sent 3, failed 0, skipped 0",
+        "memberships: sent 2, failed 0, skipped 1",
+    ]
+    assert not (workdir / DEFAULT_STATE_FILE).exists()  # a complete run leaves no checkpoint
+
+
+def test_the_progress_of_a_stage_is_printed_for_its_first_and_last_batch_and_every_interval_between(
+    client: Client, workdir: Path
+) -> None:
+    tell = Lines()
+    run_sync(
+        client,
+        [source("users", upserts("users", 50))],
+        SyncOptions(batch_size=10, dry_run=True),
+        say=Lines(),
+        tell=tell,
+        progress_interval=3600,
+    )
+    assert [line for line in tell if line.startswith("  ")] == [
+        "  users: 10/50 done, 0 failed",
+        "  users: 50/50 done, 0 failed",
+    ]
+
+
+def test_summary_and_progress_lines_read_the_same_in_both_commands() -> None:
+    summary = SyncSummary("users", sent=40, failed=1, skipped=2, seconds=2.54, resumed_from="29")
+    assert summary_line(summary) == "users: sent 40, failed 1, skipped 2 in 2.5 s, resumed after 29"
+    dry = SyncSummary("accounts", sent=3, failed=0, skipped=0, seconds=0.0, resumed_from=None, dry_run=True)
+    assert summary_line(dry) == "accounts: would send 3, failed 0, skipped 0 in 0.0 s"
+    assert progress_line(ProgressReport("users", 20, 40, 0, 12.4)) == "  users: 20/40 done, 0 failed, about 12 s left"
+    assert progress_line(ProgressReport("users", 40, 40, 1, 0.0)) == "  users: 40/40 done, 1 failed"
+
+
+def test_an_interrupted_run_keeps_its_checkpoint_in_the_default_state_file_and_the_next_run_resumes_there(
+    client: Client, emulator: Emulator, workdir: Path
+) -> None:
+    everyone = upserts("users", 30)
+
+    def interrupted(after: str | None) -> Iterable[Item]:
+        yield from everyone[:25]
+        raise KeyboardInterrupt
+
+    stopping = StageSource("users", count=lambda after: 30, items=interrupted)
+    say = Lines()
+    with pytest.raises(SyncInterrupted, match="run the same command again to resume") as stopped:
+        run_sync(client, [stopping], SyncOptions(batch_size=10), say=say)
+    assert stopped.value.exit_code == EXIT_INTERRUPTED
+    assert json.loads((workdir / DEFAULT_STATE_FILE).read_text()) == {"users": key(20)}
+    emulator.reset()
+    say = Lines()
+    outcome = run_sync(client, [source("users", everyone)], SyncOptions(batch_size=10), say=say)
+    assert "users: 10 to go, resuming after key 0020" in say
+    assert outcome.summaries[0].resumed_from == key(20)
+    assert sorted(int(u["userId"]) for u in emulator.state()["users"]) == list(range(21, 31))
+
+
+def test_restart_forgets_the_checkpoints_of_the_stages_it_runs_and_keeps_the_others(
+    client: Client, emulator: Emulator, tmp_path: Path
+) -> None:
+    state = tmp_path / "sync.json"
+    state.write_text(json.dumps({"users": key(20), "accounts": key(2)}))
+    options = SyncOptions(state_file=state, restart=True)
+    outcome = run_sync(client, [source("users", upserts("users", 30))], options, say=Lines())
+    assert outcome.summaries[0].resumed_from is None
+    assert len(emulator.state()["users"]) == 30
+    assert json.loads(state.read_text()) == {"accounts": key(2)}
+
+
+def test_a_dry_run_with_restart_neither_reads_nor_writes_the_checkpoint(
+    client: Client, emulator: Emulator, tmp_path: Path
+) -> None:
+    state = tmp_path / "sync.json"
+    state.write_text(json.dumps({"users": key(20)}))
+    say = Lines()
+    run_sync(
+        client,
+        [source("users", upserts("users", 30))],
+        SyncOptions(state_file=state, dry_run=True, restart=True),
+        say=say,
+    )
+    assert say[-1].startswith("users: would send 30, failed 0, skipped 0")
+    assert json.loads(state.read_text()) == {"users": key(20)}
+    assert emulator.calls() == []
+
+
+def test_a_state_file_of_the_earlier_django_name_is_renamed_and_resumed(
+    client: Client, emulator: Emulator, workdir: Path
+) -> None:
+    (workdir / EARLIER_STATE_FILES[0]).write_text(json.dumps({"users": key(28), "accounts": key(1)}))
+    tell = Lines()
+    run_sync(client, [source("users", upserts("users", 30))], SyncOptions(), say=Lines(), tell=tell)
+    assert f"renamed the checkpoint file .journy_sync_state.json to {DEFAULT_STATE_FILE}" in tell
+    assert "users: 2 to go, resuming after key 0028" in tell
+    assert not (workdir / EARLIER_STATE_FILES[0]).exists()
+    assert json.loads((workdir / DEFAULT_STATE_FILE).read_text()) == {"accounts": key(1)}
+
+
+def test_a_dry_run_reads_a_state_file_of_the_earlier_name_where_it_is(client: Client, workdir: Path) -> None:
+    earlier = workdir / EARLIER_STATE_FILES[0]
+    earlier.write_text(json.dumps({"users": key(28)}))
+    tell = Lines()
+    run_sync(client, [source("users", upserts("users", 30))], SyncOptions(dry_run=True), say=Lines(), tell=tell)
+    assert "users: 2 to go, resuming after key 0028" in tell
+    assert earlier.exists()
+    assert not (workdir / DEFAULT_STATE_FILE).exists()
+
+
+def test_a_checkpoint_of_the_earlier_members_stage_is_resumed_as_memberships(
+    client: Client, emulator: Emulator, workdir: Path
+) -> None:
+    (workdir / DEFAULT_STATE_FILE).write_text(json.dumps({"members": key(2), "users": key(5)}))
+    tell = Lines()
+    teams = memberships({1: [1], 2: [2], 3: [3]})
+    run_sync(client, [source("memberships", teams)], SyncOptions(), say=Lines(), tell=tell)
+    assert "memberships: 1 to go, resuming after key 0002" in tell
+    assert [m["account"]["accountId"] for m in emulator.state()["memberships"]] == ["3"]
+    assert json.loads((workdir / DEFAULT_STATE_FILE).read_text()) == {"users": key(5)}  # rewritten, new name
+
+
+def test_a_since_run_resumes_only_a_checkpoint_of_the_same_since(
+    client: Client, emulator: Emulator, tmp_path: Path
+) -> None:
+    state = tmp_path / "sync.json"
+    january = parse_since("2026-01-01")
+    state.write_text(json.dumps({"users": {"after": key(20), "scope": since_scope(january, "updated_at")}}))
+    tell = Lines()
+    options = SyncOptions(since=datetime(2026, 2, 1, tzinfo=timezone.utc), state_file=state)
+    run_sync(client, [source("users", upserts("users", 30), since_field="updated_at")], options, say=Lines(), tell=tell)
+    assert tell[0].startswith("users: not resuming after key 0020")
+    assert tell[1] == "users: 30 to go"
+    with pytest.raises(ValueError, match="since_field"):
+        run_sync(client, [source("users", [])], options, say=Lines())
+
+
+def test_failed_calls_make_the_outcome_fail_with_one_line_saying_so(
+    client: Client, emulator: Emulator, tmp_path: Path
+) -> None:
+    emulator.script_answer(400, {"message": "bad", "errors": {"fields": {"userId": "nope"}}})
+    sync = source("users", upserts("users", 3))
+    outcome = run_sync(client, [sync], SyncOptions(state_file=tmp_path / "s.json"), say=Lines())
+    assert (outcome.failed, outcome.exit_code) == (1, EXIT_FAILED)
+    assert outcome.failure_message is not None
+    assert outcome.failure_message.startswith("1 call(s) failed")
+    assert "\n" not in outcome.failure_message
+
+
+def test_a_batch_ends_where_its_last_key_ends_so_a_resumed_run_skips_no_call_of_that_key(
+    client: Client, tmp_path: Path
+) -> None:
+    # An account with more members than one call takes yields several calls under its key: the checkpoint must
+    # not name it before all of them are done.
+    state = tmp_path / "sync.json"
+    calls = [(1, 1), (1, 2), (1, 3), (2, 4), (3, 5), (3, 6)]
+    items: list[Item] = [(key(a), ops.add_users_to_account(account_id=a, users=[u])) for a, u in calls]
+    checkpoints: list[tuple[int, object]] = []
+
+    def record(report: ProgressReport) -> None:  # called after the batch's checkpoint is written
+        checkpoints.append((report.done, json.loads(state.read_text())["memberships"]))
+
+    BulkSync(client, batch_size=2, state_file=state, progress=record).run("memberships", items)
+    assert checkpoints == [(3, key(1)), (6, key(3))]
