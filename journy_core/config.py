@@ -18,6 +18,7 @@ import logging
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from .errors import ConfigurationError, InvalidArgumentError
@@ -184,13 +185,13 @@ class Config:
         """``INTERNAL_IPS`` parsed."""
         return self.internal_ips
 
-    @property
+    @cached_property  # asked on every page: the answer is fixed with the options
     def has_skip_filters(self) -> bool:
         """Whether a request may be left out for its user, its IP or by ``SKIP_REQUEST`` (else that check is
         skipped)."""
         return self.skip_staff or bool(self.internal_ips) or self.skip_request is not None
 
-    @property
+    @cached_property
     def tracker_problem(self) -> str | None:
         """Why the snippet cannot render (None when it can)."""
         if not self.enabled:

@@ -14,6 +14,7 @@ Unset, the properties are :data:`DEFAULT_USER_PROPERTIES` / :data:`DEFAULT_ACCOU
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from operator import attrgetter
 from typing import Any
 
 from .errors import ConfigurationError
@@ -89,6 +90,14 @@ class PropertyMap:
                 f"{setting} must be a list of attribute names, a dict of journy.io name to attribute, or a "
                 f"callable (or its dotted path); got {type(spec).__name__}."
             )
+        # Read on every page (the snippet's cache key) and every save: plain attribute names are read by one
+        # attrgetter, in C; dotted paths by read_attribute().
+        self._names = tuple(self._attributes)
+        paths = tuple(self._attributes.values())
+        self._getter: Callable[[Any], Any] | None = None
+        if paths and not any("." in path for path in paths):
+            getter = attrgetter(*paths)
+            self._getter = getter if len(paths) > 1 else lambda obj: (getter(obj),)
 
     @property
     def fields(self) -> frozenset[str] | None:
@@ -127,7 +136,12 @@ class PropertyMap:
             if not isinstance(found, Mapping):
                 raise ConfigurationError(f"{self.setting} returned {type(found).__name__}, not a dict of properties.")
             return dict(found)
-        return {name: read_attribute(obj, path) for name, path in self._attributes.items()}
+        if self._getter is None:
+            return {name: read_attribute(obj, path) for name, path in self._attributes.items()}
+        values = self._getter(obj)
+        if any(map(callable, values)):  # a method (get_full_name) is called, as read_attribute() does
+            values = [value() if callable(value) and not isinstance(value, type) else value for value in values]
+        return dict(zip(self._names, values, strict=True))
 
     def __repr__(self) -> str:
         shown = getattr(self._function, "__qualname__", None) or self._attributes

@@ -123,7 +123,9 @@ def _identify(obj: Any, spec: Identity) -> str | None:
                 if known is not _read_id:
                     raise
                 return None  # no ``id`` attribute
-            return identifier(value)
+            if value is None or value is True or value is False:  # identifier(), without a call on every page
+                return None
+            return value if type(value) is str else str(value)
     if obj is None or obj is True or obj is False:
         return None
     if isinstance(obj, _PLAIN_IDS):

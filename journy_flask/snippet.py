@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from flask import current_app, g, has_request_context
+from flask import current_app, has_request_context
 from jinja2 import pass_context
 from jinja2.runtime import Context
 from jinja2.utils import missing
@@ -24,7 +24,7 @@ from journy_core.snippet import SnippetEvent, Tracker, disabled_comment, render_
 from . import hooks
 from .identities import _identify, account_id_of, is_account, is_authenticated, is_user
 from .settings import Settings
-from .state import EMPTY_PAGE, G_NAME, JournyState, page_data
+from .state import EMPTY_PAGE, JournyState, page_data, recorded_page_data
 
 __all__ = ["journy_event", "journy_snippet", "render_page_snippet", "snippet_global"]
 
@@ -80,21 +80,33 @@ def render_page_snippet(
     context: Context | None = None,
     screen: str | None = None,
     events: Iterable[SnippetEvent | Mapping[str, Any]] = (),
-    pageview: bool = True,
+    pageview: bool | None = None,
 ) -> Markup:
     """The snippet for the current request (or, outside one, an anonymous page).
 
     This runs on every page, so it does the least it can: the HTML for a given user, account and screen is cached
     (rendering it costs JSON encoding and two HMACs), and only pages with a CSP nonce or events are rendered anew.
     """
-    tracker = _tracker(state)
+    return _page_snippet(state, context, screen, events, pageview)
+
+
+def _page_snippet(
+    state: JournyState,
+    context: Context | None,
+    screen: str | None,
+    events: Iterable[SnippetEvent | Mapping[str, Any]],
+    pageview: bool | None,
+) -> Markup:
+    """:func:`render_page_snippet` with positional arguments (cheaper to call on every page); ``pageview`` None:
+    ``JOURNY_SEND_PAGEVIEW``."""
+    if pageview is None:
+        pageview = state.settings.send_pageview
+    tracker = state.settings.tracker or _fetched_tracker(state)
     if tracker is None:
         return _html(disabled_comment(_why_no_tracker(state)))
     page, identity = EMPTY_PAGE, _NOBODY
     if has_request_context():
-        # flask.g itself, not through its proxy on each use: Flask documents _get_current_object() for this
-        # ("Notes On Proxies", in the request context chapter); every page pays for the lookup.
-        page = g._get_current_object().get(G_NAME) or EMPTY_PAGE  # nothing set by the view: read-only defaults
+        page = recorded_page_data() or EMPTY_PAGE  # nothing set by the view: read-only defaults
         user = _page_user(state, context)
         if state.settings.has_skip_filters and hooks.skipped(state, user, page_data()):
             return _html(disabled_comment(_SKIPPED))
@@ -108,13 +120,10 @@ def render_page_snippet(
     return _cached(state, tracker, identity, screen, pageview)
 
 
-def _tracker(state: JournyState) -> Tracker | None:
-    """The configured tracker, else the one fetched by website domain (never waited for: fetched in the
+def _fetched_tracker(state: JournyState) -> Tracker | None:
+    """The tracker fetched by website domain when none is configured (never waited for: fetched in the
     background, a comment until it is here)."""
-    tracker = state.settings.tracker
-    if tracker is None and state.tracker_cache is not None:
-        tracker = state.tracker_cache.get()
-    return tracker
+    return state.tracker_cache.get() if state.tracker_cache is not None else None
 
 
 def _page_user(state: JournyState, context: Context | None) -> Any:
@@ -233,7 +242,7 @@ def _snippet_or_comment(
     context: Context,
     screen: str | None,
     events: Iterable[SnippetEvent | Mapping[str, Any]],
-    pageview: bool,
+    pageview: bool | None,
 ) -> Markup:
     """:func:`render_page_snippet` for a template: an HTML comment instead when tracking is off or it fails."""
     if state is None or state.settings.tracker_problem is not None:
@@ -241,7 +250,7 @@ def _snippet_or_comment(
         assert comment is not None  # what is wrong: not initialised, or no tracker
         return comment
     try:
-        return render_page_snippet(state, context=context, screen=screen, events=events, pageview=pageview)
+        return _page_snippet(state, context, screen, events, pageview)
     except Exception:
         report_exception("rendering the journy.io snippet", loud=state.debug)
     return _html(disabled_comment("the snippet could not be rendered (see the log)"))
@@ -257,7 +266,7 @@ def snippet_global(state: JournyState) -> Callable[..., Markup]:
         *,
         screen: str | None = None,
         events: Iterable[SnippetEvent | Mapping[str, Any]] = (),
-        pageview: bool = True,
+        pageview: bool | None = None,
     ) -> Markup:
         return _snippet_or_comment(state, context, screen, events, pageview)
 
@@ -272,10 +281,11 @@ def journy_snippet(
     *,
     screen: str | None = None,
     events: Iterable[SnippetEvent | Mapping[str, Any]] = (),
-    pageview: bool = True,
+    pageview: bool | None = None,
 ) -> Markup:
     """``{{ journy_snippet() }}``: the journy.io snippet for this page, with ``identify`` for the logged-in user
-    and ``account`` for the current account. ``screen="Billing"`` records a screen instead of a pageview."""
+    and ``account`` for the current account. ``screen="Billing"`` records a screen instead of a pageview;
+    ``pageview=False`` leaves the page view out (default: ``JOURNY_SEND_PAGEVIEW``)."""
     return _snippet_or_comment(current_app.extensions.get("journy"), context, screen, events, pageview)
 
 

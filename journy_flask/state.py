@@ -53,13 +53,29 @@ class PageData:
 EMPTY_PAGE = PageData()
 
 
+#: Whether this process ever recorded page data (a view's screen, account or event, a cached skip): until then
+#: every request's is empty, and the snippet need not look in ``flask.g`` on every page.
+_recorded = [False]
+
+
 def page_data() -> PageData:
     """This request's :class:`PageData` (created on first use)."""
     data: PageData | None = g.get(G_NAME)
     if data is None:
         data = PageData()
         setattr(g, G_NAME, data)
+        _recorded[0] = True
     return data
+
+
+def recorded_page_data() -> PageData | None:
+    """This request's :class:`PageData` if something recorded one, without creating it (None in the usual case,
+    answered without a context lookup until some view of the process records page data)."""
+    if not _recorded[0]:
+        return None
+    # flask.g itself, not through its proxy on each use: Flask documents _get_current_object() for this.
+    found: PageData | None = g._get_current_object().get(G_NAME)
+    return found
 
 
 class JournyState:

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pytest
-from flask import Flask
+from flask import Flask, render_template_string
 from flask_sqlalchemy import SQLAlchemy
 
 from journy_core import ConfigurationError, InvalidArgumentError
@@ -243,3 +243,11 @@ def test_skip_request_and_skip_staff_leave_the_user_out_of_the_page() -> None:
         assert "identify" in logged_in_page(staff, plan="pro")
     finally:
         del User.is_staff  # type: ignore[attr-defined]
+
+
+def test_send_pageview_false_leaves_the_page_view_out_unless_the_template_asks() -> None:
+    app = build_app(JOURNY_SEND_PAGEVIEW=False)
+    with app.test_request_context("/"):
+        assert 'journy("pageview"' not in render_template_string("{{ journy_snippet() }}")
+        assert 'journy("pageview"' in render_template_string("{{ journy_snippet(pageview=True) }}")
+    assert 'journy("pageview"' not in app.test_client().get("/page").text
