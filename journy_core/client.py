@@ -393,15 +393,8 @@ class Client(OperationMethods[Result]):
 
     def _read(self, operation: Operation, response: requests.Response, elapsed: float) -> Result:
         method, path = operation.method, operation.path
-        body: Any = None
-        if response.content:
-            try:
-                body = response.json()
-            except ValueError:
-                body = None
-        meta = body.get("meta") if isinstance(body, Mapping) else None
-        request_id = meta.get("requestId") if isinstance(meta, Mapping) else None
-        request_id = str(request_id) if request_id is not None else None
+        body = _json_body(response)
+        request_id = _request_id(body)
         remaining = _header_int(response.headers, "X-RateLimit-Remaining")
         limit = _header_int(response.headers, "X-RateLimit-Limit")
         status = response.status_code
@@ -441,15 +434,10 @@ class Client(OperationMethods[Result]):
                 rejected=rejected,
                 request_ids=(request_id,) if request_id else (),
             )
-        message = body.get("message") if isinstance(body, Mapping) else None
-        if not isinstance(message, str) or not message:
-            message = response.reason or "no message"
-            if response.content and body is None:
-                message += " (the answer is not JSON)"
         errors = body.get("errors") if isinstance(body, Mapping) else None
         raise api_error_for_status(status)(
             status,
-            message,
+            _error_message(response, body),
             request_id=request_id,
             errors=errors if isinstance(errors, Mapping) else None,
             rate_limit=limit,
@@ -457,6 +445,33 @@ class Client(OperationMethods[Result]):
             method=method,
             path=path,
         )
+
+
+def _json_body(response: requests.Response) -> Any:
+    """The answer's JSON, or None when it has no body or one that is not JSON."""
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _request_id(body: Any) -> str | None:
+    meta = body.get("meta") if isinstance(body, Mapping) else None
+    request_id = meta.get("requestId") if isinstance(meta, Mapping) else None
+    return str(request_id) if request_id is not None else None
+
+
+def _error_message(response: requests.Response, body: Any) -> str:
+    """journy.io's message for an error answer, else the HTTP reason (saying when the body was not JSON)."""
+    message = body.get("message") if isinstance(body, Mapping) else None
+    if isinstance(message, str) and message:
+        return message
+    message = response.reason or "no message"
+    if response.content and body is None:
+        message += " (the answer is not JSON)"
+    return message
 
 
 def _rejected(body: Any) -> dict[str, str]:

@@ -62,6 +62,27 @@ def read_attribute(obj: object, path: str) -> Any:
     return value
 
 
+def _attribute_spec(spec: object, setting: str) -> dict[str, str]:
+    """A list or dict property setting as ``{journy.io name: attribute path}``, checked."""
+    if isinstance(spec, Mapping):
+        for name, attribute in spec.items():
+            if not isinstance(name, str) or not name or not isinstance(attribute, str) or not attribute:
+                raise ConfigurationError(
+                    f"{setting} maps journy.io property names to attribute names (both non-empty strings); "
+                    f"got {name!r}: {attribute!r}."
+                )
+        return dict(spec)
+    if isinstance(spec, Iterable):
+        names = list(spec)
+        if not all(isinstance(name, str) and name for name in names):
+            raise ConfigurationError(f"{setting} must list attribute names as non-empty strings; got {names!r}.")
+        return {name: name for name in names}
+    raise ConfigurationError(
+        f"{setting} must be a list of attribute names, a dict of journy.io name to attribute, or a "
+        f"callable (or its dotted path); got {type(spec).__name__}."
+    )
+
+
 class PropertyMap:
     """Properties of an object, as a setting describes them. ``fields`` are the attribute names read (None for a
     callable), so that a save touching none of them can be skipped."""
@@ -72,24 +93,8 @@ class PropertyMap:
         self._attributes: dict[str, str] = {}
         if isinstance(spec, str) or callable(spec):
             self._function = resolve_callable(spec, setting)
-        elif isinstance(spec, Mapping):
-            for name, attribute in spec.items():
-                if not isinstance(name, str) or not name or not isinstance(attribute, str) or not attribute:
-                    raise ConfigurationError(
-                        f"{setting} maps journy.io property names to attribute names (both non-empty strings); "
-                        f"got {name!r}: {attribute!r}."
-                    )
-            self._attributes = dict(spec)
-        elif isinstance(spec, Iterable):
-            names = list(spec)
-            if not all(isinstance(name, str) and name for name in names):
-                raise ConfigurationError(f"{setting} must list attribute names as non-empty strings; got {names!r}.")
-            self._attributes = {name: name for name in names}
         else:
-            raise ConfigurationError(
-                f"{setting} must be a list of attribute names, a dict of journy.io name to attribute, or a "
-                f"callable (or its dotted path); got {type(spec).__name__}."
-            )
+            self._attributes = _attribute_spec(spec, setting)
         # Read on every page (the snippet's cache key) and every save: plain attribute names are read by one
         # attrgetter, in C; dotted paths by read_attribute().
         self._names = tuple(self._attributes)

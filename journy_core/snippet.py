@@ -220,13 +220,7 @@ def render_snippet(
         raise InvalidArgumentError("tracker", f"expected a Tracker, got {type(tracker).__name__}")
     key = None if verification_secret is None else secret_key(verification_secret, "verification_secret")
 
-    uid = None if user_id is None else serialize_id(user_id, "user_id")
-    mail = None if email is None else serialize_text(email, "email", "an email address")
-    aid = None if account_id is None else serialize_id(account_id, "account_id")
-    if user_properties is not None and uid is None and mail is None:
-        raise InvalidArgumentError("user_properties", "need user_id or email to say whose they are")
-    if account_properties is not None and aid is None:
-        raise InvalidArgumentError("account_properties", "need account_id to say whose they are")
+    uid, mail, aid = _page_ids(user_id, email, account_id, user_properties, account_properties)
     screen_name = None if screen is None else serialize_text(screen, "screen", "a screen name")
 
     tz = naive_timezone
@@ -236,25 +230,9 @@ def render_snippet(
     lines = [LOADER_STUB, _call("init", init)]
 
     if uid is not None or mail is not None:
-        identify: dict[str, Any] = {}
-        if uid is not None:
-            identify["userId"] = uid
-        if mail is not None:
-            identify["email"] = mail
-        if uid is not None and key is not None:
-            identify["verification"] = sign(key, uid)
-        props = serialize_properties(user_properties, argument="user_properties", naive_timezone=tz)
-        if props:
-            identify["properties"] = props
-        lines.append(_call("identify", identify))
-
+        lines.append(_identify_call(uid, mail, key, user_properties, tz))
     if aid is not None:
-        account = _with_account({}, aid, key)
-        props = serialize_properties(account_properties, argument="account_properties", naive_timezone=tz)
-        if props:
-            account["properties"] = props
-        lines.append(_call("account", account))
-
+        lines.append(_account_call(aid, key, account_properties, tz))
     if screen_name is not None:
         lines.append(_call("screen", _with_account({"name": screen_name}, aid, key)))
     elif pageview:
@@ -266,6 +244,47 @@ def render_snippet(
     src = html.escape(tracker.script_url, quote=True)
     body = "\n".join(lines)
     return f'<script async src="{src}"{nonce_attr}></script>\n<script{nonce_attr}>\n{body}\n</script>{left_out}'
+
+
+def _page_ids(
+    user_id: object, email: object, account_id: object, user_properties: object, account_properties: object
+) -> tuple[str | None, str | None, str | None]:
+    """The page's user ID, email and account ID as the snippet writes them, checked (properties need an owner)."""
+    uid = None if user_id is None else serialize_id(user_id, "user_id")
+    mail = None if email is None else serialize_text(email, "email", "an email address")
+    aid = None if account_id is None else serialize_id(account_id, "account_id")
+    if user_properties is not None and uid is None and mail is None:
+        raise InvalidArgumentError("user_properties", "need user_id or email to say whose they are")
+    if account_properties is not None and aid is None:
+        raise InvalidArgumentError("account_properties", "need account_id to say whose they are")
+    return uid, mail, aid
+
+
+def _identify_call(
+    uid: str | None, mail: str | None, key: bytes | None, properties: Mapping[str, object] | None, tz: tzinfo
+) -> str:
+    """``journy("identify", ...)``: the user ID with its verification when a secret is set, the email, the
+    properties."""
+    identify: dict[str, Any] = {}
+    if uid is not None:
+        identify["userId"] = uid
+    if mail is not None:
+        identify["email"] = mail
+    if uid is not None and key is not None:
+        identify["verification"] = sign(key, uid)
+    props = serialize_properties(properties, argument="user_properties", naive_timezone=tz)
+    if props:
+        identify["properties"] = props
+    return _call("identify", identify)
+
+
+def _account_call(aid: str, key: bytes | None, properties: Mapping[str, object] | None, tz: tzinfo) -> str:
+    """``journy("account", ...)``: the account ID with its verification, the properties."""
+    account = _with_account({}, aid, key)
+    props = serialize_properties(properties, argument="account_properties", naive_timezone=tz)
+    if props:
+        account["properties"] = props
+    return _call("account", account)
 
 
 def _add_events(

@@ -9,6 +9,7 @@ from typing import Any
 from django.db import models
 
 from journy_core import operations as ops
+from journy_core.errors import InvalidArgumentError
 
 from .conf import get_journy, journy_settings
 from .identity import account_identity, user_identity
@@ -36,6 +37,12 @@ def track(
     config = journy_settings()
     identification: dict[str, Any] = {}
     if user is not None:
+        if getattr(user, "is_anonymous", False) is True:
+            raise InvalidArgumentError(
+                "user",
+                "nobody is logged in (an AnonymousUser): pass a user, a user's ID, or track for the account alone "
+                "with account=...",
+            )
         if config["SKIP_STAFF"] and isinstance(user, models.Model) and getattr(user, "is_staff", False):
             return
         identification.update(user_identity(user))

@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.apps import apps
 from django.conf import settings
 from django.http import HttpRequest, HttpResponseBase
 
@@ -36,7 +37,7 @@ from journy_core.batching import close_batch, open_batch
 from journy_core.devices import COOKIE_NAME
 from journy_core.guard import guarded
 
-from .conf import get_journy, journy_settings
+from .conf import JournyConfigurationError, get_journy, journy_settings
 from .filters import skip_reason
 from .links import SESSION_KEY, link_device, user_link_identity
 from .snippet import remember_auser
@@ -51,6 +52,12 @@ class JournyMiddleware:
     async_capable = True
 
     def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        if not apps.is_installed("journy_django"):
+            # Said at start-up (Django builds the middleware chain then), not by a template tag on some page later.
+            raise JournyConfigurationError(
+                "journy_django.middleware.JournyMiddleware is in MIDDLEWARE but 'journy_django' is not in "
+                "INSTALLED_APPS: add it there (its signals, template tags and checks come with the app)."
+            )
         self.get_response = get_response
         self.is_async = iscoroutinefunction(get_response)
         if self.is_async:

@@ -123,9 +123,8 @@ def _identify(obj: Any, spec: Identity) -> str | None:
                 if known is not _read_id:
                     raise
                 return None  # no ``id`` attribute
-            if value is None or value is True or value is False:  # identifier(), without a call on every page
-                return None
-            return value if type(value) is str else str(value)
+            # identifier(), without its call on every page: a plain ID is a str or an int
+            return value if type(value) is str else (str(value) if type(value) is int else identifier(value))
     if obj is None or obj is True or obj is False:
         return None
     if isinstance(obj, _PLAIN_IDS):

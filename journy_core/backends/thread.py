@@ -329,9 +329,20 @@ class ThreadBackend(Backend):
             if dropped:
                 logger.warning("journy: nothing left to deliver at exit%s", dropped_note)
             return
-        started = time.monotonic()
+        started, failed_before = time.monotonic(), self.stats["failed"]
         outcome = self._flush(self.exit_timeout, patience=EXIT_PATIENCE)
         if outcome == "done":
+            failed = self.stats["failed"] - failed_before
+            if failed:  # settled, not delivered: a 401 or a 4xx is no delivery
+                logger.warning(
+                    "journy: %d operation(s) settled at exit in %.1f s, but %d call(s) failed (journy.io refused "
+                    "them; the log above says why)%s",
+                    count,
+                    time.monotonic() - started,
+                    failed,
+                    dropped_note,
+                )
+                return
             logger.info(
                 "journy: delivered %d operation(s) at exit in %.1f s%s", count, time.monotonic() - started, dropped_note
             )

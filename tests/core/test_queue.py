@@ -230,6 +230,22 @@ def test_a_process_that_exits_without_flushing_still_delivers_its_queue(emulator
     assert "not delivered" not in result.stderr
 
 
+def test_an_exit_flush_refused_by_journy_does_not_claim_it_delivered(emulator: Emulator) -> None:
+    result = run_script(
+        f"""
+        import logging; logging.basicConfig(level=logging.INFO)
+        from journy_core import Journy
+        j = Journy("sk_a_key_the_emulator_does_not_know", base_url={emulator.url!r})
+        for i in range(5):
+            j.track("exiting", user_id=str(i))
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert "at exit" in result.stderr
+    assert not re.search(r"delivered \d+ operation\(s\) at exit", result.stderr), result.stderr
+    assert re.search(r"operation\(s\) settled at exit in [\d.]+ s, but \d+ call\(s\) failed", result.stderr)
+
+
 def test_an_exit_flush_that_runs_out_of_time_counts_exactly_what_it_did_not_deliver(
     emulator: Emulator, api_key: str
 ) -> None:

@@ -132,3 +132,11 @@ class MixinTests(JournyTestMixin, TestCase):
     def test_nothing_is_recorded_before_the_commit_hooks_run(self):
         User.objects.create_user("ada", "ada@acme.com")
         assert self.journy_outbox.operations == []
+
+
+def test_tracking_for_an_anonymous_user_says_nobody_is_logged_in_in_the_adapters_own_words(outbox):
+    from django.contrib.auth.models import AnonymousUser
+
+    with pytest.raises(InvalidArgumentError, match=r"^user: nobody is logged in \(an AnonymousUser\)"):
+        journy_django.track("opened_billing", user=AnonymousUser())
+    assert outbox.operations == []

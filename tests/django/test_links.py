@@ -162,3 +162,13 @@ def test_the_middleware_is_async_capable():
 
     middleware = JournyMiddleware(get_response)
     assert asyncio.run(middleware(RequestFactory().get("/"))) == "response"
+
+
+def test_the_middleware_without_the_app_installed_is_an_error_at_start_up(settings):
+    from django.core.exceptions import ImproperlyConfigured
+
+    from journy_django.middleware import JournyMiddleware
+
+    settings.INSTALLED_APPS = [app for app in settings.INSTALLED_APPS if app != "journy_django"]
+    with pytest.raises(ImproperlyConfigured, match="'journy_django' is not in INSTALLED_APPS"):
+        JournyMiddleware(lambda request: None)
