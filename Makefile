@@ -14,6 +14,7 @@ PYTEST_ARGS ?=
 .PHONY: demo demo-django demo-flask demo-core test test-main test-py313 test-django42 browser lint bench clean
 
 $(VENV)/.installed: pyproject.toml constraints/django52.txt
+	@bash scripts/ensure_mysql_client.sh
 	$(PYTHON) -m venv $(VENV)
 	@echo "Installing into $(VENV) (log: $(VENV)/install.log)"
 	@$(VENV)/bin/python -m pip install -c constraints/django52.txt -e '.[dev]' > $(VENV)/install.log 2>&1 \
@@ -21,6 +22,7 @@ $(VENV)/.installed: pyproject.toml constraints/django52.txt
 	touch $@
 
 $(VENV313)/.installed: pyproject.toml constraints/django6.txt
+	@bash scripts/ensure_mysql_client.sh
 	@test -n "$(PYTHON313)" || (echo "Python 3.13 not found: set PYTHON313=/path/to/python3.13" && exit 1)
 	$(PYTHON313) -m venv $(VENV313)
 	@echo "Installing into $(VENV313) (log: $(VENV313)/install.log)"
@@ -31,6 +33,7 @@ $(VENV313)/.installed: pyproject.toml constraints/django6.txt
 # Django 4.2 LTS on Python 3.11: only the Django tests run there (the rest does not depend on the Django version),
 # with the dev-django42 extra: dev less django-tasks-db, which requires Django >= 5.2.
 $(VENV42)/.installed: pyproject.toml constraints/django42.txt
+	@bash scripts/ensure_mysql_client.sh
 	$(PYTHON) -m venv $(VENV42)
 	@echo "Installing into $(VENV42) (log: $(VENV42)/install.log)"
 	@$(VENV42)/bin/python -m pip install -c constraints/django42.txt -e '.[dev-django42]' > $(VENV42)/install.log 2>&1 \

@@ -12,7 +12,8 @@ Add it where you register those admins::
     UserAdmin.actions = [*UserAdmin.actions, sync_to_journy]   # the stock user admin
 
 It queues an upsert of every selected object (accounts with their members), whatever ``pause_sync`` or the
-per-object opt-out says: an admin asking for it is explicit. This module registers no admin of its own.
+per-object opt-out says: an admin asking for it is explicit. This module registers one admin of its own: the outbox
+table's (``journy_django.outbox_admin``: pending and dead rows, "retry" and "purge").
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from django.utils.translation import ngettext
 
 from journy_core import ConfigurationError
 
+from . import outbox_admin  # noqa: F401 - registers the outbox table's admin
 from .identity import is_account
 from .sync import sync
 

@@ -21,6 +21,8 @@ class JournyConfig(AppConfig):  # type: ignore[misc]
     verbose_name = "journy.io"
 
     def ready(self) -> None:
+        from . import outbox_sync  # noqa: F401, PLC0415 - registers the outbox table check; imports the models
+
         register_checks()
         connect()
         user_logged_in.connect(on_user_logged_in, dispatch_uid="journy_django.links.user_logged_in")

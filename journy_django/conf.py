@@ -9,6 +9,7 @@ problems at start-up.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -111,9 +112,19 @@ def cached(key: str, build: Callable[[], Any]) -> Any:
 def build_journy(config: JournySettings | None = None) -> Journy:
     """A new :class:`~journy_core.Journy` from the settings (the one the app uses is :func:`get_journy`)."""
     try:
-        return assembly.build_journy(config or journy_settings())
+        return assembly.build_journy(with_app_store(config or journy_settings()))
     except ConfigurationError as exc:
         raise JournyConfigurationError(str(exc)) from None
+
+
+def with_app_store(config: JournySettings) -> JournySettings:
+    """``config`` with ``QUEUE["OPTIONS"]["STORE"]`` filled in for the ``outbox`` backend when the settings name no
+    store: :func:`journy_django.outbox_sync.app_store` (the app's database, through the ORM)."""
+    queue = config.queue
+    if not queue or queue.get("BACKEND") != "outbox" or (queue.get("OPTIONS") or {}).get("STORE") is not None:
+        return config
+    options = {**(queue.get("OPTIONS") or {}), "STORE": "journy_django.outbox_sync.app_store"}
+    return dataclasses.replace(config, queue={**queue, "OPTIONS": options})
 
 
 def get_journy() -> Journy:

@@ -2,7 +2,9 @@
 """Model sync: users and accounts reach journy.io after each commit that changes them.
 
 The signal receivers (connected in ``AppConfig.ready()``) record changes with
-:func:`~journy_django.transactions.record_change`; nothing is queued before the commit or after a rollback.
+:func:`~journy_django.transactions.record_change`; nothing is queued before the commit or after a rollback. With the
+``outbox`` backend they write each change's rows at the signal instead, in the transaction, on the object's database
+alias (:func:`journy_django.outbox_sync.write_changes`): the rows commit or roll back with the change.
 
 - ``post_save`` of the user model or ``JOURNY["ACCOUNT_MODEL"]``: an upsert built from the final state at commit; a
   save whose ``update_fields`` touch no synced field (``last_login`` at each login) records nothing.
@@ -12,7 +14,9 @@ The signal receivers (connected in ``AppConfig.ready()``) record changes with
 
 :func:`pause_sync` (a context manager and a decorator) stops recording in the current thread or task, for bulk
 imports, migrations and tests; an object opts out with a ``journy_should_sync()`` method returning False, or
-``JOURNY["SHOULD_SYNC"]``. Nothing here raises into the app's ``save()``: errors are logged (loudly with DEBUG).
+``JOURNY["SHOULD_SYNC"]``. Nothing here raises into the app's ``save()``: errors are logged (loudly with DEBUG); but
+with the outbox, a row that cannot be written (the table missing) fails the ``save()``, as the transaction must not
+commit the change without it.
 """
 
 from __future__ import annotations
@@ -27,11 +31,12 @@ from django.db import models
 from django.db.models.signals import m2m_changed, post_delete, post_save
 
 from journy_core import operations as ops
-from journy_core.changelog import delete_change, membership_change, upsert_change
+from journy_core.changelog import Change, delete_change, membership_change, upsert_change
 from journy_core.changes import ChangeBuffer
 from journy_core.filters import should_sync as core_should_sync
 from journy_core.guard import guarded
 from journy_core.operations import MAX_USERS_PER_MEMBERSHIP_CALL, Operation
+from journy_core.outbox.backend import OutboxBackend
 from journy_core.pausing import pause_sync, sync_paused
 
 from .conf import get_journy, journy_settings
@@ -69,9 +74,24 @@ def _enqueue(buffer: ChangeBuffer) -> None:
         get_journy().enqueue_many(buffer.operations())
 
 
+def _record(change: Change, using: str | None) -> None:
+    """Write the change's rows now with the outbox, else keep it in the change log until the commit. A failed
+    write of a row raises into the app's ``save()``: the transaction must not commit the change without it."""
+    backend = None
+    with guarded("finding the journy.io queue backend", loud=settings.DEBUG):
+        backend = get_journy().backend
+    if isinstance(backend, OutboxBackend):
+        from .outbox_sync import write_changes  # noqa: PLC0415 - imports the models: not before the app registry
+
+        write_changes(backend, [change], using=using)
+    else:
+        record_change(change, using=using, enqueue=_enqueue)
+
+
 def _builder(obj: models.Model) -> Callable[[], Operation | None]:
     def build() -> Operation | None:
-        # Called at commit, from the object's final state; the opt-out is asked again with that state.
+        # Called at commit, from the object's final state (at the signal with the outbox, which merges later).
+        # The opt-out is asked again with that state.
         operation = None
         with guarded(f"syncing {type(obj).__name__} {obj.pk}", loud=settings.DEBUG):
             if should_sync(obj):
@@ -97,6 +117,7 @@ def on_post_save(
 ) -> None:
     if sync_paused() or kwargs.get("raw"):  # raw: loaddata fixtures
         return
+    change: Change | None = None
     with guarded(f"recording a save of {sender.__name__}", loud=settings.DEBUG):
         config = journy_settings()
         if not config.enabled:
@@ -109,12 +130,14 @@ def on_post_save(
             if fields is not None and not fields.intersection(update_fields):
                 return
         change = upsert_change((kind, instance.pk), _builder(instance))
-        record_change(change, using=kwargs.get("using"), enqueue=_enqueue)
+    if change is not None:
+        _record(change, kwargs.get("using"))
 
 
 def on_post_delete(sender: type[models.Model], instance: models.Model, **kwargs: Any) -> None:
     if sync_paused():
         return
+    change: Change | None = None
     with guarded(f"recording a delete of {sender.__name__}", loud=settings.DEBUG):
         if not journy_settings().enabled:
             return
@@ -122,7 +145,8 @@ def on_post_delete(sender: type[models.Model], instance: models.Model, **kwargs:
         if kind is None or not should_sync(instance):
             return
         change = delete_change((kind, instance.pk), delete_operation(instance, instance.pk))
-        record_change(change, using=kwargs.get("using"), enqueue=_enqueue)
+    if change is not None:
+        _record(change, kwargs.get("using"))
 
 
 _CLEARED = "_journy_cleared_members"
@@ -137,6 +161,7 @@ def on_m2m_changed(
 ) -> None:
     if sync_paused():
         return
+    recorded: Change | None = None
     with guarded(f"recording a membership change ({action})", loud=settings.DEBUG):
         if not journy_settings().enabled:
             return
@@ -177,7 +202,9 @@ def on_m2m_changed(
             for change in changes:
                 change(buffer)
 
-        record_change(apply, using=kwargs.get("using"), enqueue=_enqueue)
+        recorded = apply
+    if recorded is not None:
+        _record(recorded, kwargs.get("using"))
 
 
 def sync(obj: models.Model, *, members: bool = False) -> None:

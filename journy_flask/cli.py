@@ -38,6 +38,8 @@ from journy_core.sync_plan import (
 from journy_core.urls import resolve_base_url
 
 from .identities import account_id_of, account_operation, member_ids, user_operation, wants_sync
+from .outbox_cli import outbox_check, outbox_group, relay_command
+from .settings import Settings
 from .state import JournyState, get_state, session_target
 
 try:
@@ -50,9 +52,13 @@ except ImportError:  # SQLAlchemy is optional; `sync` says so when it is missing
 __all__ = ["journy_cli"]
 
 
-@click.group("journy", help="journy.io: check the configuration, sync users and accounts.")
+@click.group("journy", help="journy.io: check the configuration, sync users and accounts, relay the outbox.")
 def journy_cli() -> None:
     pass
+
+
+journy_cli.add_command(relay_command)
+journy_cli.add_command(outbox_group)
 
 
 def _state() -> JournyState:
@@ -74,6 +80,19 @@ def check_command() -> None:
         warnings.append("JOURNY_ENABLED is False: nothing is sent and pages carry no snippet")
     _check_key(state, errors)
     _check_tracker(state, errors, warnings)
+    outbox_check(state, errors, warnings)
+    _check_models_and_secrets(settings, base_url, warnings)
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
+    for error in errors:
+        click.echo(f"error: {error}", err=True)
+    if errors:
+        sys.exit(1)
+    click.echo("OK: journy.io is reachable with this key" if settings.api_key else "OK")
+
+
+def _check_models_and_secrets(settings: Settings, base_url: str, warnings: list[str]) -> None:
+    """Print the synced models; warn about a snippet without verification, nothing synced, a local API URL."""
     if (settings.tracker is not None or settings.website_domain) and settings.verification_secret is None:
         warnings.append(
             "JOURNY_VERIFICATION_SECRET is not set: identify/account calls carry no verification hash, which "
@@ -86,13 +105,6 @@ def check_command() -> None:
         warnings.append("no JOURNY_USER_MODEL / JOURNY_ACCOUNT_MODEL: users and accounts are not synced")
     if not current_app.debug and ("127.0.0.1" in base_url or "localhost" in base_url):
         warnings.append(f"the API URL {base_url} is local (the emulator?) while debug is off")
-    for warning in warnings:
-        click.echo(f"warning: {warning}", err=True)
-    for error in errors:
-        click.echo(f"error: {error}", err=True)
-    if errors:
-        sys.exit(1)
-    click.echo("OK: journy.io is reachable with this key" if settings.api_key else "OK")
 
 
 def _check_key(state: JournyState, errors: list[str]) -> None:

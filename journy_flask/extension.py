@@ -74,6 +74,11 @@ class Journy:
             app.config.setdefault(key, copy.copy(value))
         settings = read_settings(app.config)
         target = self._session_to_watch(app, settings)
+        if models.HAS_SQLALCHEMY:
+            from .outbox import configure_outbox  # noqa: PLC0415 - needs SQLAlchemy
+
+            # The outbox's store on the watched session's engine, its table in the app's metadata.
+            settings = configure_outbox(app, settings, target)
         # Built last among the checks, so that a configuration error leaves no background thread behind.
         state = JournyState(app, settings, _build_queue(settings))
 

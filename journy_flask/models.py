@@ -8,6 +8,10 @@ transaction events drive: a SAVEPOINT (``begin_nested()``) opens a level, releas
 rolls back; the outermost commit queues everything in recording order, a rollback drops it. ``after_commit`` never
 touches an instance (they are expired by then: reading one would run SQL inside the commit).
 
+With the ``outbox`` backend the flush writes the operations as rows instead, through the session's own connection
+(:mod:`journy_flask.outbox`): the database keeps or drops them with the transaction and its savepoints, and the
+commit only wakes the in-process relay.
+
 Listeners are attached once per session factory (a ``sessionmaker``, a ``scoped_session``, Flask-SQLAlchemy's
 ``db.session`` or a ``Session`` subclass) and find the app's state through ``current_app`` when there is an app
 context, else through the app that attached them, so one ``db`` shared by several apps works.
@@ -22,7 +26,7 @@ from typing import Any
 from flask import current_app, has_app_context
 
 from journy_core import operations as ops
-from journy_core.changelog import Change, ChangeLog, delete_change, membership_change, upsert_change
+from journy_core.changelog import Change, ChangeLog, buffer_of, delete_change, membership_change, upsert_change
 from journy_core.guard import guarded
 from journy_core.pausing import pause_sync, sync_paused
 
@@ -40,6 +44,8 @@ from .state import JournyState
 try:
     from sqlalchemy import event
     from sqlalchemy import inspect as sa_inspect
+
+    from . import outbox
 
     HAS_SQLALCHEMY = True
 except ImportError:  # SQLAlchemy is optional: model syncing needs it, nothing else does
@@ -100,27 +106,43 @@ def _after_transaction_create(session: Any, transaction: Any) -> None:
 
 
 def _after_flush(session: Any, flush_context: Any) -> None:
+    session.info[outbox.FLUSHED_KEY] = True  # this transaction wrote: a track() joins it (journy_flask.outbox)
     if sync_paused():
         return
     state = _state_for(session)
     if state is None or not state.settings.enabled or not state.syncs_models:
         return
+    backend, store, operations = state.journy.backend, None, None
     with guarded("recording model changes for journy.io", loud=state.debug):
         if session.get_transaction() is None:
             return
-        recorded: list[Change] = []
-        # One object's failure (a property map naming what it lacks, a property that raises) skips that object
-        # alone: the rest of the commit is still sent.
-        for obj in session.new:
-            with guarded(_syncing(obj), loud=state.debug):
-                _record_save(state, obj, recorded, inserted=True)
-        for obj in session.dirty:
-            with guarded(_syncing(obj), loud=state.debug):
-                _record_save(state, obj, recorded, inserted=False)
-        for obj in session.deleted:
-            with guarded(_syncing(obj), loud=state.debug):
-                _record_delete(state, obj, recorded)
-        _log(session).record(*recorded)
+        recorded = _changes(state, session)
+        store = outbox.session_store(backend)
+        if store is None:
+            _log(session).record(*recorded)
+        else:
+            operations = buffer_of(recorded).operations()
+    if store is not None and operations:
+        # Outside the guard: a row that cannot be written must fail the flush, or the change would commit without
+        # its call (the outbox's promise). The session's savepoints and rollback take the rows with them.
+        outbox.write_changes(session, backend, store, operations)
+
+
+def _changes(state: JournyState, session: Any) -> list[Change]:
+    """What this flush wrote to the synced models, as changes."""
+    recorded: list[Change] = []
+    # One object's failure (a property map naming what it lacks, a property that raises) skips that object
+    # alone: the rest of the commit is still sent.
+    for obj in session.new:
+        with guarded(_syncing(obj), loud=state.debug):
+            _record_save(state, obj, recorded, inserted=True)
+    for obj in session.dirty:
+        with guarded(_syncing(obj), loud=state.debug):
+            _record_save(state, obj, recorded, inserted=False)
+    for obj in session.deleted:
+        with guarded(_syncing(obj), loud=state.debug):
+            _record_delete(state, obj, recorded)
+    return recorded
 
 
 def _syncing(obj: Any) -> str:
@@ -235,6 +257,8 @@ def _record_delete(state: JournyState, obj: Any, recorded: list[Change]) -> None
 
 
 def _after_commit(session: Any) -> None:
+    if session.get_nested_transaction() is None and session.info.pop(outbox.ROWS_KEY, False):
+        _wake_relay(session)
     log: ChangeLog | None = session.info.get(_INFO_KEY)
     if log is None:
         return
@@ -255,7 +279,19 @@ def _after_commit(session: Any) -> None:
         state.enqueue_many(buffer.operations())
 
 
+def _wake_relay(session: Any) -> None:
+    """This commit wrote outbox rows: the in-process relay delivers them now rather than at its next poll."""
+    state = _state_for(session)
+    if state is not None:
+        wake = getattr(state.journy.backend, "wake", None)
+        if wake is not None:
+            wake()  # never raises
+
+
 def _after_transaction_end(session: Any, transaction: Any) -> None:
+    if transaction.parent is None and not transaction.nested:
+        session.info.pop(outbox.FLUSHED_KEY, None)
+        session.info.pop(outbox.ROWS_KEY, None)
     log: ChangeLog | None = session.info.get(_INFO_KEY)
     if log is None:
         return

@@ -1,7 +1,7 @@
 """Delivery backends, chosen by name in settings: ``{"BACKEND": "thread", "OPTIONS": {...}}``.
 
-``thread`` (the default), ``sync``, ``memory``, ``disabled``, ``celery``, ``rq``, ``django_tasks``, or the dotted
-path of a :class:`~journy_core.backends.base.Backend` subclass of your own.
+``thread`` (the default), ``sync``, ``memory``, ``disabled``, ``celery``, ``rq``, ``django_tasks``, ``outbox``, or
+the dotted path of a :class:`~journy_core.backends.base.Backend` subclass of your own.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ BACKENDS: dict[str, tuple[str, str | None, str | None]] = {
     "celery": ("journy_core.backends.celery.CeleryBackend", "celery", "celery"),
     "rq": ("journy_core.backends.rq.RQBackend", "rq", "rq"),
     "django_tasks": ("journy_core.backends.django_tasks.DjangoTasksBackend", "tasks", "django"),
+    "outbox": ("journy_core.outbox.backend.OutboxBackend", None, None),
 }
 
 

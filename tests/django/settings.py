@@ -1,8 +1,9 @@
 """Settings of the Django tests (configured in-process by ``tests/django/conftest.py``).
 
 SQLite always; a second database alias ``postgres`` (127.0.0.1:5432, user ``postgres``) when PostgreSQL answers,
-so that the transaction tests run on both. The test database name carries the process ID, so that two runs (Python
-3.11 and 3.13) never share one.
+so that the transaction tests run on both; a third, ``mariadb`` (127.0.0.1:3306, user ``root`` without password),
+when MariaDB/MySQL answers and a MySQL driver (``mysqlclient``) is installed (``JOURNY_TEST_MARIADB=0`` leaves it
+out). The test database name carries the process ID, so that two runs (Python 3.11 and 3.13) never share one.
 """
 
 from __future__ import annotations
@@ -47,15 +48,24 @@ TEMPLATES = [
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins
 
 
-def _postgres_reachable() -> bool:
+def _reachable(port: int) -> bool:
     try:
-        with socket.create_connection(("127.0.0.1", 5432), timeout=0.5):
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
             return True
     except OSError:
         return False
 
 
-POSTGRES = _postgres_reachable()
+def _mysql_driver() -> bool:
+    try:
+        import MySQLdb  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+POSTGRES = _reachable(5432)
+MARIADB = os.environ.get("JOURNY_TEST_MARIADB", "1") != "0" and _reachable(3306) and _mysql_driver()
 DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
 if POSTGRES:
     DATABASES["postgres"] = {
@@ -65,6 +75,16 @@ if POSTGRES:
         "HOST": "127.0.0.1",
         "PORT": "5432",
         "TEST": {"NAME": f"test_journy_django_{os.getpid()}"},
+    }
+if MARIADB:
+    DATABASES["mariadb"] = {
+        "ENGINE": "django.db.backends.mysql",
+        "NAME": "test",
+        "USER": "root",
+        "HOST": "127.0.0.1",
+        "PORT": "3306",
+        "OPTIONS": {"charset": "utf8mb4"},
+        "TEST": {"NAME": f"test_journy_django_{os.getpid()}", "CHARSET": "utf8mb4"},
     }
 
 JOURNY = {

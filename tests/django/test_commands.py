@@ -196,3 +196,12 @@ def test_journy_sync_memory_does_not_grow_with_the_table(live, tmp_path):
     # Streaming: four times the rows, about the same peak (holding them all would be ~4x, tens of MB).
     small, large = _sync_peak_memory(2_000, tmp_path), _sync_peak_memory(8_000, tmp_path)
     assert large < small * 1.5 + 512 * 1024, f"peak {small / 1e6:.1f} MB for 2,000 rows, {large / 1e6:.1f} MB for 8,000"
+
+
+def test_journy_check_prints_each_warning_once(settings, capsys):
+    settings.JOURNY = {**settings.JOURNY, "VERIFICATION_SECRET": None}
+    from journy_django.management.commands.journy_check import Command
+
+    Command().run_from_argv(["manage.py", "journy_check", "--offline"])  # as from the shell, not call_command()
+    out = capsys.readouterr()
+    assert (out.out + out.err).count("journy.W002") == 1
