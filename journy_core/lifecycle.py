@@ -19,6 +19,7 @@ queue: the durable ``outbox`` backend is the answer there.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import sys
@@ -26,7 +27,7 @@ import threading
 import weakref
 from typing import Any, Protocol
 
-__all__ = ["flush_all", "flush_at_process_end", "flushed_by_rq_worker", "watch"]
+__all__ = ["flush_all", "flush_at_process_end", "flushed_by_rq_worker", "on_fork_and_exit", "watch"]
 
 logger = logging.getLogger("journy")
 
@@ -34,6 +35,20 @@ logger = logging.getLogger("journy")
 FINALIZE_PRIORITY = 100
 _CELERY_DISPATCH_UID = "journy.lifecycle.flush_at_process_end"
 RQ_WORKER_CLASS = "journy_core.rq_worker.Worker"
+
+
+def on_fork_and_exit(obj: object, *, after_fork: str, at_exit: str) -> None:
+    """Call ``obj.<after_fork>()`` in each forked child and ``obj.<at_exit>()`` at interpreter exit, for as long
+    as ``obj`` lives: both hooks hold it weakly (a bound method would keep it alive for the life of the process)."""
+    ref = weakref.ref(obj)
+    os.register_at_fork(after_in_child=lambda: _call_if_alive(ref, after_fork))
+    atexit.register(_call_if_alive, ref, at_exit)
+
+
+def _call_if_alive(ref: weakref.ref[Any], method: str) -> None:
+    found = ref()
+    if found is not None:
+        getattr(found, method)()
 
 
 class _Flushable(Protocol):

@@ -13,12 +13,10 @@
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
 import threading
 import time
-import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -70,10 +68,7 @@ class ThreadBackend(Backend):
         self.rate_window = self.number_option("RATE_WINDOW", 60.0, minimum=0.001)
         self.retry = RetryPolicy.coerce(self.options.get("RETRY"))
         self._setup_state()
-        ref = weakref.ref(self)
-        # Bound methods would keep the backend alive forever; weak references let it be collected.
-        os.register_at_fork(after_in_child=lambda: _call(ref, "_after_fork_in_child"))
-        atexit.register(_call, ref, "flush_at_exit")
+        lifecycle.on_fork_and_exit(self, after_fork="_after_fork_in_child", at_exit="flush_at_exit")
 
     def _setup_state(self) -> None:
         self._pid = os.getpid()
@@ -364,9 +359,3 @@ class ThreadBackend(Backend):
     def _after_fork_in_child(self) -> None:
         # The parent still holds (and will deliver) what was queued before the fork: the child starts empty.
         self._setup_state()
-
-
-def _call(ref: weakref.ref[ThreadBackend], method: str) -> None:
-    backend = ref()
-    if backend is not None:
-        getattr(backend, method)()

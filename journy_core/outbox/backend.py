@@ -12,11 +12,9 @@ deliver. Exit has nothing to flush: whatever is pending stays in the table for t
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
 import threading
-import weakref
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
@@ -25,6 +23,7 @@ from ..backends.base import Backend, FailureCallback
 from ..client import Client
 from ..errors import ConfigurationError
 from ..importing import import_string
+from ..lifecycle import on_fork_and_exit
 from ..operations import Operation
 from ..pacing import Pacer
 from ..retry import RetryPolicy
@@ -117,10 +116,7 @@ class OutboxBackend(Backend):
         self._store_lock = threading.Lock()
         self._closed = False
         self._setup_process_state()
-        ref = weakref.ref(self)
-        # Weak references: a bound method would keep the backend alive for the life of the process.
-        os.register_at_fork(after_in_child=lambda: _call(ref, "_setup_process_state"))
-        atexit.register(_call, ref, "_stop_relay")
+        on_fork_and_exit(self, after_fork="_setup_process_state", at_exit="_stop_relay")
 
     def _setup_process_state(self) -> None:
         # In a forked child the parent's relay thread does not exist: the child starts its own on first need.
@@ -286,9 +282,3 @@ def _run(relay: Relay, stop: threading.Event) -> None:
         logger.exception("journy: the outbox relay thread stopped unexpectedly")
     finally:
         relay.close()
-
-
-def _call(ref: weakref.ref[OutboxBackend], method: str) -> None:
-    backend = ref()
-    if backend is not None:
-        getattr(backend, method)()
