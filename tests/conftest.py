@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from journy_core.emulator import DEFAULT_API_KEY, Emulator
+from journy_core.emulator import DEFAULT_API_KEY, FAULT_KINDS, Emulator
 
 REQUIRE_SERVICES = os.environ.get("JOURNY_REQUIRE_SERVICES") == "1"
 
@@ -90,8 +90,19 @@ def _session_emulator() -> Iterator[Emulator]:
 
 @pytest.fixture
 def emulator(_session_emulator: Emulator) -> Emulator:
-    """A running emulator on a free loopback port, reset before each test (shared for speed)."""
-    _session_emulator.configure(latency=0.0, fault_rate=0.0, rate_limit=1800, rate_window=60.0)
+    """A running emulator on a free loopback port, reset before each test (shared for speed).
+
+    Every option a test may change goes back to its default here, not only the common ones: a test that left a
+    subset of fault kinds behind once shifted a later test's seeded fault draws."""
+    _session_emulator.configure(
+        latency=0.0,
+        fault_rate=0.0,
+        faults=FAULT_KINDS,
+        timeout_delay=30.0,
+        rate_limit=1800,
+        rate_window=60.0,
+        rejected_properties={},
+    )
     _session_emulator.reset()
     return _session_emulator
 

@@ -78,15 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "--allow-remote to expose it on purpose (e.g. inside a private container network)"
         )
     api_keys = dict(parse_api_key(text) for text in args.api_key) if args.api_key else None
-    ssl_context = None
-    if args.certfile:
-        ssl_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        try:
-            ssl_context.load_cert_chain(args.certfile, args.keyfile)
-        except (OSError, ssl.SSLError) as exc:
-            parser.error(f"cannot load --certfile/--keyfile: {exc}")
-    elif args.keyfile:
-        parser.error("--keyfile needs --certfile")
+    ssl_context = _ssl_context(parser, args)
     try:
         emulator = Emulator(
             host=args.host,
@@ -109,7 +101,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
+    _serve_until_stopped(emulator, api_keys)
+    return 0
 
+
+def _ssl_context(parser: argparse.ArgumentParser, args: argparse.Namespace) -> ssl.SSLContext | None:
+    """The TLS context of ``--certfile``/``--keyfile``, or None for plain http; a bad pair is a usage error."""
+    if not args.certfile:
+        if args.keyfile:
+            parser.error("--keyfile needs --certfile")
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(args.certfile, args.keyfile)
+    except (OSError, ssl.SSLError) as exc:
+        parser.error(f"cannot load --certfile/--keyfile: {exc}")
+    return context
+
+
+def _serve_until_stopped(emulator: Emulator, api_keys: dict[str, tuple[str, ...]] | None) -> None:
+    """Announces the running emulator, then waits for Ctrl-C or SIGTERM and stops it."""
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -133,7 +144,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         emulator.stop()
     print("journy.io emulator stopped", flush=True)
-    return 0
 
 
 if __name__ == "__main__":
