@@ -107,10 +107,12 @@ def make_app(
     database: bool = True,
     from_string: bool = False,
     stand_in: bool = False,
+    inject: bool = False,
 ) -> Flask:
     """The page's app; ``from_string``: its view renders with ``render_template_string`` (compiled per request);
-    ``stand_in`` (without journy): the journy page's template, its ``journy_snippet()`` a plain global."""
-    app = Flask(f"bench_{with_journy}_{template is not None}_{database}_{from_string}_{stand_in}")
+    ``stand_in`` (without journy): the journy page's template, its ``journy_snippet()`` a plain global;
+    ``inject`` (with journy): the page without journy's template call, ``JOURNY_INJECT_SNIPPET`` on."""
+    app = Flask(f"bench_{with_journy}_{template is not None}_{database}_{from_string}_{stand_in}_{inject}")
     app.config.update(SECRET_KEY="bench")
     manager = LoginManager(app)
     if database:
@@ -124,7 +126,7 @@ def make_app(
             db.session.commit()
     else:
         manager.user_loader(lambda user_id: USERS.get(int(user_id)))
-    home_source = template or (WITH_SNIPPET if with_journy or stand_in else PLAIN)
+    home_source = template or (WITH_SNIPPET if (with_journy and not inject) or stand_in else PLAIN)
     if stand_in and not with_journy:
         app.add_template_global(lambda: STAND_IN, "journy_snippet")
     app.jinja_loader = DictLoader({"home.html": home_source})  # type: ignore[assignment]
@@ -135,6 +137,7 @@ def make_app(
             JOURNY_TRACKER_DOMAIN="https://go.acme.test",
             JOURNY_VERIFICATION_SECRET="bench-secret",
             JOURNY_CURRENT_ACCOUNT=lambda: g.team,  # the team the view loaded for the page
+            JOURNY_INJECT_SNIPPET=inject,
         )
         if database:
             app.config.update(JOURNY_USER_MODEL=DbUser, JOURNY_ACCOUNT_MODEL=DbTeam)

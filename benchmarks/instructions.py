@@ -1,7 +1,7 @@
 """The framework overhead counted in CPU instructions instead of timed: deterministic, so small changes show.
 
     .venv/bin/python benchmarks/instructions.py [flask|flask-no-database|django] [--requests 300] [--from-string]
-        [--stand-in]
+        [--stand-in | --inject]
 
 Runs the page of ``flask_overhead.py`` (or ``django_overhead.py``) with and without journy under valgrind's
 callgrind (Debian's ``valgrind`` package), once with no measured requests and once with ``--requests``, after the
@@ -11,7 +11,9 @@ the timed benchmarks stay the measure of the goals. ``--from-string`` (Flask pag
 ``render_template_string``, which compiles the template on every request. ``--stand-in`` (Flask pages): the page
 without journy renders the journy page's template byte for byte, its ``journy_snippet()`` a plain global returning
 the pasted snippet; with ``--from-string`` this leaves out what compiling one more expression costs (any call costs
-the same there) and shows the extension's own work.
+the same there) and shows the extension's own work. ``--inject`` (Flask pages): the journy page is the page without
+journy's template call, the snippet put in by ``JOURNY_INJECT_SNIPPET``: what a ``render_template_string`` page
+costs when journy adds no expression to compile.
 """
 
 from __future__ import annotations
@@ -29,15 +31,19 @@ HERE = Path(__file__).resolve().parent
 PAGES = ("flask", "flask-no-database", "django")
 
 
-def run_requests(
-    page: str, with_journy: bool, requests: int, from_string: bool = False, stand_in: bool = False
-) -> None:
+def run_requests(page: str, with_journy: bool, requests: int, variant: dict[str, bool]) -> None:
     """In the child process (under valgrind): build the page's app, warm up, then serve ``requests`` requests."""
     sys.path.insert(0, str(HERE))
     if page.startswith("flask"):
         import flask_overhead
 
-        app = flask_overhead.make_app(with_journy, database=page == "flask", from_string=from_string, stand_in=stand_in)
+        app = flask_overhead.make_app(
+            with_journy,
+            database=page == "flask",
+            from_string=variant["from_string"],
+            stand_in=variant["stand_in"],
+            inject=variant["inject"],
+        )
         client = flask_overhead.logged_in_client(app)
         url = "/"
     else:
@@ -55,7 +61,11 @@ def run_requests(
         client.get(url)
 
 
-def instructions(page: str, with_journy: bool, requests: int, from_string: bool = False, stand_in: bool = False) -> int:
+#: The Flask page's variants (``make_app`` keywords), each a command-line flag of the same name.
+VARIANTS = ("from_string", "stand_in", "inject")
+
+
+def instructions(page: str, with_journy: bool, requests: int, variant: dict[str, bool]) -> int:
     """Instructions valgrind counted for the whole child process."""
     command = [
         "valgrind",
@@ -70,10 +80,7 @@ def instructions(page: str, with_journy: bool, requests: int, from_string: bool 
     ]
     if with_journy:
         command.append("--with-journy")
-    if from_string:
-        command.append("--from-string")
-    if stand_in:
-        command.append("--stand-in")
+    command += ["--" + name.replace("_", "-") for name in VARIANTS if variant.get(name)]
     env = {**os.environ, "PYTHONHASHSEED": "0"}  # the same dict layouts in every run
     result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     found = re.search(r"Collected : (\d+)", result.stderr)
@@ -90,25 +97,33 @@ def main() -> int:
     parser.add_argument(
         "--stand-in", action="store_true", help="Flask: compare with the same template, journy_snippet() a plain global"
     )
+    parser.add_argument(
+        "--inject", action="store_true", help="Flask: journy's page without the template call, JOURNY_INJECT_SNIPPET on"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--with-journy", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if (args.from_string or args.stand_in) and not args.page.startswith("flask"):
-        parser.error("--from-string and --stand-in are for the Flask pages")
+    variant = {name: bool(getattr(args, name)) for name in VARIANTS}
+    if any(variant.values()) and not args.page.startswith("flask"):
+        parser.error("--from-string, --stand-in and --inject are for the Flask pages")
+    if args.stand_in and args.inject:
+        parser.error("--stand-in and --inject compare different pages: give one")
     if args.child:
-        run_requests(args.page, args.with_journy, args.requests, args.from_string, args.stand_in)
+        run_requests(args.page, args.with_journy, args.requests, variant)
         return 0
     if shutil.which("valgrind") is None:
         print("valgrind is not installed (Debian: apt-get install valgrind)", file=sys.stderr)
         return 2
     per_request = {}
     for with_journy in (False, True):
-        stand_in = args.stand_in and not with_journy
-        baseline = instructions(args.page, with_journy, 0, args.from_string, stand_in)
-        measured = instructions(args.page, with_journy, args.requests, args.from_string, stand_in)
+        # The stand-in replaces the page without journy; injection is journy's way of serving its page.
+        side = {**variant, "stand_in": args.stand_in and not with_journy, "inject": args.inject and with_journy}
+        baseline = instructions(args.page, with_journy, 0, side)
+        measured = instructions(args.page, with_journy, args.requests, side)
         per_request[with_journy] = (measured - baseline) / args.requests
     without, with_ = per_request[False], per_request[True]
     how = " with render_template_string" if args.from_string else ""
+    how += ", the snippet injected" if args.inject else ""
     print(f"{args.page} page{how}, {args.requests} requests after a warm-up (valgrind callgrind):")
     label = "plain global:  " if args.stand_in else "without journy:"
     print(f"  {label} {without:12,.0f} instructions per request")

@@ -75,6 +75,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("SNIPPET_CACHE_SECONDS", 3600, "how long a snippet fetched for WEBSITE_DOMAIN is reused"),
     Option("SEND_PAGEVIEW", True, "whether the snippet records a page view"),
     Option("SNIPPET_PROPERTIES", True, "whether the snippet's identify/account calls carry the mapped properties"),
+    Option("INJECT_SNIPPET", False, "put the snippet into HTML pages whose templates do not call it"),
     Option("CSP_NONCE", None, "callable() returning the page's CSP nonce", only="flask"),
     Option("SYNC_USERS", True, "whether saved and deleted users are sent"),
     Option("USER_MODEL", None, "the user model class (or its dotted path)", only="flask"),
@@ -151,6 +152,7 @@ class Config:
     snippet_cache_seconds: float
     send_pageview: bool
     snippet_properties: bool
+    inject_snippet: bool
     csp_nonce: Callable[[], object] | None
     sync_users: bool
     user_model: Any

@@ -109,7 +109,7 @@ def _members(value: object, key: str) -> Any:
     raise ConfigurationError(f"{key} must name the account's relation to its users, or be a callable; got {value!r}.")
 
 
-FLAGS = ("ENABLED", "SEND_PAGEVIEW", "SNIPPET_PROPERTIES", "SYNC_USERS", "LINK_DEVICES", "SKIP_STAFF")
+FLAGS = ("ENABLED", "SEND_PAGEVIEW", "SNIPPET_PROPERTIES", "INJECT_SNIPPET", "SYNC_USERS", "LINK_DEVICES", "SKIP_STAFF")
 #: How each option's value is checked and converted (the flags are added below).
 CONVERT: dict[str, Callable[[object, str], object]] = {
     "API_KEY": _api_key,

@@ -36,11 +36,12 @@ from journy_core import linking
 from journy_core.batching import close_batch, open_batch
 from journy_core.devices import COOKIE_NAME
 from journy_core.guard import guarded
+from journy_core.injection import inject, wants_injection
 
 from .conf import JournyConfigurationError, get_journy, journy_settings
 from .filters import skip_reason
 from .links import SESSION_KEY, link_device, user_link_identity
-from .snippet import remember_auser
+from .snippet import remember_auser, render_for_request
 
 __all__ = ["JournyMiddleware"]
 
@@ -68,9 +69,9 @@ class JournyMiddleware:
             return self.__acall__(request)
         remember_auser(request)  # an async view under a sync stack renders its template in an event loop
         if _batches():
-            return self._call_in_batch(request)
+            return _with_snippet(request, self._call_in_batch(request))
         _link_new_device(request)
-        return self.get_response(request)
+        return _with_snippet(request, self.get_response(request))
 
     def _call_in_batch(self, request: HttpRequest) -> Any:
         # What this request queues (a link, track() calls, committed saves) leaves as one message when the view
@@ -89,7 +90,7 @@ class JournyMiddleware:
             if COOKIE_NAME in request.COOKIES:
                 await alink_device(request)
             response: Awaitable[HttpResponseBase] = self.get_response(request)
-            return await response
+            page = await response
         finally:
             if opened is not None:
                 close_batch(opened, send=False)
@@ -97,6 +98,10 @@ class JournyMiddleware:
                     # Publishing may block (a broker, a database task backend): not on the event loop, but in the
                     # thread where this request's sync code runs.
                     await sync_to_async(opened.send)()
+        if _injects():
+            # Rendering reads the session and the user synchronously: in the thread sync code runs in.
+            return await sync_to_async(_with_snippet)(request, page)
+        return page
 
 
 def _batches() -> bool:
@@ -105,6 +110,30 @@ def _batches() -> bool:
         return get_journy().batches
     except Exception:  # settings the system checks report; never an error in every request
         return False
+
+
+def _injects() -> bool:
+    """Whether ``INJECT_SNIPPET`` is on (settings the system checks report count as off)."""
+    try:
+        return journy_settings().inject_snippet
+    except Exception:  # settings the system checks report; never an error in every request
+        return False
+
+
+def _with_snippet(request: HttpRequest, response: Any) -> Any:
+    """``response`` with the snippet put into its page when ``INJECT_SNIPPET`` is on and the page has none
+    (:mod:`journy_core.injection`); any failure leaves the page as it was, logged and counted."""
+    if not _injects() or not isinstance(response, HttpResponseBase):
+        return response
+    with guarded("putting the snippet into the page", loud=settings.DEBUG):
+        streamed = response.streaming or not hasattr(response, "content")
+        if wants_injection(response.get("Content-Type"), response.get("Content-Encoding"), streamed):
+            page = inject(response.content, str(render_for_request(request)), response.charset or "utf-8")
+            if page is not None:
+                response.content = page
+                if response.has_header("Content-Length"):
+                    response["Content-Length"] = str(len(page))
+    return response
 
 
 def _link_new_device(request: HttpRequest) -> bool:

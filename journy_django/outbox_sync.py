@@ -11,10 +11,11 @@ this process's relay thread.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from contextlib import suppress
 from typing import Any
 
+from django.conf import settings
 from django.core.checks import CheckMessage, Tags, Warning, register
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, router, transaction
 from django.db.transaction import TransactionManagementError
@@ -27,7 +28,15 @@ from journy_core.outbox.store import Backlog
 from .models import OutboxRow
 from .outbox import DjangoStore
 
-__all__ = ["app_store", "check_outbox_table", "outbox_backend", "outbox_backlog", "write_changes"]
+__all__ = [
+    "app_store",
+    "check_outbox_table",
+    "check_sqlite_transactions",
+    "outbox_backend",
+    "outbox_backlog",
+    "sqlite_lock_warnings",
+    "write_changes",
+]
 
 #: The dotted path the app puts in ``OPTIONS["STORE"]`` when the settings name none.
 APP_STORE = "journy_django.outbox_sync.app_store"
@@ -110,4 +119,43 @@ def check_outbox_table(databases: Iterable[str] | None = None, **kwargs: Any) ->
                     id="journy.W005",
                 )
             )
+    return problems
+
+
+@register()  # type: ignore[untyped-decorator]
+def check_sqlite_transactions(**kwargs: Any) -> list[CheckMessage]:
+    """``journy.W006``: the outbox is on a SQLite database whose transactions begin deferred.
+
+    A relay writes to the table while the app runs. SQLite then refuses, at once and whatever the ``timeout``, a
+    transaction that read and now wants to write (it cannot wait without risking a deadlock): ``database is
+    locked`` from a ``delete()`` or an ``m2m`` change. Transactions that take the write lock when they begin
+    (``transaction_mode = "IMMEDIATE"``, Django 5.1+) wait their turn instead."""
+    try:
+        if not _uses_outbox():
+            return []
+    except Exception:  # the settings' own checks report that
+        return []
+    return sqlite_lock_warnings(settings.DATABASES)
+
+
+def sqlite_lock_warnings(databases: Mapping[str, Mapping[str, Any]]) -> list[CheckMessage]:
+    """The ``journy.W006`` warnings for ``databases`` (``settings.DATABASES``): each SQLite alias the outbox may
+    be written to whose transactions begin deferred."""
+    problems: list[CheckMessage] = []
+    for alias, database in databases.items():
+        if database.get("ENGINE") != "django.db.backends.sqlite3" or not router.allow_migrate_model(alias, OutboxRow):
+            continue
+        if str((database.get("OPTIONS") or {}).get("transaction_mode", "")).upper() == "IMMEDIATE":
+            continue
+        problems.append(
+            Warning(
+                f"The outbox is on SQLite database {alias!r}, whose transactions begin deferred: while a relay "
+                "writes, a transaction of the app that read and then writes fails at once with 'database is locked'.",
+                hint=(
+                    f"Set DATABASES[{alias!r}]['OPTIONS']['transaction_mode'] = 'IMMEDIATE' (Django 5.1+); on an "
+                    "older Django, put the outbox on PostgreSQL or MySQL/MariaDB."
+                ),
+                id="journy.W006",
+            )
+        )
     return problems

@@ -28,6 +28,7 @@ from journy_core.batching import close_batch, open_batch
 from journy_core.devices import COOKIE_NAME
 from journy_core.filters import skip_reason
 from journy_core.guard import guarded, report_exception
+from journy_core.injection import inject, wants_injection
 from journy_core.linking import linked_already
 
 from .identities import is_authenticated, user_email_of, user_id_of
@@ -75,7 +76,27 @@ def install(app: Flask, state: JournyState) -> None:
     if state.journy.batches:
         _install_batching(app)  # first: Flask runs after_request functions last-registered first
     app.after_request(link_after_request)
+    if state.settings.inject_snippet:
+        app.after_request(_snippet_injector(state))
     connect_login_signals()
+
+
+def _snippet_injector(state: JournyState) -> Callable[[Response], Response]:
+    """The ``after_request`` function of ``JOURNY_INJECT_SNIPPET``: the snippet put into each HTML page that has
+    none (:mod:`journy_core.injection`); any failure leaves the page as it was, logged and counted."""
+    from .snippet import render_page_snippet  # noqa: PLC0415 - the snippet module imports this one
+
+    def inject_snippet(response: Response) -> Response:
+        with guarded("putting the snippet into the page", loud=state.debug):
+            streamed = response.is_streamed or response.direct_passthrough
+            if wants_injection(response.headers.get("Content-Type"), response.content_encoding, streamed):
+                charset = response.mimetype_params.get("charset", "utf-8")
+                page = inject(response.get_data(), str(render_page_snippet(state)), charset)
+                if page is not None:
+                    response.set_data(page)
+        return response
+
+    return inject_snippet
 
 
 def _install_batching(app: Flask) -> None:

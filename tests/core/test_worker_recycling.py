@@ -47,9 +47,9 @@ def wait_until_serving(url: str, server: subprocess.Popen[str]) -> None:
     while time.monotonic() < deadline:
         assert server.poll() is None, server.communicate()[1]
         try:
-            requests.get(url + "/warmup", timeout=1)
+            requests.get(url + "/warmup", timeout=2)
             return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not listening yet, or a worker still booting
             time.sleep(0.1)
     pytest.fail("gunicorn did not start")
 

@@ -265,3 +265,16 @@ def test_a_row_that_cannot_be_written_fails_the_save(app_outbox, alias):
         save_without_the_table()
     assert not User.objects.using(alias).filter(username="ada").exists()
     assert Row.objects.using(alias).count() == 0  # the table is back
+
+
+def test_an_outbox_on_sqlite_with_deferred_transactions_is_warned_about(settings, emulator):
+    from django.core.checks import run_checks
+
+    from journy_django.outbox_sync import sqlite_lock_warnings
+
+    outbox_settings(settings, emulator.url, None)
+    warned = [message for message in run_checks() if message.id == "journy.W006"]
+    assert ["'default'" in message.msg and "transaction_mode" in message.hint for message in warned] == [True]
+    immediate = {"ENGINE": "django.db.backends.sqlite3", "NAME": "x", "OPTIONS": {"transaction_mode": "IMMEDIATE"}}
+    postgres = {"ENGINE": "django.db.backends.postgresql", "NAME": "x"}
+    assert sqlite_lock_warnings({"default": immediate, "postgres": postgres}) == []

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -277,6 +278,20 @@ def _committed(uri: str) -> tuple[set[str], set[str], set[tuple[str, str]]]:
     return emails, teams, members
 
 
+def _why_left(uri: str, emulator: Emulator) -> str:
+    """What a failed run leaves to read: the pending rows' attempts, errors and leases, and the emulator's answers."""
+    engine = create_engine(uri)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                text("SELECT id, entity, attempts, locked_by, locked_until, last_error FROM journy_outbox LIMIT 20")
+            ).all()
+    finally:
+        engine.dispose()
+    answers = Counter((call["status"], call.get("fault")) for call in emulator.calls())
+    return f"\npending rows (first 20): {[tuple(row) for row in rows]}\nemulator answers: {dict(answers)}"
+
+
 def _delivered(emulator: Emulator) -> tuple[set[str], set[str], set[tuple[str, str]]]:
     state = emulator.state()
     emails = {user["email"] for user in state["users"]}
@@ -310,7 +325,7 @@ def test_a_process_killed_at_random_points_loses_no_committed_change(
         )
     finally:
         emulator.configure(fault_rate=0.0, faults=FAULT_KINDS)
-    assert relay.returncode == 0, relay.stdout + relay.stderr
+    assert relay.returncode == 0, relay.stdout + relay.stderr + _why_left(database, emulator)
     emails, teams, members = _committed(database)
     assert len(emails) >= printed  # every printed transaction committed (one more may have, unprinted)
     assert _delivered(emulator) == (emails, teams, members)
