@@ -13,12 +13,16 @@ Unset, the properties are :data:`DEFAULT_USER_PROPERTIES` / :data:`DEFAULT_ACCOU
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from operator import attrgetter
 from typing import Any
 
 from .errors import ConfigurationError
 from .importing import resolve_callable
+from .values import domain_problem, email_problem
+
+logger = logging.getLogger("journy")
 
 __all__ = [
     "DEFAULT_ACCOUNT_PROPERTIES",
@@ -28,6 +32,8 @@ __all__ = [
     "identifier",
     "property_map",
     "read_attribute",
+    "read_domain",
+    "read_email",
     "read_identity",
     "read_text",
 ]
@@ -188,6 +194,36 @@ def read_text(obj: object, attribute: str | None) -> str | None:
         value = value.strip()
         if value:
             return value
+    return None
+
+
+def read_email(obj: object, attribute: str | None) -> str | None:
+    """:func:`read_text`, kept only when it is an email address journy.io takes (:func:`~journy_core.values.
+    email_problem`). An invalid one is left out with a warning naming the model, the object's ID and the reason:
+    the object is still synced by its ID, since its owner cannot fix the data before the next save."""
+    return _valid(obj, attribute, read_text(obj, attribute), email_problem, "an email address")
+
+
+def read_domain(obj: object, attribute: str | None) -> str | None:
+    """:func:`read_text`, kept only when it is a domain name journy.io takes; otherwise as :func:`read_email`."""
+    return _valid(obj, attribute, read_text(obj, attribute), domain_problem, "a domain name")
+
+
+def _valid(
+    obj: object, attribute: str | None, value: str | None, problem_of: Callable[[str], str | None], what: str
+) -> str | None:
+    problem = None if value is None else problem_of(value)
+    if problem is None:
+        return value
+    # The value itself stays out of the log: it is personal data, and the reason says what is wrong with it.
+    logger.warning(
+        "journy: %s %s: its %s is not %s (%s); left out, the object is synced by its ID",
+        type(obj).__name__,
+        getattr(obj, "pk", getattr(obj, "id", "?")),
+        attribute,
+        what,
+        problem,
+    )
     return None
 
 

@@ -18,6 +18,8 @@ from typing import Any
 from .errors import InvalidArgumentError
 from .values import (
     serialize_datetime,
+    serialize_domain,
+    serialize_email,
     serialize_id,
     serialize_metadata,
     serialize_properties,
@@ -164,7 +166,7 @@ def user_identification(user_id: object = None, email: object = None, *, prefix:
     if user_id is not None:
         ident["userId"] = serialize_id(user_id, f"{prefix}user_id")
     if email is not None:
-        ident["email"] = serialize_text(email, f"{prefix}email", "an email address")
+        ident["email"] = serialize_email(email, f"{prefix}email")
     if not ident:
         raise InvalidArgumentError(
             f"{prefix}user_id", "identify the user with user_id= (its stable database ID), email=, or both"
@@ -178,7 +180,7 @@ def account_identification(account_id: object = None, domain: object = None, *, 
     if account_id is not None:
         ident["accountId"] = serialize_id(account_id, f"{prefix}account_id")
     if domain is not None:
-        ident["domain"] = serialize_text(domain, f"{prefix}domain", "a domain name")
+        ident["domain"] = serialize_domain(domain, f"{prefix}domain")
     if not ident:
         raise InvalidArgumentError(
             f"{prefix}account_id",

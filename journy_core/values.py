@@ -11,6 +11,8 @@ would round (10**400 becomes Infinity).
 from __future__ import annotations
 
 import math
+import re
+import unicodedata
 import uuid
 from collections.abc import Mapping
 from datetime import date, datetime, timezone, tzinfo
@@ -24,7 +26,11 @@ __all__ = [
     "MAX_SAFE_INTEGER",
     "MetadataValue",
     "PropertyValue",
+    "domain_problem",
+    "email_problem",
     "serialize_datetime",
+    "serialize_domain",
+    "serialize_email",
     "serialize_id",
     "serialize_metadata",
     "serialize_properties",
@@ -109,6 +115,114 @@ def serialize_text(value: object, argument: str, what: str = "a non-empty string
     if not value.strip():
         raise InvalidArgumentError(argument, f"must not be empty or whitespace; expected {what}")
     return value if value.isascii() else utf8_text(value, argument)
+
+
+# An ASCII DNS label: letters, digits and inner hyphens, 1 to 63 characters (RFC 1035, as relaxed by RFC 1123).
+_ASCII_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+# Characters RFC 5322 allows in a local part only inside quotes; quoted local parts are not accepted.
+_LOCAL_SPECIALS = frozenset('"(),:;<>[\\]@')
+
+
+def _is_label(label: str) -> bool:
+    if label.isascii():
+        return _ASCII_LABEL.fullmatch(label) is not None
+    # An internationalized label as typed (münchen, пример): non-ASCII letters, marks and digits are allowed beside
+    # the ASCII ones; journy.io and the mail system apply IDNA to it, as browsers do.
+    return (
+        0 < len(label) <= 63
+        and label[0] != "-"
+        and label[-1] != "-"
+        and all(_ASCII_LABEL.fullmatch(ch) or ch == "-" or unicodedata.category(ch)[0] in "LMN" for ch in label)
+    )
+
+
+def _label_problem(label: str) -> str | None:
+    if _is_label(label):
+        return None
+    if not label:
+        return "an empty label (a leading, trailing or doubled dot)"
+    return f"label {label!r} is not 1 to 63 letters, digits or inner hyphens"
+
+
+def domain_problem(value: str) -> str | None:
+    """What makes ``value`` not a domain name as journy.io's ``format: top-level-domain`` takes it, or None if it is.
+
+    The rule, checkable by hand: a host name, not a URL; at most 253 characters; two or more labels separated by
+    dots; each label 1 to 63 characters of letters, digits and hyphens, not starting or ending with a hyphen
+    (non-ASCII letters allowed, for internationalized names; ``xn--`` punycode labels are plain ASCII); the last
+    label not all digits (``10.0.0.1`` is an address). Case does not matter and is kept as given.
+
+    >>> domain_problem("app.acme.com") is None, domain_problem("xn--mnchen-3ya.de") is None
+    (True, True)
+    >>> domain_problem("https://acme.com/")
+    "a URL; pass the host name alone, e.g. 'acme.com'"
+    """
+    if "://" in value or "/" in value:
+        return "a URL; pass the host name alone, e.g. 'acme.com'"
+    if any(ch.isspace() or not ch.isprintable() for ch in value):
+        return "whitespace or a control character"
+    if len(value) > 253:
+        return "longer than 253 characters"
+    labels = value.split(".")
+    if len(labels) < 2:
+        return "no dot; expected a name such as 'acme.com'"
+    for label in labels:
+        problem = _label_problem(label)
+        if problem is not None:
+            return problem
+    if labels[-1].isdigit():
+        return "an IP address, not a name"
+    return None
+
+
+def email_problem(value: str) -> str | None:
+    """What makes ``value`` not an email address as journy.io's ``format: email`` takes it, or None if it is.
+
+    The rule, checkable by hand: ``local@domain``, split at the last ``@``; at most 254 characters; the local part
+    1 to 64 characters without whitespace, control characters or any of ``"(),:;<>[\\]@``, not starting or ending
+    with a dot and without two dots in a row (``+`` tags, ``'`` and non-ASCII letters are fine); the domain a
+    domain name by :func:`domain_problem` (subdomains and internationalized names included). Case is kept.
+
+    >>> email_problem("Ada.Lovelace+journy@Mail.Acme.co.uk") is None
+    True
+    >>> email_problem("ada @acme.com")
+    'whitespace or a control character before the @'
+    """
+    local, at, domain = value.rpartition("@")
+    if not at:
+        return "no @; expected local@domain, e.g. 'ada@acme.com'"
+    if len(value) > 254:
+        return "longer than 254 characters"
+    if not local:
+        return "nothing before the @"
+    if len(local) > 64:
+        return "more than 64 characters before the @"
+    if any(ch.isspace() or not ch.isprintable() for ch in local):
+        return "whitespace or a control character before the @"
+    if any(ch in _LOCAL_SPECIALS for ch in local):
+        return 'one of "(),:;<>[\\]@ before the @ (quoted local parts are not accepted)'
+    if local[0] == "." or local[-1] == "." or ".." in local:
+        return "a dot at the start or end of the part before the @, or two dots in a row"
+    problem = domain_problem(domain)
+    return None if problem is None else f"after the @, {problem}"
+
+
+def serialize_email(value: object, argument: str) -> str:
+    """An email address as sent, checked by :func:`email_problem`; raises naming ``argument`` otherwise."""
+    text = serialize_text(value, argument, "an email address")
+    problem = email_problem(text)
+    if problem is not None:
+        raise InvalidArgumentError(argument, f"is not an email address: {problem}")
+    return text
+
+
+def serialize_domain(value: object, argument: str) -> str:
+    """A domain name as sent, checked by :func:`domain_problem`; raises naming ``argument`` otherwise."""
+    text = serialize_text(value, argument, "a domain name")
+    problem = domain_problem(text)
+    if problem is not None:
+        raise InvalidArgumentError(argument, f"is not a domain name: {problem}")
+    return text
 
 
 def serialize_datetime(value: object, argument: str, *, naive_timezone: tzinfo = timezone.utc) -> str:

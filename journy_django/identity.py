@@ -25,6 +25,8 @@ from journy_core.mapping import (
     default_spec,
     property_map,
     read_attribute,
+    read_domain,
+    read_email,
     read_text,
 )
 from journy_core.operations import Operation
@@ -189,7 +191,7 @@ def user_identity(user: Any) -> dict[str, Any]:
     if not isinstance(user, models.Model):
         return {"user_id": user}
     ident: dict[str, Any] = {"user_id": user.pk}
-    email = user_email(user)
+    email = read_email(user, _email_field(type(user)))  # an invalid address is left out, with a warning
     if email is not None:
         ident["email"] = email
     return ident
@@ -205,7 +207,7 @@ def account_identity(account: Any) -> dict[str, Any]:
     if not isinstance(account, models.Model):
         return {"account_id": account}
     ident: dict[str, Any] = {"account_id": account.pk}
-    domain = read_text(account, journy_settings().account_domain_field)
+    domain = read_domain(account, journy_settings().account_domain_field)  # an invalid domain is left out
     if domain is not None:
         ident["domain"] = domain
     return ident

@@ -43,6 +43,20 @@ __all__ = ["Journy", "JournyState"]
 logger = logging.getLogger("journy")
 
 
+def _check_is_flask(app: object) -> None:
+    """Refuse, at once and by name, an app that is not a :class:`flask.Flask`: the extension hooks Flask's
+    synchronous request cycle, and Quart (the async look-alike) would fail later, far from the cause."""
+    if isinstance(app, Flask):
+        return
+    kind = f"{type(app).__module__}.{type(app).__qualname__}"
+    if kind.split(".", 1)[0] == "quart":
+        raise ConfigurationError(
+            f"journy_flask supports Flask apps, and {kind} is a Quart app: Quart is not supported (its request "
+            "hooks, sessions and templates are async). Use journy_core.Journy directly from your Quart code."
+        )
+    raise ConfigurationError(f"journy_flask.Journy needs a flask.Flask app, got {kind}.")
+
+
 def _build_queue(settings: Settings) -> CoreJourny:
     return assembly.build_journy(settings)
 
@@ -68,6 +82,7 @@ class Journy:
 
         Raises :class:`~journy_core.ConfigurationError` saying which key to set when the configuration cannot work.
         """
+        _check_is_flask(app)
         if "journy" in app.extensions:
             raise RuntimeError("journy_flask.Journy is already initialised on this app; call init_app once per app.")
         for key, value in DEFAULTS.items():

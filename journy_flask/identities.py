@@ -13,7 +13,7 @@ from typing import Any
 
 from journy_core import operations as ops
 from journy_core.filters import should_sync
-from journy_core.mapping import identifier, read_identity, read_text
+from journy_core.mapping import identifier, read_domain, read_email, read_identity
 from journy_core.operations import Operation
 
 from .settings import Identity, Settings
@@ -154,10 +154,11 @@ def account_id_of(settings: Settings, account: Any) -> str | None:
 
 
 def user_email_of(settings: Settings, user: Any) -> str | None:
-    """The user's email (``JOURNY_USER_EMAIL``), stripped; None for an ID or a user without one."""
+    """The user's email (``JOURNY_USER_EMAIL``), stripped; None for an ID, a user without one, or one that is not an
+    email address (left out with a warning: the user is still synced by its ID)."""
     if user is None or isinstance(user, _PLAIN_IDS):
         return None
-    return read_text(user, settings.user_email)
+    return read_email(user, settings.user_email)
 
 
 def is_user(settings: Settings, obj: object) -> bool:
@@ -192,7 +193,7 @@ def account_operation(settings: Settings, account: Any, *, delete: bool = False)
         return None
     if delete:
         return ops.delete_account(account_id=account_id)
-    domain = read_text(account, settings.account_domain_field)
+    domain = read_domain(account, settings.account_domain_field)  # an invalid domain is left out, with a warning
     properties = settings.account_properties(account) if settings.account_properties is not None else None
     return ops.upsert_account(account_id=account_id, domain=domain, properties=properties)
 

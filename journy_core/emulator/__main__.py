@@ -51,6 +51,19 @@ def _parser() -> argparse.ArgumentParser:
         help=f"an accepted key and its permissions (repeatable; default {DEFAULT_API_KEY} with all of "
         f"{', '.join(ALL_PERMISSIONS)})",
     )
+    parser.add_argument(
+        "--disabled-key",
+        action="append",
+        metavar="KEY",
+        help="a key journy.io knows but has disabled: every call with it answers 403 (repeatable)",
+    )
+    parser.add_argument(
+        "--website",
+        action="append",
+        metavar="DOMAIN",
+        help="a website GET /tracking/snippet knows, its snippet loading the tracker from the emulator "
+        "(repeatable; default localhost)",
+    )
     parser.add_argument("--rate-limit", type=int, default=1800, help="calls per window per key (default 1800)")
     parser.add_argument("--rate-window", type=float, default=60.0, help="window in seconds (default 60)")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added before every answer")
@@ -84,6 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             host=args.host,
             port=args.port,
             api_keys=api_keys,
+            disabled_keys=args.disabled_key or (),
+            websites=args.website,
             rate_limit=args.rate_limit,
             rate_window=args.rate_window,
             latency=args.latency,

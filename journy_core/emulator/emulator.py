@@ -13,7 +13,7 @@ from types import TracebackType
 from typing import Any
 
 from .limits import Script
-from .options import ALL_PERMISSIONS, DEFAULT_API_KEY, FAULT_KINDS, Website, is_loopback
+from .options import ALL_PERMISSIONS, DEFAULT_API_KEY, DEFAULT_TRACKER_ID, FAULT_KINDS, Website, is_loopback
 from .server import EmulatorServer
 from .service import Service
 
@@ -37,7 +37,12 @@ class Emulator:
     With ``ssl_context`` (a server-side :class:`ssl.SSLContext` with a certificate loaded) it serves https, for
     trying a client the way it talks to journy.io (benchmarks use it to include the TLS handshake).
 
-    ``websites`` are the sites ``GET /tracking/snippet`` knows (default: ``localhost``). Upserts drop the
+    ``disabled_keys`` are keys journy.io knows but has disabled: every API call with one answers 403 (the spec's
+    "not enabled"), whether or not the key is also in ``api_keys``.
+
+    ``websites`` are the sites ``GET /tracking/snippet`` knows (default: ``localhost``), each a :class:`Website`,
+    a domain (``"acme.com"``) or a mapping of Website's fields; the snippet of one without a ``tracking_domain``
+    loads the tracker from the emulator. Upserts drop the
     properties named in ``rejected_properties`` and report them in ``rejected``, for testing that a client
     surfaces them; :meth:`script_answer` makes the next call get any answer at all (a 422, a non-JSON 200).
     Every answer to a call is in :meth:`calls`, the stored data in :meth:`state`, both also
@@ -50,6 +55,7 @@ class Emulator:
         port: int = 0,
         *,
         api_keys: Mapping[str, Iterable[str]] | None = None,
+        disabled_keys: Iterable[str] = (),
         rate_limit: int = 1800,
         rate_window: float = 60.0,
         latency: float = 0.0,
@@ -57,7 +63,7 @@ class Emulator:
         faults: Iterable[str] = FAULT_KINDS,
         timeout_delay: float = 30.0,
         seed: int | None = None,
-        websites: Iterable[Website] | None = None,
+        websites: Iterable[Website | str | Mapping[str, Any]] | None = None,
         rejected_properties: Mapping[str, str] | None = None,
         allow_remote: bool = False,
         ssl_context: ssl.SSLContext | None = None,
@@ -76,13 +82,14 @@ class Emulator:
         self._thread: threading.Thread | None = None
         self.configure(
             api_keys={DEFAULT_API_KEY: ALL_PERMISSIONS} if api_keys is None else api_keys,
+            disabled_keys=disabled_keys,
             rate_limit=rate_limit,
             rate_window=rate_window,
             latency=latency,
             fault_rate=fault_rate,
             faults=faults,
             timeout_delay=timeout_delay,
-            websites=[Website("localhost", "emulator-tracker")] if websites is None else websites,
+            websites=[Website("localhost", DEFAULT_TRACKER_ID)] if websites is None else websites,
             rejected_properties=rejected_properties or {},
         )
 
@@ -196,6 +203,7 @@ class Emulator:
         self,
         *,
         api_keys: Mapping[str, Iterable[str]] | None = None,
+        disabled_keys: Iterable[str] | None = None,
         rate_limit: int | None = None,
         rate_window: float | None = None,
         latency: float | None = None,
@@ -203,12 +211,13 @@ class Emulator:
         faults: Iterable[str] | str | None = None,
         timeout_delay: float | None = None,
         seed: int | None = None,
-        websites: Iterable[Website] | None = None,
+        websites: Iterable[Website | str | Mapping[str, Any]] | None = None,
         rejected_properties: Mapping[str, str] | None = None,
     ) -> None:
         """Changes options while serving; ``None`` leaves one unchanged; invalid values raise ValueError."""
         self._service.configure(
             api_keys=api_keys,
+            disabled_keys=disabled_keys,
             seed=seed,
             websites=websites,
             rate_limit=rate_limit,

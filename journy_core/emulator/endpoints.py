@@ -79,6 +79,14 @@ class Endpoint:
     check: Callable[[dict[str, Any]], dict[str, str]] | None
     apply: _Apply
     deprecated: bool = False
+    #: The body's top-level fields the spec defines; any other one is accepted, ignored and listed in the call log.
+    fields: frozenset[str] = frozenset()
+
+    def ignored(self, body: Any) -> list[str]:
+        """The top-level fields of ``body`` this endpoint ignores (e.g. the old ``members`` on account upsert)."""
+        if self.check is None or not isinstance(body, dict):
+            return []
+        return [name for name in body if name not in self.fields]
 
 
 def _reject_constant(name: str) -> Any:
@@ -131,7 +139,10 @@ def _add_users(ctx: EndpointContext, body: Any, query: Mapping[str, str], perms:
 
 def _remove_users(ctx: EndpointContext, body: Any, query: Mapping[str, str], perms: tuple[str, ...]) -> tuple[int, Any]:
     ctx.store.set_members(body, "removed")
-    return 204, None
+    # The spec gives this answer status 204 *and* a JSON body (meta, message), which HTTP cannot carry: a 204 has no
+    # content, so Python's http.client and Node's http drop it, and both official SDKs (which read meta.requestId)
+    # then report the applied call as a failure. 200 carries the spec's body; every client reads any 2xx as success.
+    return 200, {"message": "Users removed from account"}
 
 
 def _track(deprecated: bool) -> _Apply:
@@ -174,21 +185,32 @@ def _list(kind: str, what: str) -> _Apply:
     return apply
 
 
+_UPSERT = frozenset({"identification", "properties"})
+_DELETE = frozenset({"identification"})
+_MEMBERS = frozenset({"account", "users"})
+_TRACK = frozenset({"identification", "name", "metadata", "triggeredAt"})
+
 #: Every endpoint of the API, by path and method.
 ROUTES: dict[str, dict[str, Endpoint]] = {
     "/validate": {"GET": Endpoint(None, None, _validate)},
-    "/users/upsert": {"POST": Endpoint("TrackData", validation.check_upsert_user, _upsert("users"))},
-    "/users": {"DELETE": Endpoint("TrackData", validation.check_user_delete, _delete_user)},
-    "/accounts/upsert": {"POST": Endpoint("TrackData", validation.check_upsert_account, _upsert("accounts"))},
-    "/accounts": {"DELETE": Endpoint("TrackData", validation.check_account_delete, _delete_account)},
-    "/accounts/users/add": {"POST": Endpoint("TrackData", validation.check_membership, _add_users)},
-    "/accounts/users/remove": {"POST": Endpoint("TrackData", validation.check_membership, _remove_users)},
-    "/track": {"POST": Endpoint("TrackData", validation.check_track, _track(deprecated=False))},
+    "/users/upsert": {"POST": Endpoint("TrackData", validation.check_upsert_user, _upsert("users"), fields=_UPSERT)},
+    "/users": {"DELETE": Endpoint("TrackData", validation.check_user_delete, _delete_user, fields=_DELETE)},
+    "/accounts/upsert": {
+        "POST": Endpoint("TrackData", validation.check_upsert_account, _upsert("accounts"), fields=_UPSERT)
+    },
+    "/accounts": {"DELETE": Endpoint("TrackData", validation.check_account_delete, _delete_account, fields=_DELETE)},
+    "/accounts/users/add": {"POST": Endpoint("TrackData", validation.check_membership, _add_users, fields=_MEMBERS)},
+    "/accounts/users/remove": {
+        "POST": Endpoint("TrackData", validation.check_membership, _remove_users, fields=_MEMBERS)
+    },
+    "/track": {"POST": Endpoint("TrackData", validation.check_track, _track(deprecated=False), fields=_TRACK)},
     "/events": {
         "GET": Endpoint("ReadEvents", None, _list_events),
-        "POST": Endpoint("TrackData", validation.check_track, _track(deprecated=True), deprecated=True),
+        "POST": Endpoint("TrackData", validation.check_track, _track(deprecated=True), deprecated=True, fields=_TRACK),
     },
-    "/link": {"POST": Endpoint("TrackData", validation.check_link, _link)},
+    "/link": {
+        "POST": Endpoint("TrackData", validation.check_link, _link, fields=frozenset({"deviceId", "identification"}))
+    },
     "/tracking/snippet": {"GET": Endpoint("GetTrackingSnippet", None, _snippet)},
     "/properties/users": {"GET": Endpoint("ReadProperties", None, _list("users", "properties"))},
     "/properties/accounts": {"GET": Endpoint("ReadProperties", None, _list("accounts", "properties"))},

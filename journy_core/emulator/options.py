@@ -17,10 +17,12 @@ __all__ = [
     "ALL_PERMISSIONS",
     "CONFIGURABLE",
     "DEFAULT_API_KEY",
+    "DEFAULT_TRACKER_ID",
     "FAULT_KINDS",
     "Options",
     "Website",
     "check_api_keys",
+    "check_disabled_keys",
     "check_websites",
     "fingerprint",
     "is_loopback",
@@ -41,9 +43,19 @@ DEFAULT_API_KEY = "journy-emulator-key"
 #: The faults the emulator can inject, the transient failures a client must survive (see ``Emulator``).
 FAULT_KINDS: tuple[str, ...] = ("5xx", "429", "timeout", "reset")
 
-#: The options another process may change through ``POST /_emulator/config`` (keys and websites stay in code).
+#: The options another process may change through ``POST /_emulator/config`` (keys stay in code: a key is a secret).
 CONFIGURABLE: frozenset[str] = frozenset(
-    {"rate_limit", "rate_window", "latency", "fault_rate", "faults", "timeout_delay", "seed", "rejected_properties"}
+    {
+        "rate_limit",
+        "rate_window",
+        "latency",
+        "fault_rate",
+        "faults",
+        "timeout_delay",
+        "seed",
+        "rejected_properties",
+        "websites",
+    }
 )
 
 
@@ -175,9 +187,55 @@ def check_api_keys(api_keys: Mapping[str, Iterable[str]]) -> dict[str, tuple[str
     return keys
 
 
-def check_websites(websites: Iterable[Website]) -> dict[str, Website]:
-    """The websites by lower-cased domain, the way the snippet endpoint looks them up."""
-    return {site.domain.lower(): site for site in websites}
+#: The tracker ID of a website given by its domain alone (``--website acme.com``).
+DEFAULT_TRACKER_ID = "emulator-tracker"
+
+_WEBSITE_FIELDS = frozenset(field.name for field in dataclasses.fields(Website))
+
+
+def _website(value: Website | str | Mapping[str, Any]) -> Website:
+    if isinstance(value, str):
+        site = Website(value, DEFAULT_TRACKER_ID)
+    elif isinstance(value, Mapping):
+        unknown = sorted(set(value) - _WEBSITE_FIELDS)
+        if unknown or "domain" not in value:
+            raise ValueError(f"a website is a domain or {{'domain', 'tracker_id'?, 'tracking_domain'?}}, not {value!r}")
+        site = Website(value["domain"], value.get("tracker_id", DEFAULT_TRACKER_ID), value.get("tracking_domain"))
+    elif isinstance(value, Website):
+        site = value
+    else:
+        raise TypeError(f"a website is a domain, a mapping or a Website, not {type(value).__name__}")
+    domain = site.domain
+    # A host name as journy.io registers a site (localhost included), never a URL: the snippet endpoint matches it.
+    if not isinstance(domain, str) or not domain or any(ch.isspace() or ch in "/:@" for ch in domain):
+        raise ValueError(f"a website's domain is a host name such as acme.com, not {domain!r}")
+    if not isinstance(site.tracker_id, str) or not site.tracker_id:
+        raise ValueError(f"the tracker_id of {domain} must be a non-empty string")
+    if site.tracking_domain is not None and not isinstance(site.tracking_domain, str):
+        raise ValueError(f"the tracking_domain of {domain} must be a URL string or None")
+    return site
+
+
+def check_websites(websites: Iterable[Website | str | Mapping[str, Any]]) -> dict[str, Website]:
+    """The websites by lower-cased domain, the way the snippet endpoint looks them up.
+
+    Each is a :class:`Website`, a domain (tracker ID :data:`DEFAULT_TRACKER_ID`, snippet pointing at the
+    emulator) or a mapping of Website's fields, as the ``/_emulator/config`` view takes them.
+    """
+    if isinstance(websites, str | Mapping):
+        raise TypeError("websites must be a list of domains or websites, not a single one")
+    sites = [_website(value) for value in websites]
+    return {site.domain.lower(): site for site in sites}
+
+
+def check_disabled_keys(keys: Iterable[str]) -> frozenset[str]:
+    """The keys journy.io knows but has disabled: every API call with one answers 403."""
+    if isinstance(keys, str):
+        raise TypeError("disabled_keys must be an iterable of keys, not a string")
+    disabled = frozenset(keys)
+    if not all(isinstance(key, str) and key for key in disabled):
+        raise ValueError("a disabled key must be a non-empty string")
+    return disabled
 
 
 def is_loopback(host: str) -> bool:

@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl
 
 from .endpoints import ROUTES, Endpoint, EndpointContext, Outcome, check_body, json_outcome, parse_json, refusal
 from .limits import Limiter, Script, ScriptQueue, server_error
-from .options import Options, Website, check_api_keys, check_websites, fingerprint
+from .options import Options, Website, check_api_keys, check_disabled_keys, check_websites, fingerprint
 from .state import Store
 
 __all__ = ["MAX_CALLS", "Service"]
@@ -49,6 +49,7 @@ class Service:
         self._scripts = ScriptQueue()
         self._keys: dict[str, tuple[str, ...]] = {}
         self._fingerprints: dict[str, str] = {}
+        self._disabled: frozenset[str] = frozenset()
         self._websites: dict[str, Website] = {}
         self._options = Options()
 
@@ -63,8 +64,9 @@ class Service:
         self,
         *,
         api_keys: Mapping[str, Iterable[str]] | None = None,
+        disabled_keys: Iterable[str] | None = None,
         seed: int | None = None,
-        websites: Iterable[Website] | None = None,
+        websites: Iterable[Website | str | Mapping[str, Any]] | None = None,
         **options: Any,
     ) -> None:
         """Changes options while serving (see :meth:`Options.updated`); invalid values raise ValueError."""
@@ -73,6 +75,7 @@ class Service:
             new = self._options.updated(**options)
             keys = None if api_keys is None else check_api_keys(api_keys)
             sites = None if websites is None else check_websites(websites)
+            disabled = None if disabled_keys is None else check_disabled_keys(disabled_keys)
             with self._lock:
                 self._options = new
                 if keys is not None:
@@ -80,16 +83,19 @@ class Service:
                     self._fingerprints = {key: fingerprint(key) for key in keys}
                 if sites is not None:
                     self._websites = sites
+                if disabled is not None:
+                    self._disabled = disabled
             if seed is not None:
                 self._limiter.reseed(seed)
 
     def config(self) -> dict[str, Any]:
         """The current options as JSON-ready data; keys appear only as fingerprints."""
         with self._lock:
-            keys, websites = self._keys, self._websites
+            keys, websites, disabled = self._keys, self._websites, self._disabled
         return {
             **self._options.view(),
             "api_keys": [{"fingerprint": fingerprint(key), "permissions": list(perms)} for key, perms in keys.items()],
+            "disabled_keys": sorted(fingerprint(key) for key in disabled),
             "websites": [dataclasses.asdict(site) for site in websites.values()],
         }
 
@@ -167,6 +173,7 @@ class Service:
             "request_id": request_id,
             "fault": None,
             "applied": False,
+            "ignored": [] if endpoint is None else endpoint.ignored(body),
             "deprecated": endpoint is not None and endpoint.deprecated,
             "scripted": False,
             "api_key_sent": key is not None,
@@ -185,6 +192,9 @@ class Service:
     ) -> Outcome:
         limit, request_id = options.rate_limit, entry["request_id"]
         perms = self._keys.get(key) if key else None
+        if endpoint is not None and key in self._disabled:
+            # The spec's 403: a key journy.io knows but has disabled; checked before the window, which it never uses.
+            return json_outcome(403, {"message": "The API key is disabled"}, request_id, limit, limit)
         if endpoint is None or key is None or perms is None:
             status, payload = refusal(entry["method"], entry["path"], endpoint, key)
             outcome = json_outcome(status, payload, request_id, limit, limit)

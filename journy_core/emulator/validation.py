@@ -3,7 +3,10 @@
 Each checker takes the parsed JSON body and fills a ``{field: reason}`` map, the shape journy.io answers in
 ``errors.fields`` of a 400. They collect every problem rather than stopping at the first, so a client under test
 sees the whole picture in one answer, as it does from the real API. Unknown fields are allowed on purpose:
-journy.io ignores them, and an emulator stricter than the real API would hide client bugs of the opposite kind.
+journy.io ignores them, and an emulator stricter than the real API would hide client bugs of the opposite kind; the
+call log lists them under ``ignored`` (see ``Endpoint.fields``). What is checked follows journy.io's OpenAPI spec
+(``format: email`` and ``top-level-domain`` by the rules of :mod:`journy_core.values`; null only as a property
+value) plus the contract's 100-user cap.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import datetime
 import re
 from collections.abc import Callable
 from typing import Any
+
+from ..values import domain_problem, email_problem
 
 __all__ = [
     "MAX_USERS_PER_CALL",
@@ -31,6 +36,11 @@ MAX_USERS_PER_CALL = 100
 Errors = dict[str, str]
 
 _PROPERTY_VALUE = "must be a string, number, boolean, null or an array of non-empty strings"
+# No field of the spec is nullable except a property's value: null elsewhere is refused, not read as "absent".
+_NOT_NULL = "must not be null; leave the field out instead"
+# The spec's ``format: email`` and ``format: top-level-domain``, by the rules the client applies (journy_core.values).
+_FORMATS: dict[str, Callable[[str], str | None]] = {"email": email_problem, "domain": domain_problem}
+_FORMAT_NAMES = {"email": "an email address", "domain": "a domain name such as acme.com"}
 _METADATA_VALUE = "must be a string, number or boolean"
 
 # Full datetimes only: a bare date is not an instant, and journy.io's spec types triggeredAt as date-time.
@@ -71,19 +81,29 @@ def _check_ident(body: dict[str, Any], key: str, prefix: str, names: tuple[str, 
         return
     present = invalid = False
     for name in names:
-        value = ident.get(name)
-        if value is None:
+        if name not in ident:
             continue
-        if not isinstance(value, str):
-            errors[f"{prefix}.{name}"] = "must be a string"
-            invalid = True
-        elif value == "":
-            errors[f"{prefix}.{name}"] = "must not be empty"
-            invalid = True
-        else:
+        problem = _ident_problem(name, ident[name])
+        if problem is None:
             present = True
+        else:
+            errors[f"{prefix}.{name}"] = problem
+            invalid = True
     if not present and not invalid:
         errors[prefix] = f"must contain {names[0]} or {names[1]}"
+
+
+def _ident_problem(name: str, value: object) -> str | None:
+    """Why one identification field is refused: the spec types each as a non-nullable string, with a format."""
+    if value is None:
+        return _NOT_NULL
+    if not isinstance(value, str):
+        return "must be a string"
+    if value == "":
+        return "must not be empty"
+    check = _FORMATS.get(name)
+    problem = None if check is None else check(value)
+    return None if problem is None else f"must be {_FORMAT_NAMES[name]} ({problem})"
 
 
 def _check_user_ident(body: dict[str, Any], key: str, prefix: str, errors: Errors) -> None:
@@ -101,16 +121,18 @@ def _valid_property(value: object) -> bool:
 
 
 def _check_map(body: dict[str, Any], key: str, valid: Callable[[object], bool], reason: str, errors: Errors) -> None:
-    values = body.get(key)
+    if key not in body:
+        return
+    values = body[key]
     if values is None:
+        errors[key] = _NOT_NULL
         return
     if not isinstance(values, dict):
         errors[key] = "must be an object"
         return
+    # Any name is allowed, "" included: the spec's additionalProperties puts no rule on names.
     for name, value in values.items():
-        if name == "":
-            errors[key] = "names must not be empty"
-        elif not valid(value):
+        if not valid(value):
             errors[f"{key}.{name}"] = reason
 
 
@@ -166,21 +188,26 @@ def check_membership(body: dict[str, Any]) -> Errors:
     return errors
 
 
-def check_track(body: dict[str, Any]) -> Errors:
-    """Checks ``POST /track`` (and the deprecated ``POST /events``)."""
-    errors: Errors = {}
+def _check_event_identification(body: dict[str, Any], errors: Errors) -> None:
     ident = body.get("identification")
     if ident is None:
         errors["identification"] = "is required"
     elif not isinstance(ident, dict):
         errors["identification"] = "must be an object"
-    elif ident.get("user") is None and ident.get("account") is None:
+    elif "user" not in ident and "account" not in ident:
         errors["identification"] = "must contain user or account"
     else:
-        if ident.get("user") is not None:
-            _check_user_ident(ident, "user", "identification.user", errors)
-        if ident.get("account") is not None:
-            _check_account_ident(ident, "account", "identification.account", errors)
+        for key, names in (("user", ("userId", "email")), ("account", ("accountId", "domain"))):
+            if key in ident and ident[key] is None:
+                errors[f"identification.{key}"] = _NOT_NULL
+            elif key in ident:
+                _check_ident(ident, key, f"identification.{key}", names, errors)
+
+
+def check_track(body: dict[str, Any]) -> Errors:
+    """Checks ``POST /track`` (and the deprecated ``POST /events``)."""
+    errors: Errors = {}
+    _check_event_identification(body, errors)
     name = body.get("name")
     if name is None:
         errors["name"] = "is required"
@@ -188,9 +215,12 @@ def check_track(body: dict[str, Any]) -> Errors:
         errors["name"] = "must be a string"
     elif name == "":
         errors["name"] = "must not be empty"
-    triggered_at = body.get("triggeredAt")
-    if triggered_at is not None and not (isinstance(triggered_at, str) and is_iso_datetime(triggered_at)):
-        errors["triggeredAt"] = "must be an ISO-8601 datetime"
+    if "triggeredAt" in body:
+        triggered_at = body["triggeredAt"]
+        if triggered_at is None:
+            errors["triggeredAt"] = _NOT_NULL
+        elif not (isinstance(triggered_at, str) and is_iso_datetime(triggered_at)):
+            errors["triggeredAt"] = "must be an ISO-8601 datetime"
     _check_map(body, "metadata", lambda v: isinstance(v, str | bool) or _is_number(v), _METADATA_VALUE, errors)
     return errors
 

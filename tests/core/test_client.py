@@ -83,7 +83,8 @@ def test_add_and_remove_users_accept_ids_and_identification_dicts(client: Client
     client.upsert_account(account_id="7")
     assert client.add_users_to_account(account_id="7", users=[1, {"email": "b@acme.com"}]).status == 201
     removed = client.remove_users_from_account(account_id="7", users=["1"])
-    assert removed.status == 204
+    assert removed.status == 200
+    assert removed.request_id is not None  # the spec's body (meta, message) came with it
     assert removed.data is None
     add = emulator.calls(path="/accounts/users/add")[0]["body"]
     assert add == {
@@ -317,6 +318,17 @@ def test_a_reset_connection_raises_connection_failed(emulator: Emulator, api_key
         (lambda c: c.add_users_to_account(account_id="1", users=[]), "users"),
         (lambda c: c.add_users_to_account(account_id="1", users=[None]), "users[0].user_id"),
         (lambda c: c.get_tracking_snippet(""), "domain"),
+        (lambda c: c.upsert_user(email="not-an-email"), "email"),
+        (lambda c: c.upsert_user(user_id="1", email="ada @acme.com"), "email"),
+        (lambda c: c.delete_user(email="ada@localhost"), "email"),
+        (lambda c: c.link(device_id="d", email="ada@acme.com/"), "email"),
+        (lambda c: c.track("signed_in", email="@acme.com"), "email"),
+        (lambda c: c.upsert_account(domain="https://acme.com/"), "domain"),
+        (lambda c: c.upsert_account(account_id="7", domain="not a domain"), "domain"),
+        (lambda c: c.delete_account(domain="10.0.0.1"), "domain"),
+        (lambda c: c.track("renewed", domain="acme..com"), "domain"),
+        (lambda c: c.add_users_to_account(domain="acme", users=["1"]), "domain"),
+        (lambda c: c.remove_users_from_account(account_id="7", users=[{"email": "x"}]), "users[0].email"),
     ],
 )
 def test_bad_arguments_raise_a_value_error_naming_them_before_any_request(
@@ -327,6 +339,17 @@ def test_bad_arguments_raise_a_value_error_naming_them_before_any_request(
     assert isinstance(info.value, ValueError)
     assert info.value.argument == argument
     assert emulator.calls() == []
+
+
+def test_real_world_emails_and_domains_are_sent_as_given(client: Client, emulator: Emulator) -> None:
+    emails = ["Ada.Lovelace+journy@Mail.Acme.co.uk", "o'brien@acme.com", "jörg@münchen.de", "a@xn--mnchen-3ya.de"]
+    domains = ["ACME.com", "app.eu.acme.co.uk", "münchen.de", "xn--mnchen-3ya.de", "acme-inc.io"]
+    for email in emails:
+        assert client.upsert_user(email=email).status == 201
+    for domain in domains:
+        assert client.upsert_account(domain=domain).status == 201
+    sent = [call["body"]["identification"] for call in emulator.calls()]
+    assert sent == [{"email": email} for email in emails] + [{"domain": domain} for domain in domains]
 
 
 def test_an_unknown_keyword_says_which_keywords_exist(client: Client) -> None:

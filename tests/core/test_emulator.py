@@ -123,14 +123,16 @@ def test_delete_account_answers_202_and_forgets_the_account_and_its_members(api:
     assert state["memberships"] == []
 
 
-def test_add_users_answers_201_and_remove_answers_204_without_a_body(api: Api) -> None:
+def test_add_users_answers_201_and_remove_answers_the_specs_json_body_with_meta_and_message(api: Api) -> None:
     body = {"account": {"accountId": "7"}, "users": [user("42")]}
     added = api.post("/accounts/users/add", body)
     assert added.status_code == 201
     assert_meta(added)
     removed = api.post("/accounts/users/remove", body)
-    assert removed.status_code == 204
-    assert removed.content == b""
+    # The spec's 204 cannot carry its own body over HTTP (clients drop a 204's content): 200 carries it.
+    assert removed.status_code == 200
+    assert isinstance(assert_meta(removed)["message"], str)
+    assert api.emu.state()["memberships"][0]["status"] == "removed"
 
 
 def test_track_answers_201(api: Api) -> None:
@@ -244,7 +246,7 @@ def test_request_ids_are_unique_and_match_the_log(api: Api) -> None:
     assert [call["request_id"] for call in api.emu.calls()] == ids
 
 
-def test_connection_stays_alive_across_calls_including_a_204() -> None:
+def test_connection_stays_alive_across_calls_including_a_membership_removal() -> None:
     with Emulator() as emu:
         connection = http.client.HTTPConnection("127.0.0.1", emu.port, timeout=5)
         headers = {"X-Api-Key": DEFAULT_API_KEY, "Content-Type": "application/json"}
@@ -265,7 +267,7 @@ def test_connection_stays_alive_across_calls_including_a_204() -> None:
         connection.getresponse().read()
         assert connection.sock is sock  # the same socket served every call
         connection.close()
-        assert statuses == [204, 200, 201]
+        assert statuses == [200, 200, 201]
 
 
 # --- validation ---
@@ -318,6 +320,40 @@ VALIDATION_CASES = [
         "users[1].identification.userId",
     ),
     ("POST", "/users/upsert", [user("1")], "body"),
+    # the spec's format: email and format: top-level-domain
+    ("POST", "/users/upsert", {"identification": {"email": "not-an-email"}}, "identification.email"),
+    ("POST", "/users/upsert", {"identification": {"userId": "1", "email": "ada @acme.com"}}, "identification.email"),
+    ("DELETE", "/users", {"identification": {"email": "ada@localhost"}}, "identification.email"),
+    ("POST", "/accounts/upsert", {"identification": {"domain": "https://acme.com/"}}, "identification.domain"),
+    ("POST", "/accounts/upsert", {"identification": {"domain": "not a domain"}}, "identification.domain"),
+    ("DELETE", "/accounts", {"identification": {"domain": "acme"}}, "identification.domain"),
+    ("POST", "/link", {"deviceId": "d1", "identification": {"email": "x"}}, "identification.email"),
+    (
+        "POST",
+        "/track",
+        {**TRACK_OK, "identification": {"account": {"domain": "a b.com"}}},
+        "identification.account.domain",
+    ),
+    (
+        "POST",
+        "/accounts/users/add",
+        {"account": {"accountId": "7"}, "users": [{"identification": {"email": "@acme.com"}}]},
+        "users[0].identification.email",
+    ),
+    # nothing is nullable but a property's value
+    ("POST", "/track", {**TRACK_OK, "identification": {"user": {"userId": None}}}, "identification.user.userId"),
+    ("POST", "/track", {**TRACK_OK, "identification": {"account": None}}, "identification.account"),
+    (
+        "POST",
+        "/track",
+        {**TRACK_OK, "identification": {"user": {"userId": "1"}, "account": None}},
+        "identification.account",
+    ),
+    ("POST", "/track", {**TRACK_OK, "identification": {"user": None}}, "identification.user"),
+    ("POST", "/track", {**TRACK_OK, "triggeredAt": None}, "triggeredAt"),
+    ("POST", "/track", {**TRACK_OK, "metadata": None}, "metadata"),
+    ("POST", "/users/upsert", {"identification": {"userId": "1", "email": None}}, "identification.email"),
+    ("POST", "/users/upsert", {**user("1"), "properties": None}, "properties"),
 ]
 
 
@@ -339,7 +375,7 @@ def test_more_than_100_users_answers_400_naming_users(api: Api, path: str) -> No
     response = api.post(path, {"account": {"accountId": "7"}, "users": users})
     assert response.status_code == 400
     assert "users" in response.json()["errors"]["fields"]
-    assert api.post(path, {"account": {"accountId": "7"}, "users": users[:100]}).status_code in (201, 204)
+    assert api.post(path, {"account": {"accountId": "7"}, "users": users[:100]}).status_code in (200, 201)
 
 
 @pytest.mark.parametrize("raw", [b"{not json", b'{"identification": {"userId": NaN}}', b""])
@@ -347,6 +383,62 @@ def test_a_body_that_is_not_json_answers_400_naming_body(api: Api, raw: bytes) -
     response = api.request("POST", "/users/upsert", data=raw, headers={"Content-Type": "application/json"})
     assert response.status_code == 400
     assert "body" in assert_meta(response)["errors"]["fields"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "ident"),
+    [
+        ("users", {"email": "Ada.Lovelace+journy@Mail.Acme.co.uk"}),
+        ("users", {"email": "jörg@münchen.de"}),
+        ("users", {"email": "ada@xn--mnchen-3ya.de"}),
+        ("accounts", {"domain": "APP.eu.acme.co.uk"}),
+        ("accounts", {"domain": "münchen.de"}),
+    ],
+)
+def test_real_world_emails_and_domains_are_accepted(api: Api, kind: str, ident: dict[str, str]) -> None:
+    assert api.post(f"/{kind}/upsert", {"identification": ident}).status_code == 201
+
+
+def test_a_property_named_empty_is_stored_as_the_spec_puts_no_rule_on_names(api: Api) -> None:
+    assert api.post("/users/upsert", {**user("1"), "properties": {"": "x"}}).status_code == 201
+    assert api.post("/track", {**TRACK_OK, "metadata": {"": 1}}).status_code == 201
+    assert api.emu.state()["users"][0]["properties"] == {"": "x"}
+
+
+def test_the_old_members_field_of_an_account_upsert_is_ignored_and_logged_as_ignored(api: Api) -> None:
+    body = {"identification": {"accountId": "7"}, "members": [{"userId": "1"}], "properties": {"plan": "pro"}}
+    assert api.post("/accounts/upsert", body).status_code == 201
+    (call,) = api.emu.calls("/accounts/upsert")
+    assert call["ignored"] == ["members"]
+    assert api.emu.state()["memberships"] == []
+    api.post("/users/upsert", user("1"))
+    assert api.emu.calls("/users/upsert")[0]["ignored"] == []
+
+
+def test_a_disabled_key_answers_403_on_every_endpoint_and_applies_nothing() -> None:
+    with Emulator(disabled_keys=["old-key"]) as emu, Api(emu, key="old-key") as api:
+        responses = [api.get("/validate"), api.post("/users/upsert", user("1")), api.get("/events")]
+        assert [r.status_code for r in responses] == [403, 403, 403]
+        assert all("disabled" in assert_meta(r)["message"] for r in responses)
+        assert emu.state()["users"] == []
+        emu.configure(disabled_keys=[])
+        assert api.get("/validate").status_code == 401  # known no longer: it was never an accepted key
+        assert emu.config()["disabled_keys"] == []
+
+
+def test_websites_are_configurable_by_domain_and_through_the_config_view(api: Api) -> None:
+    api.emu.configure(websites=["acme.com", {"domain": "shop.acme.io", "tracking_domain": "https://go.acme.io"}])
+    assert api.get("/tracking/snippet", params={"domain": "localhost"}).status_code == 404
+    assert api.get("/tracking/snippet", params={"domain": "ACME.com"}).json()["data"]["domain"] == "acme.com"
+    shop = api.get("/tracking/snippet", params={"domain": "shop.acme.io"}).json()["data"]["snippet"]
+    assert 'src="https://go.acme.io/tracker.js"' in shop
+    changed = api.post("/_emulator/config", {"websites": ["blog.acme.com"]})
+    assert changed.status_code == 200
+    assert [site["domain"] for site in changed.json()["websites"]] == ["blog.acme.com"]
+    snippet = api.get("/tracking/snippet", params={"domain": "blog.acme.com"}).json()["data"]["snippet"]
+    assert f'src="{api.emu.url}/tracker.js"' in snippet
+    assert api.post("/_emulator/config", {"websites": ["https://acme.com/"]}).status_code == 400
+    assert api.post("/_emulator/config", {"websites": "acme.com"}).status_code == 400
 
 
 def test_valid_values_of_every_kind_and_unknown_fields_are_accepted(api: Api) -> None:
@@ -455,8 +547,14 @@ def test_rate_limit_is_per_key() -> None:
 
 
 def test_every_response_carries_the_rate_limit_headers() -> None:
-    with Emulator(rate_limit=20) as emu, Api(emu) as api, Api(emu, key=None) as anonymous:
+    with (
+        Emulator(rate_limit=20, disabled_keys=["off"]) as emu,
+        Api(emu) as api,
+        Api(emu, key=None) as anonymous,
+        Api(emu, key="off") as disabled,
+    ):
         responses = [
+            disabled.get("/validate"),
             api.get("/validate"),
             api.post("/users/upsert", user("1")),
             api.post("/accounts/users/remove", {"account": {"accountId": "7"}, "users": [user("1")]}),
@@ -471,7 +569,7 @@ def test_every_response_carries_the_rate_limit_headers() -> None:
         ]
         emu.configure(rate_limit=1)
         responses.append(api.get("/validate"))
-    assert {r.status_code for r in responses} >= {200, 201, 204, 400, 401, 404, 429}
+    assert {r.status_code for r in responses} >= {200, 201, 400, 401, 403, 404, 429}
     for response in responses:
         assert int(response.headers["X-RateLimit-Limit"]) >= 1
         assert int(response.headers["X-RateLimit-Remaining"]) >= 0
@@ -758,6 +856,7 @@ def _cli_env() -> dict[str, str]:
 
 def test_the_cli_serves_on_a_free_port_and_stops_on_sigterm() -> None:
     command = [sys.executable, "-m", "journy_core.emulator", "--port", "0", "--rate-limit", "50"]
+    command += ["--website", "acme.com", "--website", "shop.acme.io", "--disabled-key", "old-key"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_cli_env())
     try:
         assert process.stdout is not None
@@ -769,6 +868,12 @@ def test_the_cli_serves_on_a_free_port_and_stops_on_sigterm() -> None:
         response = requests.get(url + "/validate", headers={"X-Api-Key": DEFAULT_API_KEY}, timeout=5)
         assert response.status_code == 200
         assert response.headers["X-RateLimit-Limit"] == "50"
+        for domain, status in (("acme.com", 200), ("shop.acme.io", 200), ("localhost", 404)):
+            snippet = requests.get(
+                url + "/tracking/snippet", params={"domain": domain}, headers={"X-Api-Key": DEFAULT_API_KEY}, timeout=5
+            )
+            assert snippet.status_code == status, domain
+        assert requests.get(url + "/validate", headers={"X-Api-Key": "old-key"}, timeout=5).status_code == 403
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
     finally:

@@ -20,7 +20,11 @@ from journy_core.emulator import DEFAULT_API_KEY
 from journy_core.errors import InvalidArgumentError
 from journy_core.values import (
     MAX_SAFE_INTEGER,
+    domain_problem,
+    email_problem,
     serialize_datetime,
+    serialize_domain,
+    serialize_email,
     serialize_id,
     serialize_metadata,
     serialize_properties,
@@ -299,3 +303,85 @@ def test_a_lone_surrogate_or_a_huge_number_never_reaches_the_delivery_thread(
     assert [call["body"]["metadata"] for call in emulator.calls("/track")] == [{"note": "Zoë"}]
     assert stats["failed"] == 0 and stats["sent"] == 1
     assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+
+
+# -- email addresses and domain names (the spec's format: email and format: top-level-domain) -----------------
+
+REAL_EMAILS = [
+    "ada@acme.com",
+    "Ada.Lovelace+journy@Mail.Acme.co.uk",  # plus-addressing, subdomains, uppercase
+    "o'brien_2@acme.io",
+    "jörg@münchen.de",  # internationalized, as typed
+    "用户@例子.广告",
+    "ada@xn--mnchen-3ya.de",  # punycode
+    "a@b.c",
+]
+BAD_EMAILS = [
+    ("not-an-email", "no @"),
+    ("ada @acme.com", "whitespace"),
+    ("ada@acme.com ", "whitespace"),
+    ("@acme.com", "nothing before the @"),
+    ("ada@", "no dot"),
+    ("ada@localhost", "no dot"),
+    ("ada..l@acme.com", "two dots"),
+    (".ada@acme.com", "two dots"),
+    ('"ada"@acme.com', "quoted"),
+    ("ada@10.0.0.1", "IP address"),
+    ("ada@https://acme.com", "URL"),
+    ("a" * 65 + "@acme.com", "64 characters"),
+]
+REAL_DOMAINS = [
+    "acme.com",
+    "ACME.COM",
+    "app.eu.acme.co.uk",
+    "acme-inc.io",
+    "münchen.de",
+    "xn--mnchen-3ya.de",
+    "1password.com",
+]
+BAD_DOMAINS = [
+    ("https://acme.com/", "URL"),
+    ("acme.com/pricing", "URL"),
+    ("not a domain", "whitespace"),
+    ("localhost", "no dot"),
+    ("acme.com.", "empty label"),
+    ("-acme.com", "label '-acme'"),
+    ("acme_inc.com", "label 'acme_inc'"),
+    ("a" * 64 + ".com", "63"),
+    ("192.168.0.1", "IP address"),
+]
+
+
+@pytest.mark.parametrize("email", REAL_EMAILS)
+def test_real_world_email_addresses_are_accepted_unchanged(email: str) -> None:
+    assert email_problem(email) is None
+    assert serialize_email(email, "email") == email
+
+
+@pytest.mark.parametrize(("email", "reason"), BAD_EMAILS)
+def test_malformed_email_addresses_are_refused_naming_the_argument_and_why(email: str, reason: str) -> None:
+    with pytest.raises(InvalidArgumentError, match="is not an email address") as info:
+        serialize_email(email, "users[3].email")
+    assert info.value.argument == "users[3].email"
+    assert reason in str(info.value)
+
+
+@pytest.mark.parametrize("domain", REAL_DOMAINS)
+def test_real_world_domain_names_are_accepted_unchanged(domain: str) -> None:
+    assert domain_problem(domain) is None
+    assert serialize_domain(domain, "domain") == domain
+
+
+@pytest.mark.parametrize(("domain", "reason"), BAD_DOMAINS)
+def test_malformed_domain_names_are_refused_naming_the_argument_and_why(domain: str, reason: str) -> None:
+    with pytest.raises(InvalidArgumentError, match="is not a domain name") as info:
+        serialize_domain(domain, "domain")
+    assert info.value.argument == "domain"
+    assert reason in str(info.value)
+
+
+def test_an_email_or_domain_that_is_not_a_string_is_refused_as_before() -> None:
+    with pytest.raises(InvalidArgumentError, match="expected an email address, got int"):
+        serialize_email(42, "email")
+    with pytest.raises(InvalidArgumentError, match="must not be empty"):
+        serialize_domain("  ", "domain")

@@ -94,6 +94,20 @@ def test_initialising_twice_is_an_error() -> None:
         Journy(app)
 
 
+def test_a_quart_app_is_refused_at_init_app_by_name() -> None:
+    quart = pytest.importorskip("quart", reason="Quart is in the dev extra")
+    app = quart.Quart("quart_app")
+    with pytest.raises(ConfigurationError, match=r"Quart app: Quart is not supported") as info:
+        Journy(app)  # type: ignore[arg-type]
+    assert "journy_core.Journy" in str(info.value)
+    assert "journy" not in app.extensions
+
+
+def test_something_that_is_not_a_flask_app_is_refused_at_init_app() -> None:
+    with pytest.raises(ConfigurationError, match=r"needs a flask.Flask app, got builtins.dict"):
+        Journy().init_app({})  # type: ignore[arg-type]
+
+
 def test_track_in_a_request_defaults_to_the_current_user_and_account(app: Flask) -> None:
     journy = Journy()
 
