@@ -38,6 +38,7 @@ __all__ = [
     "render_event_script",
     "render_snippet",
     "script_json",
+    "with_nonce",
 ]
 
 logger = logging.getLogger("journy")
@@ -202,9 +203,9 @@ def render_snippet(
     enforces verification is open; pass ``user_id`` whenever the user has one.
 
     ``nonce`` (a CSP nonce; compared with ``is not None`` because lazy nonce objects are falsy until used)
-    goes on both tags. Bad values raise :class:`InvalidArgumentError` naming the argument, except in ``events``:
-    a bad event is left out (:func:`event_left_out`: an HTML comment after the script, and a warning). The
-    output is the same string for the same input.
+    goes on both tags (:func:`with_nonce`). Bad values raise :class:`InvalidArgumentError` naming the argument,
+    except in ``events``: a bad event is left out (:func:`event_left_out`: an HTML comment after the script, and
+    a warning). The output is the same string for the same input.
 
     >>> print(render_snippet(Tracker("T1", "https://go.acme.com"), user_id=42))  # doctest: +ELLIPSIS
     <script async src="https://go.acme.com/tracker.js"></script>
@@ -240,10 +241,21 @@ def render_snippet(
 
     left_out = _add_events(lines, events, aid, key, tz)
 
-    nonce_attr = "" if nonce is None else f' nonce="{html.escape(str(nonce), quote=True)}"'
     src = html.escape(tracker.script_url, quote=True)
     body = "\n".join(lines)
-    return f'<script async src="{src}"{nonce_attr}></script>\n<script{nonce_attr}>\n{body}\n</script>{left_out}'
+    return with_nonce(f'<script async src="{src}"></script>\n<script>\n{body}\n</script>{left_out}', nonce)
+
+
+def with_nonce(page: str, nonce: object | None) -> str:
+    """``page`` (this module's output) with the CSP nonce ``nonce`` as the first attribute of every script tag.
+
+    The one way a nonce is written, by the renderers and by :class:`~journy_core.page.SnippetCache` after its cache:
+    only the renderers' own tags can match, since every value they write has ``<`` escaped. The result is a plain
+    ``str`` even for a ``Markup`` (whose own ``replace`` would escape the tag).
+    """
+    if nonce is None:
+        return str(page)
+    return str.replace(page, "<script", f'<script nonce="{html.escape(str(nonce), quote=True)}"')
 
 
 def _page_ids(
@@ -324,8 +336,7 @@ def render_event_script(
         args = _event_args(event, "", None, key, naive_timezone)
     except InvalidArgumentError as exc:
         return event_left_out(event, exc)
-    nonce_attr = "" if nonce is None else f' nonce="{html.escape(str(nonce), quote=True)}"'
-    return f"<script{nonce_attr}>\n{LOADER_STUB}\n{_call('event', args)}\n</script>"
+    return with_nonce(f"<script>\n{LOADER_STUB}\n{_call('event', args)}\n</script>", nonce)
 
 
 def disabled_comment(reason: str) -> str:

@@ -22,7 +22,6 @@ from django.conf import settings
 from django.db import models
 from django.http import HttpRequest
 from django.utils.functional import LazyObject, empty
-from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
 from journy_core import (
@@ -30,17 +29,14 @@ from journy_core import (
     Tracker,
     TrackerCache,
     disabled_comment,
-    render_snippet,
-    script_json,
 )
 from journy_core.guard import guarded
-from journy_core.snippet import SnippetEvent, event_left_out, page_event
-from journy_core.verification import verification_hash
+from journy_core.page import NOBODY, PageIdentity, SnippetCache
+from journy_core.snippet import SnippetEvent, event_left_out, page_event, render_event_script
 
 from .conf import JournyConfigurationError, JournySettings, cached, journy_settings, snippet_client
 from .filters import skip_reason, skip_reason_with
 from .identity import (
-    TypedValues,
     account_identity,
     account_property_values,
     is_account,
@@ -259,30 +255,12 @@ def _render(request: HttpRequest | None, screen: str | None) -> str:
     who = _identity(request, config, user, in_event_loop)
     if screen is None:
         screen = getattr(request, _SCREEN, None)
-    pageview = bool(config["SEND_PAGEVIEW"])
     secret = config["VERIFICATION_SECRET"] or None
     events = getattr(request, _EVENTS, ())
-    nonce = csp_nonce(request)
-    if events:
-        arguments = _snippet_arguments(who, screen, pageview)
-        return render_snippet(found, verification_secret=secret, nonce=nonce, events=events, **arguments)
-    # IDs carry their type too: 7 and "7" are equal to neither, but 1 == True. The tracker by identity (its
-    # dataclass hash is Python code): the entry holds it, so its id is not reused.
-    key = (id(found), secret, screen, pageview, *who, who[1].__class__, who[5].__class__)
-    cacheable = True
-    try:
-        entry = _RENDERED.get(key)
-    except TypeError:  # a list among the property values: not hashable, so not cached
-        cacheable, entry = False, None
-    if entry is not None and entry[0] is found:
-        return _with_nonce(entry[1], nonce)
-    html = render_snippet(found, verification_secret=secret, **_snippet_arguments(who, screen, pageview))
-    if cacheable:
-        html = SafeString(html)
-        if len(_RENDERED) >= _RENDERED_MAX:
-            _RENDERED.clear()
-        _RENDERED[key] = (found, html)
-    return _with_nonce(html, nonce)
+    page: str = _PAGES.render(
+        found, config, secret, who, screen, bool(config["SEND_PAGEVIEW"]), csp_nonce(request), events
+    )
+    return page
 
 
 def _page_tracker(config: Any, request: HttpRequest | None) -> tuple[Tracker | None, str]:
@@ -299,17 +277,12 @@ def _page_tracker(config: Any, request: HttpRequest | None) -> tuple[Tracker | N
     return found, ""
 
 
-#: Who the page is about, as :func:`_identity` reads it: (authenticated, user ID, email, user property values,
-#: has an account, account ID, has account properties, account property values).
-Identity = tuple[bool, Any, Any, Any, bool, Any, bool, Any]
-
-
-def _identity(request: HttpRequest, config: Any, user: Any, in_event_loop: bool) -> Identity:
+def _identity(request: HttpRequest, config: Any, user: Any, in_event_loop: bool) -> PageIdentity:
     """What the snippet says about the user and account, read once: the cache key and the renderer's arguments."""
     if user is not None:
         user = _user_itself(user)
     if user is None or not getattr(user, "is_authenticated", False):
-        return (False, None, None, None, False, None, False, None)
+        return NOBODY
     if isinstance(user, models.Model):
         user_id, email = user.pk, user_email(user)
     else:
@@ -318,27 +291,13 @@ def _identity(request: HttpRequest, config: Any, user: Any, in_event_loop: bool)
     user_values = user_property_values()(user) if config.snippet_properties else None
     account = _current_account(request, config, in_event_loop)
     if account is None:
-        return (True, user_id, email, user_values, False, None, False, None)
+        return PageIdentity(user_id, email, user_values)
     account_id = account.pk if isinstance(account, models.Model) else account
     reader = None
     if config.snippet_properties and isinstance(account, models.Model) and is_account(account):
         reader = account_property_values()
-    if reader is None:
-        return (True, user_id, email, user_values, True, account_id, False, None)
-    return (True, user_id, email, user_values, True, account_id, True, reader(account))
-
-
-def _snippet_arguments(who: Identity, screen: str | None, pageview: bool) -> dict[str, Any]:
-    """The renderer's keyword arguments for ``who`` on this page."""
-    authenticated, user_id, email, user_values, has_account, account_id, has_account_properties, account_values = who
-    arguments: dict[str, Any] = {"screen": screen, "pageview": pageview}
-    if authenticated:
-        arguments.update(user_id=user_id, email=email, user_properties=_as_dict(user_values))
-        if has_account:
-            arguments["account_id"] = account_id
-            if has_account_properties:
-                arguments["account_properties"] = _as_dict(account_values)
-    return arguments
+    account_values = None if reader is None else reader(account)
+    return PageIdentity(user_id, email, user_values, account_id, account_values)
 
 
 def _user_itself(user: Any) -> Any:
@@ -354,38 +313,22 @@ def _user_itself(user: Any) -> Any:
     return user
 
 
-def _as_dict(values: TypedValues | None) -> dict[str, Any] | None:
-    """The properties dict the map returned (None for none), from its typed values."""
-    if not values:
-        return None
-    return {name: value for name, _, value in values}
-
-
-#: Rendered snippets (with their tracker; marked safe) by what they depend on: a user browsing gets the same
-#: snippet on every page, and rendering it (JSON escaping, three HMACs) is most of the tag's cost. The key holds
-#: every mapped property value, read on every page, so a change shows on the next one. Bounded; emptied when full.
-_RENDERED: dict[tuple[Any, ...], tuple[Tracker, SafeString]] = {}
-_RENDERED_MAX = 4096
-
-
-def _with_nonce(html: str, nonce: object | None) -> str:
-    """The CSP nonce on every script tag. Only the renderer's own tags can match: values have ``<`` escaped."""
-    if nonce is None:
-        return html
-    return html.replace("<script", f'<script nonce="{escape(str(nonce))}"')
+#: Rendered snippets (marked safe) by what they depend on: :class:`~journy_core.page.SnippetCache` keeps the rules.
+_PAGES: SnippetCache[SafeString] = SnippetCache(SafeString, size=4096)
 
 
 def render_event(
     request: HttpRequest | None, name: str, metadata: Mapping[str, object] | None = None, account: Any = None
 ) -> SafeString:
     """A ``<script>`` calling ``journy("event", ...)`` (what ``{% journy_event %}`` renders), with the request's
-    account and its verification; empty when tracking is off or the request is filtered. An event that
-    :func:`~journy_core.snippet.page_event` refuses renders an HTML comment and logs a warning naming it: a bad
-    value in a template never breaks the page."""
+    account and its verification; empty when tracking is off or the request is filtered. Rendered by
+    :func:`~journy_core.snippet.render_event_script`, as Flask's tag is: it carries the queue stub, so it works
+    before the snippet too. An event that :func:`~journy_core.snippet.page_event` refuses renders an HTML comment
+    and logs a warning naming it: a bad value in a template never breaks the page."""
     html = ""
     with guarded(f"rendering the journy.io event {name!r}", loud=settings.DEBUG):
         html = _render_event(request, name, metadata, account)
-    return mark_safe(html)  # noqa: S308 - every value goes through script_json or escape
+    return mark_safe(html)  # noqa: S308 - render_event_script and event_left_out escape every value
 
 
 def _render_event(request: HttpRequest | None, name: str, metadata: Mapping[str, object] | None, account: Any) -> str:
@@ -402,13 +345,5 @@ def _render_event(request: HttpRequest | None, name: str, metadata: Mapping[str,
         event = page_event(name, metadata, None if account is None else account_identity(account)["account_id"])
     except InvalidArgumentError as exc:
         return event_left_out(name, exc)
-    args: dict[str, Any] = {"name": event.name}
-    if event.account_id is not None:
-        args["accountId"] = event.account_id
-        if config["VERIFICATION_SECRET"]:
-            args["verification"] = verification_hash(config["VERIFICATION_SECRET"], str(event.account_id))
-    if event.metadata:
-        args["metadata"] = event.metadata
-    nonce = csp_nonce(request)
-    nonce_attr = "" if nonce is None else f' nonce="{escape(str(nonce))}"'
-    return f'<script{nonce_attr}>journy("event", {script_json(args)});</script>'
+    secret = config["VERIFICATION_SECRET"] or None
+    return render_event_script(event, verification_secret=secret, nonce=csp_nonce(request))

@@ -19,7 +19,9 @@ from markupsafe import Markup
 from werkzeug.local import LocalProxy
 
 from journy_core.guard import guarded, report_exception
-from journy_core.snippet import SnippetEvent, Tracker, disabled_comment, render_event_script, render_snippet
+from journy_core.mapping import read_text
+from journy_core.page import NOBODY, PageIdentity, property_values
+from journy_core.snippet import SnippetEvent, Tracker, disabled_comment, render_event_script
 
 from . import hooks
 from .identities import _identify, account_id_of, is_account, is_authenticated, is_user
@@ -65,15 +67,6 @@ def _state_or_comment() -> tuple[Any, Markup | None]:
     return state, None
 
 
-#: Rendered snippets kept per app; past this many distinct (user, account, page) combinations the cache restarts.
-SNIPPET_CACHE_SIZE = 2048
-
-#: What a snippet says about the page's user and account: (user_id, email, user properties, account_id, account
-#: properties).
-_Identity = tuple[str | None, str | None, Mapping[str, Any] | None, str | None, Mapping[str, Any] | None]
-_NOBODY: _Identity = (None, None, None, None, None)
-
-
 def render_page_snippet(
     state: JournyState,
     *,
@@ -85,7 +78,8 @@ def render_page_snippet(
     """The snippet for the current request (or, outside one, an anonymous page).
 
     This runs on every page, so it does the least it can: the HTML for a given user, account and screen is cached
-    (rendering it costs JSON encoding and two HMACs), and only pages with a CSP nonce or events are rendered anew.
+    (:class:`~journy_core.page.SnippetCache`: rendering it costs JSON encoding and two HMACs), the CSP nonce added
+    after the cache, and only pages with events are rendered anew.
     """
     return _page_snippet(state, context, screen, events, pageview)
 
@@ -104,7 +98,7 @@ def _page_snippet(
     tracker = state.settings.tracker or _fetched_tracker(state)
     if tracker is None:
         return _html(disabled_comment(_why_no_tracker(state)))
-    page, identity = EMPTY_PAGE, _NOBODY
+    page, identity = EMPTY_PAGE, NOBODY
     if has_request_context():
         page = recorded_page_data() or EMPTY_PAGE  # nothing set by the view: read-only defaults
         user = _page_user(state, context)
@@ -115,9 +109,9 @@ def _page_snippet(
         screen = page.screen
     extra_events: Sequence[SnippetEvent | Mapping[str, Any]] = [*page.events, *events] if page.events or events else ()
     nonce = _page_nonce(context, state)
-    if nonce is not None or extra_events:  # a nonce changes on every request; events are rare: render those
-        return _render(state.settings, tracker, identity, screen, pageview, nonce, extra_events)
-    return _cached(state, tracker, identity, screen, pageview)
+    settings = state.settings
+    secret = settings.verification_secret
+    return state.snippet_cache.render(tracker, settings, secret, identity, screen, pageview, nonce, extra_events)
 
 
 def _fetched_tracker(state: JournyState) -> Tracker | None:
@@ -144,23 +138,23 @@ def _page_user(state: JournyState, context: Context | None) -> Any:
     return hooks.current_user(state)
 
 
-def _identity(settings: Settings, user: Any, account: Any) -> _Identity:
+def _identity(settings: Settings, user: Any, account: Any) -> PageIdentity:
     """What the snippet says of ``user`` (logged in, or None) and ``account`` (or None)."""
     user_id = email = user_properties = account_id = account_properties = None
     if user is not None:
         user_id = _identify(user, settings.user_id)  # user_id_of(), for a user known to be logged in
-        if settings.user_email is not None:  # user_email_of(), inlined
-            found = getattr(user, settings.user_email, None)
-            email = found if isinstance(found, str) and found.strip() else None
+        email = read_text(user, settings.user_email)  # user_email_of(), for a user object
         user_map = settings.user_properties
         if user_map is not None and settings.snippet_properties and (user_id is not None or email is not None):
-            user_properties = user_map(user) if is_user(settings, user) else None
+            user_properties = property_values(user_map(user)) if is_user(settings, user) else None
     if account is not None:
         account_id = _identify(account, settings.account_id)  # account_id_of()
         account_map = settings.account_properties
         if account_map is not None and settings.snippet_properties and account_id is not None:
-            account_properties = account_map(account) if is_account(settings, account) else None
-    return user_id, email, user_properties, account_id, account_properties
+            account_properties = property_values(account_map(account)) if is_account(settings, account) else None
+    if user_id is None and email is None and account_id is None:
+        return NOBODY
+    return PageIdentity(user_id, email, user_properties, account_id, account_properties)
 
 
 def _page_nonce(context: Context | None, state: JournyState) -> object | None:
@@ -173,61 +167,6 @@ def _page_nonce(context: Context | None, state: JournyState) -> object | None:
     ):
         return None
     return _nonce(context, state)
-
-
-def _cached(state: JournyState, tracker: Tracker, identity: _Identity, screen: str | None, pageview: bool) -> Markup:
-    """The snippet of a page without nonce or events, from the cache: the same page for the same user and account
-    is the same HTML. Settings swapped by the test helpers, or a refreshed tracker, start the cache over."""
-    settings = state.settings
-    if state.snippet_cache_settings is not settings or state.snippet_cache_tracker is not tracker:
-        state.snippet_cache.clear()
-        state.snippet_cache_settings, state.snippet_cache_tracker = settings, tracker
-    user_id, email, user_properties, account_id, account_properties = identity
-    key: tuple[object, ...] | None = (screen, pageview, user_id, email, account_id)
-    if user_properties is not None or account_properties is not None:
-        key = (
-            *key,  # type: ignore[misc]
-            None if user_properties is None else tuple(user_properties.items()),
-            None if account_properties is None else tuple(account_properties.items()),
-        )
-    try:
-        html = state.snippet_cache.get(key)  # type: ignore[arg-type]
-    except TypeError:  # an unhashable property value (a list): rendered, not cached
-        key, html = None, None
-    if html is None:
-        html = _render(settings, tracker, identity, screen, pageview, None, ())
-        if key is not None:
-            if len(state.snippet_cache) >= SNIPPET_CACHE_SIZE:
-                state.snippet_cache.clear()
-            state.snippet_cache[key] = html
-    return html
-
-
-def _render(
-    settings: Settings,
-    tracker: Tracker,
-    identity: _Identity,
-    screen: str | None,
-    pageview: bool,
-    nonce: object | None,
-    events: Sequence[SnippetEvent | Mapping[str, Any]],
-) -> Markup:
-    user_id, email, user_properties, account_id, account_properties = identity
-    return _html(
-        render_snippet(
-            tracker,
-            verification_secret=settings.verification_secret,
-            nonce=nonce,
-            pageview=pageview,
-            screen=screen,
-            user_id=user_id,
-            email=email,
-            user_properties=user_properties,
-            account_id=account_id,
-            account_properties=account_properties,
-            events=events,
-        )
-    )
 
 
 def _why_no_tracker(state: JournyState) -> str:

@@ -14,13 +14,15 @@ from journy_core.client import Client
 from journy_core.guard import guarded
 from journy_core.importing import import_string
 from journy_core.operations import Operation
-from journy_core.snippet import SnippetEvent, Tracker
+from journy_core.page import SnippetCache
+from journy_core.snippet import SnippetEvent
 
 from .settings import Settings
 
 __all__ = [
     "EMPTY_PAGE",
     "G_NAME",
+    "SNIPPET_CACHE_SIZE",
     "UNSET",
     "JournyState",
     "PageData",
@@ -35,6 +37,9 @@ logger = logging.getLogger("journy")
 G_NAME = "_journy_page"
 
 UNSET: Any = object()
+
+#: Rendered snippets kept per app; past this many distinct (user, account, page) combinations the cache restarts.
+SNIPPET_CACHE_SIZE = 2048
 
 
 class PageData:
@@ -93,11 +98,9 @@ class JournyState:
         #: The tracker fetched by website domain (``JOURNY_WEBSITE_DOMAIN``), when no tracker ID is configured.
         self.tracker_cache: TrackerCache | None = None
         #: Rendered snippets by what they contain: the same user on the same account gets the same HTML, and
-        #: rendering it (JSON, two HMACs) costs more than the rest of the extension's work on a page.
-        self.snippet_cache: dict[tuple[object, ...], Markup] = {}
-        #: The settings and tracker the cached snippets were rendered with: new ones empty the cache.
-        self.snippet_cache_settings: Settings | None = None
-        self.snippet_cache_tracker: Tracker | None = None
+        #: rendering it (JSON, two HMACs) costs more than the rest of the extension's work on a page. New settings
+        #: or a new tracker start it over. Marked safe as it is: the core renderer escapes every value it writes.
+        self.snippet_cache: SnippetCache[Markup] = SnippetCache(Markup, size=SNIPPET_CACHE_SIZE)
         #: Whether Flask-Login is set up on the app; None until the first request (it may be set up after us).
         self.has_login_manager: bool | None = None
 

@@ -37,12 +37,15 @@ from ..stats import Stats
 from .calls import Call, CallPlan
 from .store import OutboxRow, OutboxStore
 
-__all__ = ["OUTAGE_AFTER", "Batch", "Sender"]
+__all__ = ["OUTAGE_AFTER", "OUTAGE_PAUSE_CAP", "Batch", "Sender"]
 
 logger = logging.getLogger("journy")
 
 #: Attempts in a row without an answer from journy.io after which the sender pauses (an outage, not a blip).
 OUTAGE_AFTER = 3
+#: The longest pause of an outage, in seconds (``RETRY["cap"]`` when lower): how long a relay may go on waiting
+#: after journy.io is back, against one probe round (at most ``CONCURRENCY`` calls) a minute while it is away.
+OUTAGE_PAUSE_CAP = 60.0
 #: How long the sender pauses after a worker failed unexpectedly (a client that cannot be built, say).
 ERROR_PAUSE = 5.0
 
@@ -124,6 +127,7 @@ class Sender:
         self._pool: _Workers | None = None
         self._paused_until = 0.0  # monotonic
         self._unanswered = 0  # attempts in a row without an answer
+        self._outage_pauses = 0  # pauses since the last answer: each one doubles the next
 
     # -- pausing ---------------------------------------------------------------------------------------------
 
@@ -139,13 +143,17 @@ class Sender:
     def _note_answer(self, outcome: Attempt) -> None:
         with self._lock:
             if outcome.answered:
-                self._unanswered = 0
+                self._unanswered = self._outage_pauses = 0
                 return
             self._unanswered += 1
-            streak = self._unanswered - OUTAGE_AFTER
-        if streak >= 0:  # a lone failure is not an outage: the row's own backoff is enough
-            ceiling = min(self.retry.cap, self.retry.base * 2 ** min(streak, 32))
-            self.pause(ceiling * random.uniform(0.5, 1.0))  # noqa: S311 - jitter, not a secret
+            # A lone failure is not an outage: the row's own backoff is enough. And the other calls of a round
+            # that already paused (up to CONCURRENCY were in flight) do not double the pause again: doubling per
+            # call made a 30 s outage cost minutes of waiting after journy.io was back.
+            if self._unanswered < OUTAGE_AFTER or time.monotonic() < self._paused_until:
+                return
+            level, self._outage_pauses = self._outage_pauses, self._outage_pauses + 1
+        ceiling = min(self.retry.cap, OUTAGE_PAUSE_CAP, self.retry.base * 2 ** min(level, 32))
+        self.pause(ceiling * random.uniform(0.5, 1.0))  # noqa: S311 - jitter, not a secret
 
     # -- batches ---------------------------------------------------------------------------------------------
 

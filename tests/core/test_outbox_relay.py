@@ -243,6 +243,26 @@ def test_an_outage_costs_a_few_probes_not_an_attempt_at_every_row(
     assert (summary.delivered, summary.left) == (100, 0)
 
 
+def test_after_a_short_outage_delivery_resumes_within_seconds_not_minutes(
+    store: MemoryStore, emulator: Emulator, api_key: str
+) -> None:
+    # The outbox's patient retry (base 1 s, cap 300 s): the pause doubles once per probe round, not once per
+    # call of the round (with several calls in flight, each round used to multiply it by 2 ** calls: after a
+    # 9 s outage, the second round paused for minutes).
+    emulator.configure(fault_rate=1.0, faults=["5xx"])
+    store.add([ops.track(f"event_{n}", user_id=str(n)) for n in range(40)])
+    relay = make_relay(store, emulator, api_key, retry=RetryPolicy(max_attempts=50, base=1.0, cap=300, max_age=600))
+    timer = threading.Timer(9.0, lambda: emulator.configure(fault_rate=0.0))
+    timer.start()
+    summary = relay.run_once(soon(40))
+    timer.join()
+    assert (summary.delivered, summary.left) == (40, 0)
+    recovered = [call["time"] for call in emulator.calls() if call["status"] < 300]
+    failed = [call["time"] for call in emulator.calls() if call["status"] >= 500]
+    # Rounds pause at most 1, 2, 4, 8 s (with jitter): back within 8 s of the outage's end (the last failure).
+    assert min(recovered) - max(failed) < 10.0
+
+
 def test_run_finishes_the_call_in_flight_and_gives_the_rest_back(
     store: MemoryStore, emulator: Emulator, api_key: str
 ) -> None:

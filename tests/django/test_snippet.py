@@ -19,6 +19,7 @@ from django.urls import path
 import journy_django
 from journy_core import InvalidArgumentError, verification_hash
 from journy_core.emulator import DEFAULT_API_KEY, Website
+from journy_core.snippet import LOADER_STUB
 from tests.django.testapp.models import Organization
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -188,6 +189,33 @@ def test_the_csp_nonce_of_django_or_django_csp_is_on_every_script_tag():
     assert not get_nonce(request)  # falsy until read: the tag must not skip it
     html = _render(request)
     assert html.count(f'nonce="{get_nonce(request)}"') == 2
+
+
+def test_the_event_tag_carries_the_queue_stub_and_the_nonce_so_it_works_before_the_snippet():
+    request = RequestFactory().get("/")
+    request.user = None
+    request.csp_nonce = "csp-nonce-2"
+    html = Template('{% load journy %}{% journy_event "viewed_pricing" %}').render(Context({"request": request}))
+    assert html.startswith('<script nonce="csp-nonce-2">\n' + LOADER_STUB)
+    assert dict(calls(html))["event"] == {"name": "viewed_pricing"}
+
+
+def test_the_cached_page_gets_each_requests_own_nonce_and_a_page_with_events_gets_them(client, member):
+    user, org = member
+    request = RequestFactory().get("/")
+    request.user = user
+    journy_django.set_account(request, org)
+    request.csp_nonce = "n-one"
+    first = _render(request)
+    request.csp_nonce = "n-two"
+    second = _render(request)  # from the cache, with this request's nonce
+    assert second.count('nonce="n-two"') == 2
+    assert "n-one" not in second
+    assert second == first.replace('nonce="n-one"', 'nonce="n-two"')
+    journy_django.add_page_event(request, "opened")  # a page with events is rendered anew
+    anew = _render(request)
+    assert anew.startswith(second.split('journy("pageview"')[0])
+    assert [name for name, _ in calls(anew)][-1] == "event"
 
 
 @pytest.mark.parametrize(

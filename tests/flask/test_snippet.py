@@ -68,6 +68,24 @@ def test_user_controlled_values_cannot_end_the_script(app: Flask) -> None:
     assert "Acme \\u003cCorp\\u003e" in html
 
 
+@pytest.mark.parametrize(("stored", "sent"), [("  ada@acme.test \n", "ada@acme.test"), ("   ", None)])
+def test_the_snippet_reads_the_email_as_the_sync_does(stored: str, sent: str | None) -> None:
+    app = build_app()
+    client, _, _ = logged_in(app, email=stored, full_name="Ada")
+    assert calls(client.get("/page").text)["identify"].get("email") == sent
+
+
+def test_a_page_with_a_nonce_comes_from_the_cache_with_its_own_nonce() -> None:
+    nonces = iter(["n-one", "n-two"])
+    app = build_app(JOURNY_CSP_NONCE=lambda: next(nonces))
+    client, _, team_id = logged_in(app, full_name="Ada")
+    first = client.get(f"/page?team={team_id}").text
+    second = client.get(f"/page?team={team_id}").text
+    assert len(Journy.state(app).snippet_cache) == 1
+    assert second.count('nonce="n-two"') == 2
+    assert second == first.replace('nonce="n-one"', 'nonce="n-two"')
+
+
 def test_anonymous_pages_get_init_and_pageview_only(app: Flask) -> None:
     found = calls(app.test_client().get("/page").text)
     assert set(found) == {"init", "pageview"}
