@@ -18,10 +18,10 @@ When the app has finished committing the emulator recovers, and the benchmark wa
 Printed per run: the app process's RSS (VmRSS) sampled every 30 s during the outage (first, max, last, growth);
 rows written and rows pending when the outage ended; the calls the relay made during the outage (from the
 emulator's call log); when the first call succeeded after recovery (the relay waits out its outage pause, up to a
-minute, ``journy_core.outbox.sending.OUTAGE_PAUSE_CAP``); the time to drain; the drain rate (calls accepted per second between the first and
-the last delivery) against the limit; calls answered 429; events received more than once (a timed-out call was
-applied); and whether every committed operation is at the emulator: each event (by name and number) and each
-user's last name.
+minute, ``journy_core.outbox.sending.OUTAGE_PAUSE_CAP``); the time to drain; the drain rate (calls accepted per
+second between the first and the last delivery) against the limit; calls answered 429; events received more
+than once (a timed-out call was applied); and whether every committed operation is at the emulator: each event
+(by name and number) and each user's last name.
 """
 
 from __future__ import annotations

@@ -102,6 +102,7 @@ def emulator(_session_emulator: Emulator) -> Emulator:
         rate_limit=1800,
         rate_window=60.0,
         rejected_properties={},
+        verification_secret="",
     )
     _session_emulator.reset()
     return _session_emulator

@@ -8,7 +8,9 @@ Django's test client: a visitor with a ``__journey`` cookie logs in (the device 
 (the page carries the snippet with identify/account and their verification hashes) and exports a report (a
 server-side event). It prints what the emulator received. In a terminal it then serves the app on
 http://127.0.0.1:8000/ (log in as ada / demo-password) and the emulator's page until Ctrl-C; without one (CI, a
-pipe) or with --exit it stops after printing.
+pipe) or with --exit it stops after printing. The emulator stands in for journy.io's tracker too, checking the
+browser's verification hashes with the project's VERIFICATION_SECRET: pages opened in a browser show their calls on
+the emulator's page, verified.
 """
 
 from __future__ import annotations
@@ -60,6 +62,11 @@ def main() -> int:
     from django.core.management import call_command  # noqa: PLC0415
 
     django.setup()
+    from django.conf import settings  # noqa: PLC0415
+
+    # The emulator checks the browser's verification hashes with the project's own secret, as journy.io would
+    # with the website's; the secret is never shown, there or here.
+    emulator.configure(verification_secret=settings.JOURNY["VERIFICATION_SECRET"])
     try:
         print(f"journy.io emulator at {emulator.url}; example project database {os.environ['DEMO_DATABASE']}")
         call_command("migrate", verbosity=0)
@@ -72,7 +79,12 @@ def main() -> int:
         print("\n" + emulator.report())
         interactive = sys.stdout.isatty() and not args.exit and not os.environ.get("CI")
         if interactive:
-            print(f"\nThe app: http://127.0.0.1:{args.app_port}/ (ada / demo-password). Ctrl-C to stop.")
+            print(
+                f"\nThe app: http://127.0.0.1:{args.app_port}/ (ada / demo-password). Its pages load the tracker "
+                f"from the emulator, so each journy(...) call your browser makes shows up on {emulator.url}/ under "
+                "'Browser calls', with its verification hash checked against the project's secret, beside the "
+                "server-side calls. Ctrl-C to stop."
+            )
             call_command("runserver", f"127.0.0.1:{args.app_port}", use_reloader=False)
     except KeyboardInterrupt:
         pass

@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
                 "JOURNY_TRACKER_DOMAIN": emulator.url,
             }
         )
+        # As journy.io with the website's secret: the browser's verification hashes are checked (see the README).
+        emulator.configure(verification_secret=app.config["JOURNY_VERIFICATION_SECRET"])
         with app.app_context():
             ada = User(email="ada@acme.test", full_name="Ada Lovelace")
             ada.set_password("password")

@@ -64,6 +64,12 @@ def _parser() -> argparse.ArgumentParser:
         help="a website GET /tracking/snippet knows, its snippet loading the tracker from the emulator "
         "(repeatable; default localhost)",
     )
+    parser.add_argument(
+        "--verification-secret",
+        metavar="SECRET",
+        help="the website's identity-verification secret, as the app has it: the browser calls /tracker.js sends "
+        "here are checked against it (default: not checked)",
+    )
     parser.add_argument("--rate-limit", type=int, default=1800, help="calls per window per key (default 1800)")
     parser.add_argument("--rate-window", type=float, default=60.0, help="window in seconds (default 60)")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added before every answer")
@@ -106,6 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             faults=[name.strip() for name in args.faults.split(",") if name.strip()],
             timeout_delay=args.timeout_delay,
             seed=args.seed,
+            verification_secret=args.verification_secret,
             allow_remote=args.allow_remote,
             ssl_context=ssl_context,
         )
@@ -145,9 +152,10 @@ def _serve_until_stopped(emulator: Emulator, api_keys: dict[str, tuple[str, ...]
     keys = "; ".join(
         _describe_key(key, perms) for key, perms in (api_keys or {DEFAULT_API_KEY: ALL_PERMISSIONS}).items()
     )
+    checked = "checked" if emulator.config()["verification_secret_set"] else "not checked (no --verification-secret)"
     print(
         f"journy.io emulator listening on {emulator.url} - live page at {emulator.url}/ - API key(s): {keys} "
-        "- Ctrl-C to stop",
+        f"- tracker at {emulator.url}/tracker.js, verification hashes {checked} - Ctrl-C to stop",
         flush=True,
     )
     try:

@@ -8,16 +8,61 @@ from __future__ import annotations
 import errno
 import ssl
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
+from ..secrets import redact
 from .limits import Script
 from .options import ALL_PERMISSIONS, DEFAULT_API_KEY, DEFAULT_TRACKER_ID, FAULT_KINDS, Website, is_loopback
 from .server import EmulatorServer
 from .service import Service
 
 __all__ = ["Emulator"]
+
+
+def _user_line(user: dict[str, Any]) -> str:
+    return f"  user     {user.get('userId')} <{user.get('email')}> {user.get('properties') or ''}"
+
+
+def _account_line(account: dict[str, Any]) -> str:
+    return f"  account  {account.get('accountId')} ({account.get('domain')}) {account.get('properties') or ''}"
+
+
+def _membership_line(membership: dict[str, Any]) -> str:
+    account, user = membership.get("account") or {}, membership.get("user") or {}
+    return (
+        f"  member   user {user.get('userId') or user.get('email')} in account "
+        f"{account.get('accountId') or account.get('domain')} ({membership.get('status')})"
+    )
+
+
+def _link_line(link: dict[str, Any]) -> str:
+    user = link.get("user") or {}
+    return f"  device   {link.get('deviceId')} -> user {user.get('userId') or user.get('email')}"
+
+
+def _event_line(event: dict[str, Any]) -> str:
+    return (
+        f"  event    {event.get('name')} user={event.get('user')} account={event.get('account')} "
+        f"{event.get('metadata') or ''}"
+    )
+
+
+def _browser_line(call: dict[str, Any]) -> str:
+    verified = {True: "verified", False: "NOT VERIFIED", None: "-"}[call["verified"]]
+    return f"  browser  {call['command']} {str(call['args'] or '')[:120]} [{verified}] on {call['page']}"
+
+
+#: What :meth:`Emulator.report` prints, in order: each ``state()`` list and how one entry reads.
+_REPORT_LINES: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
+    ("users", _user_line),
+    ("accounts", _account_line),
+    ("memberships", _membership_line),
+    ("links", _link_line),
+    ("events", _event_line),
+    ("frontend", _browser_line),
+)
 
 
 class Emulator:
@@ -47,6 +92,12 @@ class Emulator:
     surfaces them; :meth:`script_answer` makes the next call get any answer at all (a 422, a non-JSON 200).
     Every answer to a call is in :meth:`calls`, the stored data in :meth:`state`, both also
     served as JSON under ``/_emulator/`` for other processes, and as a live page at ``/``.
+
+    It also stands in for journy.io's tracker: ``/tracker.js`` (and ``/analytics.js``) sends a page's ``journy(...)``
+    calls back to the emulator, which lists them in ``state()["frontend"]``. With ``verification_secret`` (the
+    website's identity-verification secret, as the app has it) each call's ``verification`` is checked
+    (``verified``: True or False; None where the call carries no ID, or without a secret). The secret is never
+    shown: not in the state, the config view, the log or the page.
     """
 
     def __init__(
@@ -65,9 +116,11 @@ class Emulator:
         seed: int | None = None,
         websites: Iterable[Website | str | Mapping[str, Any]] | None = None,
         rejected_properties: Mapping[str, str] | None = None,
+        verification_secret: str | bytes | None = None,
         allow_remote: bool = False,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        verification_secret = redact(verification_secret)  # first: a traceback shows it only redacted
         if not allow_remote and not is_loopback(host):
             raise ValueError(
                 f"refusing to listen on {host!r}: the emulator accepts a published key and shows every "
@@ -91,6 +144,7 @@ class Emulator:
             timeout_delay=timeout_delay,
             websites=[Website("localhost", DEFAULT_TRACKER_ID)] if websites is None else websites,
             rejected_properties=rejected_properties or {},
+            verification_secret=verification_secret,
         )
 
     # --- lifecycle ---
@@ -110,26 +164,8 @@ class Emulator:
         """What the emulator received, as lines of text for a terminal."""
         state = self.state()
         lines = ["What the emulator received:"]
-        for user in state["users"]:
-            lines.append(f"  user     {user.get('userId')} <{user.get('email')}> {user.get('properties') or ''}")
-        for account in state["accounts"]:
-            lines.append(
-                f"  account  {account.get('accountId')} ({account.get('domain')}) {account.get('properties') or ''}"
-            )
-        for membership in state["memberships"]:
-            account, user = membership.get("account") or {}, membership.get("user") or {}
-            lines.append(
-                f"  member   user {user.get('userId') or user.get('email')} in account "
-                f"{account.get('accountId') or account.get('domain')} ({membership.get('status')})"
-            )
-        for link in state["links"]:
-            user = link.get("user") or {}
-            lines.append(f"  device   {link.get('deviceId')} -> user {user.get('userId') or user.get('email')}")
-        for event in state["events"]:
-            lines.append(
-                f"  event    {event.get('name')} user={event.get('user')} account={event.get('account')} "
-                f"{event.get('metadata') or ''}"
-            )
+        for key, line in _REPORT_LINES:
+            lines.extend(line(entry) for entry in state[key])
         lines.append(f"  ({len(self.calls())} API calls in all; the emulator's page: {self.url}/)")
         return "\n".join(lines)
 
@@ -213,8 +249,13 @@ class Emulator:
         seed: int | None = None,
         websites: Iterable[Website | str | Mapping[str, Any]] | None = None,
         rejected_properties: Mapping[str, str] | None = None,
+        verification_secret: str | bytes | None = None,
     ) -> None:
-        """Changes options while serving; ``None`` leaves one unchanged; invalid values raise ValueError."""
+        """Changes options while serving; ``None`` leaves one unchanged; invalid values raise ValueError.
+
+        ``verification_secret=""`` stops checking the browser calls' verification hashes.
+        """
+        verification_secret = redact(verification_secret)  # first: a traceback shows it only redacted
         self._service.configure(
             api_keys=api_keys,
             disabled_keys=disabled_keys,
@@ -227,6 +268,7 @@ class Emulator:
             faults=faults,
             timeout_delay=timeout_delay,
             rejected_properties=rejected_properties,
+            verification_secret=verification_secret,
         )
 
     def config(self) -> dict[str, Any]:

@@ -43,7 +43,7 @@ DEFAULT_API_KEY = "journy-emulator-key"
 #: The faults the emulator can inject, the transient failures a client must survive (see ``Emulator``).
 FAULT_KINDS: tuple[str, ...] = ("5xx", "429", "timeout", "reset")
 
-#: The options another process may change through ``POST /_emulator/config`` (keys stay in code: a key is a secret).
+#: The options another process may change through ``POST /_emulator/config`` (API keys stay in code).
 CONFIGURABLE: frozenset[str] = frozenset(
     {
         "rate_limit",
@@ -55,6 +55,8 @@ CONFIGURABLE: frozenset[str] = frozenset(
         "seed",
         "rejected_properties",
         "websites",
+        # Accepted here although it is a secret: the view never shows it back (only whether one is set).
+        "verification_secret",
     }
 )
 

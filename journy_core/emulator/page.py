@@ -1,4 +1,4 @@
-"""The human side of the emulator: the live HTML page, the snippet text and the do-nothing ``/tracker.js``.
+"""The human side of the emulator: the live HTML page and the snippet text.
 
 Every value shown on the page came from an API call, so from whatever app (or attacker) called the emulator:
 all of it goes through :func:`html.escape`, and the page carries no script at all (it refreshes with a meta tag),
@@ -13,18 +13,10 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["PAGE_CSP", "TRACKER_JS", "render_page", "render_snippet"]
+__all__ = ["PAGE_CSP", "render_page", "render_snippet"]
 
 #: Sent with the page: no script may run there even if escaping were ever missed.
 PAGE_CSP = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
-
-#: Served at ``/tracker.js``. The snippet's loader stub queues every command in ``window.__journy_queue__``;
-#: this file leaves that queue alone so a page, or a browser test, can read what the app asked journy to do.
-TRACKER_JS = """\
-/* journy.io emulator tracker: it sends nothing anywhere and changes nothing on the page.
-   Commands stay in window.__journy_queue__, where the snippet's stub put them, for tests to read. */
-window.__journy_emulator__ = { loadedAt: Date.now() };
-"""
 
 # The loader stub exactly as the contract gives it: clients and tests compare snippets against it.
 _LOADER_STUB = (
@@ -106,6 +98,12 @@ def _time(epoch: float) -> str:
     return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).strftime("%H:%M:%S.%f")[:-3]
 
 
+def _verified(verified: bool | None, reason: str) -> str:
+    """The ``verified`` cell: a word a person reads at a glance, and the reason beside it."""
+    word, css = {True: ("yes", "active"), False: ("NO", "fault"), None: ("-", "empty")}[verified]
+    return f"<span class='{css}'>{word}</span> <small>{_e(reason)}</small>"
+
+
 def render_page(state: Mapping[str, Any], calls: Sequence[Mapping[str, Any]], url: str, config: str) -> str:
     """The live page at ``/``: what the emulator received, newest first, refreshed every two seconds."""
     users = state["users"]
@@ -113,6 +111,7 @@ def render_page(state: Mapping[str, Any], calls: Sequence[Mapping[str, Any]], ur
     memberships = state["memberships"]
     events = state["events"]
     links = state["links"]
+    frontend = state["frontend"]
     parts = [
         "<!doctype html>\n<html lang='en'><head><meta charset='utf-8'>",
         "<meta http-equiv='refresh' content='2'>",
@@ -172,6 +171,21 @@ def render_page(state: Mapping[str, Any], calls: Sequence[Mapping[str, Any]], ur
             ("deviceId", "user", "linked"),
             ((_e(ln["deviceId"]), _ident(ln["user"]), _e(ln["linkedAt"])) for ln in reversed(links)),
             len(links),
+        ),
+        _table(
+            "Browser calls (sent by the tracker script at /tracker.js)",
+            ("command", "args", "verified", "page", "received"),
+            (
+                (
+                    _e(call["command"]),
+                    _mapping(call["args"]) if isinstance(call["args"], Mapping) else _e(call["args"]),
+                    _verified(call["verified"], call["reason"]),
+                    _e(call["page"]),
+                    _e(call["time"]),
+                )
+                for call in reversed(frontend)
+            ),
+            len(frontend),
         ),
         _table(
             "Recent API calls",

@@ -25,8 +25,9 @@ from urllib.parse import urlsplit
 
 from .control import handle_control, live_page
 from .endpoints import JSON
+from .frontend import TRACKER_JS, TRACKER_PATHS
 from .options import is_loopback
-from .page import PAGE_CSP, TRACKER_JS
+from .page import PAGE_CSP
 from .service import Service
 
 __all__ = ["EmulatorServer"]
@@ -34,6 +35,17 @@ __all__ = ["EmulatorServer"]
 logger = logging.getLogger("journy_core.emulator")
 
 _MAX_BODY = 10 * 1024 * 1024
+
+#: Where the tracker script sends a page's journy(...) calls (see ``frontend.py``).
+_FRONTEND_PATH = "/_emulator/frontend"
+# No credentials are needed (the script omits them), so any origin may post; a preflight may come from a page on
+# another loopback port (Chrome's private-network checks ask for the last header).
+_CORS = (
+    ("Access-Control-Allow-Origin", "*"),
+    ("Access-Control-Allow-Methods", "POST, OPTIONS"),
+    ("Access-Control-Allow-Headers", "Content-Type"),
+    ("Access-Control-Allow-Private-Network", "true"),
+)
 
 _date_cache: tuple[int, str] = (0, "")
 
@@ -244,20 +256,32 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_plain(421, {"message": "This emulator only answers to loopback host names"})
             return
         head = method == "HEAD"
-        if path.startswith("/_emulator/"):
+        if path.startswith("/_emulator/") and path != _FRONTEND_PATH:
             status, document = handle_control(self.server.service, "GET" if head else method, path, split.query, raw)
             self._send_plain(status, document, head=head)
         elif path in ("/", "/index.html") and method in ("GET", "HEAD"):
             page_headers = (("Content-Security-Policy", PAGE_CSP), ("Cache-Control", "no-store"))
             page = live_page(self.server.service, self.server.url())
             self._send_plain(200, page, "text/html; charset=utf-8", page_headers, head=head)
-        elif path == "/tracker.js" and method in ("GET", "HEAD"):
-            js_headers = (("Cache-Control", "no-cache"),)
+        elif path == _FRONTEND_PATH:
+            self._answer_frontend(method, raw)
+        elif path in TRACKER_PATHS and method in ("GET", "HEAD"):
+            js_headers = (("Cache-Control", "no-cache"), ("X-Content-Type-Options", "nosniff"))
             self._send_plain(200, TRACKER_JS, "application/javascript; charset=utf-8", js_headers, head=head)
         elif path == "/favicon.ico":
             self._send_plain(204, "", None)
         else:
             self._answer_api(method, path, split.query, raw, head=head)
+
+    def _answer_frontend(self, method: str, raw: bytes) -> None:
+        """``/_emulator/frontend``: the tracker script's calls, from pages of any origin (the app's), so CORS."""
+        if method == "OPTIONS":
+            self._send_plain(204, "", None, (*_CORS, ("Access-Control-Max-Age", "600")))
+        elif method == "POST":
+            status, document = self.server.service.record_frontend(raw, self.headers.get("Referer"))
+            self._send_plain(status, document, headers=_CORS)
+        else:
+            self._send_plain(405, {"message": f"Method {method} is not allowed on {_FRONTEND_PATH}"}, headers=_CORS)
 
     def _answer_api(self, method: str, path: str, query: str, raw: bytes, *, head: bool) -> None:
         outcome = self.server.service.handle_api(method, path, query, self.headers, raw)

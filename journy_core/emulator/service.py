@@ -18,7 +18,9 @@ from email.message import Message
 from typing import Any
 from urllib.parse import parse_qsl
 
+from ..secrets import redact
 from .endpoints import ROUTES, Endpoint, EndpointContext, Outcome, check_body, json_outcome, parse_json, refusal
+from .frontend import frontend_entries, verification_key
 from .limits import Limiter, Script, ScriptQueue, server_error
 from .options import Options, Website, check_api_keys, check_disabled_keys, check_websites, fingerprint
 from .state import Store
@@ -52,6 +54,8 @@ class Service:
         self._disabled: frozenset[str] = frozenset()
         self._websites: dict[str, Website] = {}
         self._options = Options()
+        # The website's identity-verification secret as HMAC key bytes (redacted repr), or None: nothing checked.
+        self._verification_key: bytes | None = None
 
     @property
     def options(self) -> Options:
@@ -67,16 +71,24 @@ class Service:
         disabled_keys: Iterable[str] | None = None,
         seed: int | None = None,
         websites: Iterable[Website | str | Mapping[str, Any]] | None = None,
+        verification_secret: str | bytes | None = None,
         **options: Any,
     ) -> None:
-        """Changes options while serving (see :meth:`Options.updated`); invalid values raise ValueError."""
+        """Changes options while serving (see :meth:`Options.updated`); invalid values raise ValueError.
+
+        ``verification_secret`` checks the browser calls' hashes from now on; ``""`` stops checking them.
+        """
+        verification_secret = redact(verification_secret)  # first: no frame below may show it raw
         # Serializes configure() calls, each of which reads the old options to build the new ones.
         with self._configure_lock:
             new = self._options.updated(**options)
             keys = None if api_keys is None else check_api_keys(api_keys)
             sites = None if websites is None else check_websites(websites)
             disabled = None if disabled_keys is None else check_disabled_keys(disabled_keys)
+            key = None if verification_secret is None else verification_key(verification_secret)
             with self._lock:
+                if verification_secret is not None:
+                    self._verification_key = key
                 self._options = new
                 if keys is not None:
                     self._keys = keys
@@ -97,6 +109,8 @@ class Service:
             "api_keys": [{"fingerprint": fingerprint(key), "permissions": list(perms)} for key, perms in keys.items()],
             "disabled_keys": sorted(fingerprint(key) for key in disabled),
             "websites": [dataclasses.asdict(site) for site in websites.values()],
+            # Whether browser calls are checked; the secret itself is never shown, not even as a fingerprint.
+            "verification_secret_set": self._verification_key is not None,
         }
 
     def add_script(self, script: Script) -> int:
@@ -125,6 +139,18 @@ class Service:
         """A copy of the stored data, with at most the ``events_limit`` latest events if given."""
         with self._lock:
             return self._store.snapshot(events_limit=events_limit)
+
+    # --- browser calls (the tracker script's POST /_emulator/frontend) ---
+
+    def record_frontend(self, raw: bytes, referer: str | None) -> tuple[int, dict[str, Any]]:
+        """Checks and records the ``journy(...)`` calls a page's tracker script posted; the answer to send."""
+        document, error = parse_json(raw) if raw else (None, "no body")
+        entries = frontend_entries(document, referer, self._verification_key) if error is None else error
+        if isinstance(entries, str):
+            return 400, {"message": entries}
+        with self._lock:
+            self._store.record_frontend(entries)
+        return 200, {"recorded": len(entries)}
 
     # --- API calls (from the handler threads) ---
 

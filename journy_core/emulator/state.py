@@ -20,6 +20,7 @@ __all__ = [
     "ACCOUNT_CRM_PROPERTIES",
     "DEFAULT_SEGMENTS",
     "MAX_EVENTS",
+    "MAX_FRONTEND_CALLS",
     "USER_CRM_PROPERTIES",
     "Store",
     "utc_now",
@@ -38,6 +39,9 @@ DEFAULT_SEGMENTS: dict[str, list[dict[str, str]]] = {
 
 #: Bound on remembered events, so a long benchmark against the emulator cannot exhaust memory.
 MAX_EVENTS = 100_000
+
+#: Bound on remembered browser calls (``"frontend"``), for the same reason.
+MAX_FRONTEND_CALLS = 10_000
 
 Ident = dict[str, str]
 
@@ -150,6 +154,8 @@ class Store:
         self.events: deque[dict[str, Any]] = deque(maxlen=MAX_EVENTS)
         self.event_names: dict[str, str] = {}
         self.links: dict[str, dict[str, Any]] = {}
+        #: The browser's journy(...) calls sent by the emulator's tracker script, checked (see ``frontend.py``).
+        self.frontend: deque[dict[str, Any]] = deque(maxlen=MAX_FRONTEND_CALLS)
         self._event_ids = itertools.count(1)
 
     @staticmethod
@@ -244,10 +250,14 @@ class Store:
             names.update(dict.fromkeys(record.properties))
         return [{"name": name, "label": name.replace("_", " ").capitalize(), "isComputed": False} for name in names]
 
+    def record_frontend(self, entries: list[dict[str, Any]]) -> None:
+        """Remembers browser calls, already checked, in the order the page made them."""
+        self.frontend.extend(entries)
+
     def snapshot(self, events_limit: int | None = None) -> dict[str, Any]:
         """A deep copy of everything, in the JSON shape of ``GET /_emulator/state``.
 
-        ``events_limit`` keeps only the latest events, for the page, which refreshes often.
+        ``events_limit`` keeps only the latest events and browser calls, for the page, which refreshes often.
         """
         memberships = [
             {
@@ -262,8 +272,14 @@ class Store:
             "users": self.users.view(),
             "accounts": self.accounts.view(),
             "memberships": memberships,
-            "events": copy.deepcopy(
-                list(itertools.islice(reversed(self.events), events_limit))[::-1] if events_limit else list(self.events)
-            ),
+            "events": copy.deepcopy(_latest(self.events, events_limit)),
             "links": copy.deepcopy(list(self.links.values())),
+            "frontend": copy.deepcopy(_latest(self.frontend, events_limit)),
         }
+
+
+def _latest(items: deque[dict[str, Any]], limit: int | None) -> list[dict[str, Any]]:
+    """The last ``limit`` items (all when None), oldest first."""
+    if not limit:
+        return list(items)
+    return list(itertools.islice(reversed(items), limit))[::-1]

@@ -1,8 +1,9 @@
-"""The example project in real headless Chromium: a hostile user name cannot run script, and the page's journy
-queue holds init, pageview, identify and account with the right verification hashes.
+"""The example project in real headless Chromium: a hostile user name cannot run script, the page's journy calls
+carry the right verification hashes, and the emulator standing in for journy.io's tracker checks them.
 
 The project runs in a subprocess (``manage.py runserver``, its own settings) against this session's emulator, which
-also serves the do-nothing ``/tracker.js`` that leaves ``window.__journy_queue__`` for the test to read.
+also serves ``/tracker.js``: it sends the page's calls to the emulator (``state()["frontend"]``) and lists them in
+``window.__journy_emulator__.commands`` for the test to read.
 Needs Debian's ``chromium`` at /usr/bin/chromium: skipped when absent, a failure under JOURNY_REQUIRE_SERVICES=1.
 """
 
@@ -14,8 +15,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,6 +30,23 @@ SECRET = "browser-test-secret"
 HOSTILE = "</script><script>alert(1)</script>"
 
 pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(autouse=True)
+def _no_verification_secret_left_behind(emulator: Emulator) -> Iterator[None]:
+    # The emulator is shared by the session: a secret set by one test must not check the next test's pages.
+    yield
+    emulator.configure(verification_secret="")
+
+
+def wait_for_frontend(emulator: Emulator, ready: Callable[[list[dict[str, Any]]], bool]) -> list[dict[str, Any]]:
+    """The emulator's browser calls once ``ready`` holds for them (the tracker sends them asynchronously)."""
+    deadline = time.monotonic() + 10
+    while True:
+        calls: list[dict[str, Any]] = emulator.state()["frontend"]
+        if ready(calls) or time.monotonic() > deadline:
+            return calls
+        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -80,7 +99,7 @@ def test_a_hostile_name_runs_no_script_and_the_queue_holds_verified_calls(exampl
         page.click("#login")
         page.wait_for_url(f"{example_app}/dashboard/")
         page.wait_for_function("window.__journy_emulator__ !== undefined")  # the tracker script loaded
-        queue = page.evaluate("window.__journy_queue__.map(item => ({command: item.command, args: item.args}))")
+        queue = page.evaluate("window.__journy_emulator__.commands")
         title_text = page.text_content("body") or ""
 
     assert dialogs == []
@@ -92,3 +111,41 @@ def test_a_hostile_name_runs_no_script_and_the_queue_holds_verified_calls(exampl
     assert identify["verification"] == verification_hash(SECRET, identify["userId"])
     assert account["verification"] == verification_hash(SECRET, account["accountId"])
     assert commands["pageview"]["verification"] == verification_hash(SECRET, account["accountId"])
+
+
+def log_in_and_open_the_dashboard(example_app: str) -> None:
+    with headless_chromium() as browser:
+        page = browser.new_page()
+        page.goto(f"{example_app}/login/")
+        page.fill("input[name=username]", "ada")
+        page.fill("input[name=password]", "demo-password")
+        page.click("#login")
+        page.wait_for_url(f"{example_app}/dashboard/")
+        page.wait_for_function("window.__journy_emulator__ !== undefined")
+
+
+@pytest.mark.parametrize(
+    ("emulator_secret", "verified"),
+    [(SECRET, True), ("not-the-apps-secret", False)],
+    ids=["same-secret", "wrong-secret"],
+)
+def test_the_dashboards_browser_calls_reach_the_emulator_which_checks_their_verification(
+    example_app: str, emulator: Emulator, emulator_secret: str, verified: bool
+) -> None:
+    emulator.configure(verification_secret=emulator_secret)
+    dashboard = f"{example_app}/dashboard/"
+
+    log_in_and_open_the_dashboard(example_app)
+    calls = wait_for_frontend(
+        emulator,
+        lambda calls: {"identify", "account", "pageview"} <= {c["command"] for c in calls if c["page"] == dashboard},
+    )
+
+    on_dashboard = {call["command"]: call for call in calls if call["page"] == dashboard}
+    assert {"init", "identify", "account", "pageview"} <= set(on_dashboard)
+    assert on_dashboard["init"]["verified"] is None
+    for command in ("identify", "account", "pageview"):
+        assert on_dashboard[command]["verified"] is verified, on_dashboard[command]
+    login_page = [call for call in calls if call["page"] == f"{example_app}/login/"]
+    assert login_page and all(call["verified"] is None for call in login_page)  # anonymous: no ID to verify
+    assert SECRET not in str(emulator.state()) and SECRET not in str(emulator.config())
