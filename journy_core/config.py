@@ -82,6 +82,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("USER_ID", None, "attribute name or callable(user) giving the user ID (default: primary key)", only="flask"),
     Option("USER_EMAIL", "email", "the user attribute holding the email (Django: EMAIL_FIELD)", only="flask"),
     Option("USER_PROPERTIES", None, "user properties: a list, a dict of name to attribute, or callable(user)"),
+    Option("USER_DELETED", None, "attribute or callable(user) -> bool: soft-deleted users are deleted"),
     Option("ACCOUNT_MODEL", None, "the account model (Django: 'app_label.ModelName'; Flask: class or path)"),
     Option(
         "ACCOUNT_ID", None, "attribute or callable(account) giving the account ID (default: primary key)", only="flask"
@@ -89,6 +90,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("ACCOUNT_PROPERTIES", None, "account properties: a list, a dict, or callable(account)"),
     Option("ACCOUNT_DOMAIN_FIELD", None, "the account attribute holding its domain, sent with its ID"),
     Option("ACCOUNT_MEMBERS", None, "the account's relation to its users (memberships)"),
+    Option("ACCOUNT_DELETED", None, "attribute or callable(account) -> bool: soft-deleted accounts are deleted"),
     Option("CURRENT_USER", None, "callable() returning the request's user (default: Flask-Login's)", only="flask"),
     Option("CURRENT_ACCOUNT", None, "callable giving the request's account (Django: of the request)"),
     Option("SESSION", None, "the SQLAlchemy session (or sessionmaker) to watch", only="flask"),
@@ -159,11 +161,13 @@ class Config:
     user_id: Callable[[Any], object] | str | None
     user_email: str | None
     user_properties: Any
+    user_deleted: Callable[[Any], object] | str | None
     account_model: Any
     account_id: Callable[[Any], object] | str | None
     account_properties: Any
     account_domain_field: str | None
     account_members: Any
+    account_deleted: Callable[[Any], object] | str | None
     current_user: Callable[[], Any] | None
     current_account: Callable[..., Any] | None
     session: Any
@@ -302,6 +306,10 @@ def _check_combinations(values: Mapping[str, Any], source: Source) -> None:
     if values["account_members"] is not None and values["account_model"] is None:
         raise ConfigurationError(
             f"{source.key('ACCOUNT_MEMBERS')} is set but {source.key('ACCOUNT_MODEL')} is not: set the account model."
+        )
+    if values["account_deleted"] is not None and values["account_model"] is None:
+        raise ConfigurationError(
+            f"{source.key('ACCOUNT_DELETED')} is set but {source.key('ACCOUNT_MODEL')} is not: set the account model."
         )
     fetches_snippet = values["website_domain"] is not None and values["tracker"] is None
     if fetches_snippet and values["enabled"] and values["api_key"] is None:

@@ -109,6 +109,19 @@ def _members(value: object, key: str) -> Any:
     raise ConfigurationError(f"{key} must name the account's relation to its users, or be a callable; got {value!r}.")
 
 
+def _deleted(value: object, key: str) -> Any:
+    # A dotted string may be an attribute path or a callable's path: which one is decided against the model
+    # (journy_core.soft_delete), when the adapter knows it.
+    if value is None or callable(value):
+        return value
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    raise ConfigurationError(
+        f"{key} must be an attribute name (such as 'deleted_at'), a callable(obj) -> bool, or its dotted path; "
+        f"got {value!r}."
+    )
+
+
 FLAGS = ("ENABLED", "SEND_PAGEVIEW", "SNIPPET_PROPERTIES", "INJECT_SNIPPET", "SYNC_USERS", "LINK_DEVICES", "SKIP_STAFF")
 #: How each option's value is checked and converted (the flags are added below).
 CONVERT: dict[str, Callable[[object, str], object]] = {
@@ -127,10 +140,12 @@ CONVERT: dict[str, Callable[[object, str], object]] = {
     "USER_ID": _identity,
     "USER_EMAIL": _text,
     "USER_PROPERTIES": _properties,
+    "USER_DELETED": _deleted,
     "ACCOUNT_ID": _identity,
     "ACCOUNT_PROPERTIES": _properties,
     "ACCOUNT_DOMAIN_FIELD": _text,
     "ACCOUNT_MEMBERS": _members,
+    "ACCOUNT_DELETED": _deleted,
     "CURRENT_USER": _callable,
     "CURRENT_ACCOUNT": _callable,
     "SHOULD_SYNC": _callable,

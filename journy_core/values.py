@@ -135,6 +135,11 @@ def _fast_domain_ok(domain: str) -> bool:
     return len(domain) <= 253 and not domain[domain.rfind(".") + 1 :].isdigit()
 
 
+def _fast_email_ok(value: str) -> bool:
+    found = _FAST_EMAIL.fullmatch(value)
+    return found is not None and len(value) <= 254 and value.index("@") <= 64 and _fast_domain_ok(found.group(1))
+
+
 def _is_label(label: str) -> bool:
     if label.isascii():
         return _ASCII_LABEL.fullmatch(label) is not None
@@ -202,8 +207,7 @@ def email_problem(value: str) -> str | None:
     >>> email_problem("ada @acme.com")
     'whitespace or a control character before the @'
     """
-    fast = _FAST_EMAIL.fullmatch(value)
-    if fast is not None and len(value) <= 254 and value.index("@") <= 64 and _fast_domain_ok(fast.group(1)):
+    if _fast_email_ok(value):
         return None
     local, at, domain = value.rpartition("@")
     if not at:

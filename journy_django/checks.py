@@ -5,7 +5,8 @@ Errors: ``journy.E001`` no API key, or one that cannot be sent (a line break in 
 ``E003`` queue backend unknown, misconfigured or its extra missing; ``E004`` a dotted path that does not resolve;
 ``E005`` account model not found; ``E006`` ``ACCOUNT_MEMBERS`` is not a relation to the user model; ``E007`` blank
 verification secret; ``E008`` middleware misplaced; ``E009`` ``settings.JOURNY`` itself is malformed; ``E010``
-tracker settings invalid; ``E011`` a property map names an attribute its model does not have.
+tracker settings invalid; ``E011`` a property map, ``USER_DELETED`` or ``ACCOUNT_DELETED`` names an attribute its
+model does not have (or, for the last two, a dotted path that is neither an attribute nor a callable).
 Warnings: ``journy.W001`` the emulator URL with ``DEBUG`` off; ``W002`` snippet without a verification secret;
 ``W003`` middleware missing; ``W004`` no request context processor for ``{% journy_snippet %}``.
 """
@@ -28,6 +29,7 @@ from journy_core.config import DJANGO_SOURCE, read_config, unknown_options
 from journy_core.importing import resolve_callable
 from journy_core.mapping import PropertyMap
 from journy_core.secrets import api_key_problem
+from journy_core.soft_delete import SoftDelete
 from journy_core.urls import ENV_BASE_URL, is_loopback_host, resolve_base_url
 
 from .conf import JournyConfigurationError, journy_settings
@@ -332,8 +334,8 @@ def check_middleware(**kwargs: Any) -> list[CheckMessage]:
 
 #: Every check, in the order ``journy_check`` shows them.
 def check_property_attributes(**kwargs: Any) -> list[CheckMessage]:
-    """``USER_PROPERTIES`` / ``ACCOUNT_PROPERTIES`` naming an attribute their model does not have (``E011``): found
-    here, at start-up, rather than when the first save of that model fails to sync."""
+    """``USER_PROPERTIES`` / ``ACCOUNT_PROPERTIES`` / ``USER_DELETED`` / ``ACCOUNT_DELETED`` naming an attribute
+    their model does not have (``E011``): found here, at start-up, rather than when the first save fails to sync."""
     raw = _raw()
     if not _settings_load():
         return []
@@ -350,6 +352,12 @@ def check_property_attributes(**kwargs: Any) -> list[CheckMessage]:
         except ConfigurationError as exc:
             if "does not have" in str(exc):  # a malformed setting is E004's to report
                 errors.append(Error(str(exc), hint="Name a field, property or method of the model.", id="journy.E011"))
+    for key, model in (("USER_DELETED", models["USER_PROPERTIES"]), ("ACCOUNT_DELETED", models["ACCOUNT_PROPERTIES"])):
+        if isinstance(raw.get(key), str) and model is not None:  # the value's type is the settings' own error
+            try:
+                SoftDelete(raw[key], f"JOURNY[{key!r}]", model)
+            except ConfigurationError as exc:
+                errors.append(Error(str(exc), hint="Name a field of the model, or a callable.", id="journy.E011"))
     return errors
 
 

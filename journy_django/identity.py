@@ -30,6 +30,7 @@ from journy_core.mapping import (
     read_text,
 )
 from journy_core.operations import Operation
+from journy_core.soft_delete import SoftDelete, is_soft_deleted, soft_delete_rule
 
 from .conf import JournyConfigurationError, cached, journy_settings
 
@@ -40,6 +41,8 @@ __all__ = [
     "is_account",
     "is_user",
     "members_relation",
+    "save_operation",
+    "soft_deleted",
     "synced_fields",
     "upsert_operation",
     "user_identity",
@@ -165,6 +168,32 @@ def account_properties() -> PropertyMap | None:
     return found
 
 
+def _soft_delete(key: str, model: type[models.Model] | None) -> SoftDelete | None:
+    try:
+        return soft_delete_rule(journy_settings()[key], f"JOURNY[{key!r}]", model)
+    except ConfigurationError as exc:
+        raise JournyConfigurationError(str(exc)) from None
+
+
+def user_soft_delete() -> SoftDelete | None:
+    """How ``JOURNY["USER_DELETED"]`` tells a soft-deleted user (None: unset)."""
+    found: SoftDelete | None = cached("user_deleted", lambda: _soft_delete("USER_DELETED", get_user_model()))
+    return found
+
+
+def account_soft_delete() -> SoftDelete | None:
+    """How ``JOURNY["ACCOUNT_DELETED"]`` tells a soft-deleted account (None: unset, or no account model)."""
+    found: SoftDelete | None = cached("account_deleted", lambda: _soft_delete("ACCOUNT_DELETED", account_model()))
+    return found
+
+
+def soft_deleted(obj: object) -> bool:
+    """Whether a user or account instance is soft-deleted (``USER_DELETED`` / ``ACCOUNT_DELETED``)."""
+    if is_user(obj):
+        return is_soft_deleted(user_soft_delete(), obj)
+    return is_account(obj) and is_soft_deleted(account_soft_delete(), obj)
+
+
 def is_user(obj: object) -> bool:
     return isinstance(obj, get_user_model())
 
@@ -218,11 +247,17 @@ def synced_fields(model: type[models.Model]) -> frozenset[str] | None:
     if model is get_user_model() or issubclass(model, get_user_model()):
         fields = user_properties().fields
         extra = {_email_field(model)}
+        deleted = user_soft_delete()
     else:
         account_map = account_properties()
         fields = account_map.fields if account_map is not None else frozenset()
         domain_field = journy_settings()["ACCOUNT_DOMAIN_FIELD"]
         extra = {domain_field} if domain_field else set()
+        deleted = account_soft_delete()
+    if deleted is not None:
+        if deleted.fields is None:
+            return None  # a callable decides: any field may delete or restore
+        extra |= deleted.fields
     if fields is None:
         return None
     # update_fields holds field names and attnames (owner and owner_id); compare both.
@@ -245,6 +280,13 @@ def upsert_operation(obj: models.Model) -> Operation:
             f"{type(obj).__name__} is neither the user model nor JOURNY['ACCOUNT_MODEL'], so it cannot be synced."
         )
     return ops.upsert_account(**account_identity(obj), properties=account_map(obj))
+
+
+def save_operation(obj: models.Model) -> Operation:
+    """What a save of a user or account sends: its delete when it is soft-deleted, else its upsert."""
+    if soft_deleted(obj):
+        return delete_operation(obj, obj.pk)
+    return upsert_operation(obj)
 
 
 def delete_operation(obj: models.Model, pk: Any) -> Operation:

@@ -9,6 +9,8 @@ alias (:func:`journy_django.outbox_sync.write_changes`): the rows commit or roll
 - ``post_save`` of the user model or ``JOURNY["ACCOUNT_MODEL"]``: an upsert built from the final state at commit; a
   save whose ``update_fields`` touch no synced field (``last_login`` at each login) records nothing.
 - ``post_delete``: a delete (which replaces the upserts of the same transaction).
+- a save of an object soft-deleted at the commit (``JOURNY["USER_DELETED"]`` / ``["ACCOUNT_DELETED"]``): a delete
+  instead of the upsert; restored, the next save upserts it again. No membership is added to it meanwhile.
 - ``m2m_changed`` on the ``JOURNY["ACCOUNT_MEMBERS"]`` relation (add, remove, clear, from either side): membership
   calls, grouped per account.
 
@@ -49,8 +51,9 @@ from .identity import (
     member_id,
     members_of,
     members_relation,
+    save_operation,
+    soft_deleted,
     synced_fields,
-    upsert_operation,
 )
 from .transactions import record_change
 
@@ -91,11 +94,11 @@ def _record(change: Change, using: str | None) -> None:
 def _builder(obj: models.Model) -> Callable[[], Operation | None]:
     def build() -> Operation | None:
         # Called at commit, from the object's final state (at the signal with the outbox, which merges later).
-        # The opt-out is asked again with that state.
+        # The opt-out, and whether it is soft-deleted (a delete then), are asked again with that state.
         operation = None
         with guarded(f"syncing {type(obj).__name__} {obj.pk}", loud=settings.DEBUG):
             if should_sync(obj):
-                operation = upsert_operation(obj)
+                operation = save_operation(obj)
         return operation
 
     return build
@@ -152,6 +155,26 @@ def on_post_delete(sender: type[models.Model], instance: models.Model, **kwargs:
 _CLEARED = "_journy_cleared_members"
 
 
+def _remember_cleared(relation: Any, instance: models.Model, from_account: bool, using: str | None) -> None:
+    """Before a ``clear()``: who is about to be removed, which ``post_clear`` does not say (the rows are gone)."""
+    mine, other = (
+        (relation.account_attname, relation.user_attname)
+        if from_account
+        else (relation.user_attname, relation.account_attname)
+    )
+    rows = relation.through._default_manager.using(using).filter(**{mine: instance.pk}).values_list(other, flat=True)
+    setattr(instance, _CLEARED, list(rows))
+
+
+def _membership_of(action: str, instance: models.Model, pk_set: set[Any] | None) -> tuple[str, set[Any]] | None:
+    """``("add" | "remove", the other side's keys)`` for an ``m2m_changed`` action that changes memberships."""
+    if action == "post_clear":
+        return "remove", set(instance.__dict__.pop(_CLEARED, []))
+    if action in ("post_add", "post_remove"):
+        return ("add" if action == "post_add" else "remove"), set(pk_set or ())
+    return None
+
+
 def on_m2m_changed(
     sender: type[models.Model],
     instance: models.Model,
@@ -170,28 +193,14 @@ def on_m2m_changed(
             return
         from_account = is_account(instance)
         if action == "pre_clear":
-            # post_clear does not say who was removed: read it while the rows still exist.
-            mine, other = (
-                (relation.account_attname, relation.user_attname)
-                if from_account
-                else (relation.user_attname, relation.account_attname)
-            )
-            rows = (
-                relation.through._default_manager.using(kwargs.get("using"))
-                .filter(**{mine: instance.pk})
-                .values_list(other, flat=True)
-            )
-            setattr(instance, _CLEARED, list(rows))
+            _remember_cleared(relation, instance, from_account, kwargs.get("using"))
             return
-        if action == "post_clear":
-            pk_set = set(instance.__dict__.pop(_CLEARED, []))
-            membership = "remove"
-        elif action in ("post_add", "post_remove"):
-            membership = "add" if action == "post_add" else "remove"
-        else:
+        found = _membership_of(action, instance, pk_set)
+        if found is None:
             return
-        if not pk_set:
-            return
+        membership, pk_set = found
+        if not pk_set or (membership == "add" and soft_deleted(instance)):
+            return  # an add would bring a soft-deleted user or account back in journy.io
         pairs = [(instance.pk, other) if from_account else (other, instance.pk) for other in pk_set]
         changes = [
             membership_change(membership, {"account_id": account_pk}, {"user_id": user_pk})
@@ -208,14 +217,16 @@ def on_m2m_changed(
 
 
 def sync(obj: models.Model, *, members: bool = False) -> None:
-    """Queue an upsert of a user or account now (not waiting for a commit), whatever pause or opt-out says.
+    """Queue an upsert of a user or account now (not waiting for a commit), whatever pause or opt-out says; its
+    delete when it is soft-deleted (``USER_DELETED`` / ``ACCOUNT_DELETED``).
 
-    With ``members=True`` (an account), also queue the addition of its current members.
+    With ``members=True`` (an account that is not soft-deleted), also queue the addition of its current members.
 
     >>> journy_django.sync(request.user)          # doctest: +SKIP
     """
-    operations = [upsert_operation(obj)]
-    if members:
+    operation = save_operation(obj)
+    operations = [operation]
+    if members and operation.kind == "upsert_account":
         operations.extend(membership_operations(obj))
     get_journy().enqueue_many(operations)
 

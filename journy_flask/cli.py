@@ -4,7 +4,8 @@
 stop data from arriving. ``sync`` runs the bulk-sync plan of :mod:`journy_core.sync_plan` (stages, options,
 checkpoint file, progress and summary, exit codes: shared with ``manage.py journy_sync``); this module parses its
 options and streams each stage from SQLAlchemy, ordered by primary key in batches (bounded memory). ``--since`` is
-a WHERE in the query, so the count and the checkpoint see the same rows."""
+a WHERE in the query, so the count and the checkpoint see the same rows. A soft-deleted user or account
+(``JOURNY_USER_DELETED`` / ``JOURNY_ACCOUNT_DELETED``) is sent as its delete, and gets no member added."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ from journy_core.sync_plan import (
 )
 from journy_core.urls import resolve_base_url
 
-from .identities import account_id_of, account_operation, member_ids, user_operation, wants_sync
+from .identities import account_id_of, account_operation, member_ids, soft_deleted, user_operation, wants_sync
 from .outbox_cli import outbox_check, outbox_group, relay_command
 from .settings import Settings
 from .state import JournyState, get_state, session_target
@@ -341,12 +342,13 @@ def _operations(
     members = settings.account_members if name == "memberships" else None
     for row in _rows(session, model, after, batch_size, since=since, load_members=members):
         key = _key(model, row)
-        if not wants_sync(settings, row):
+        deleted = soft_deleted(settings, row)  # sent as its delete; a soft-deleted account gets no member added
+        if not wants_sync(settings, row) or (deleted and name == "memberships"):
             yield key, None
         elif name == "users":
-            yield key, user_operation(settings, row)
+            yield key, user_operation(settings, row, delete=deleted)
         elif name == "accounts":
-            yield key, account_operation(settings, row)
+            yield key, account_operation(settings, row, delete=deleted)
         else:
             users = member_ids(settings, row)
             account_id = account_id_of(settings, row)

@@ -29,6 +29,8 @@ from .identities import (
     is_account,
     is_user,
     member_ids,
+    resolve_soft_deletes,
+    soft_deleted,
     user_email_of,
     user_id_of,
     user_operation,
@@ -87,7 +89,7 @@ class Journy:
             raise RuntimeError("journy_flask.Journy is already initialised on this app; call init_app once per app.")
         for key, value in DEFAULTS.items():
             app.config.setdefault(key, copy.copy(value))
-        settings = read_settings(app.config)
+        settings = resolve_soft_deletes(read_settings(app.config))
         target = self._session_to_watch(app, settings)
         if models.HAS_SQLALCHEMY:
             from .outbox import configure_outbox  # noqa: PLC0415 - needs SQLAlchemy
@@ -180,18 +182,20 @@ class Journy:
 
     def sync(self, obj: Any) -> None:
         """Queue an upsert of a user or account instance now (and, for an account, the add of its members),
-        without waiting for a commit. Raises ``TypeError`` for an object of neither model."""
+        without waiting for a commit; its delete when it is soft-deleted (``JOURNY_USER_DELETED`` /
+        ``JOURNY_ACCOUNT_DELETED``). Raises ``TypeError`` for an object of neither model."""
         state = self.state()
         settings = state.settings
+        deleted = soft_deleted(settings, obj)
         if is_user(settings, obj):
-            operation = user_operation(settings, obj)
+            operation = user_operation(settings, obj, delete=deleted)
             if operation is not None:
                 state.enqueue(operation)
         elif is_account(settings, obj):
-            operation = account_operation(settings, obj)
+            operation = account_operation(settings, obj, delete=deleted)
             if operation is not None:
                 state.enqueue(operation)
-                members = member_ids(settings, obj)
+                members = [] if deleted else member_ids(settings, obj)
                 if members:
                     account_id = operation.payload["identification"].get("accountId")
                     state.enqueue(ops.add_users_to_account(account_id=account_id, users=members))

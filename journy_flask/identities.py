@@ -6,6 +6,7 @@ Shared by the session hooks, ``journy.sync(obj)``, ``journy.track(...)``, the sn
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Callable
 from operator import attrgetter
@@ -15,6 +16,7 @@ from journy_core import operations as ops
 from journy_core.filters import should_sync
 from journy_core.mapping import identifier, read_domain, read_email, read_identity
 from journy_core.operations import Operation
+from journy_core.soft_delete import is_soft_deleted, soft_delete_rule
 
 from .settings import Identity, Settings
 
@@ -36,6 +38,8 @@ __all__ = [
     "is_account",
     "is_user",
     "member_ids",
+    "resolve_soft_deletes",
+    "soft_deleted",
     "user_id_of",
     "user_operation",
 ]
@@ -173,6 +177,24 @@ def wants_sync(settings: Settings, obj: object) -> bool:
     """The per-object opt-out (:func:`journy_core.filters.should_sync`): ``journy_should_sync()`` on the model,
     ``JOURNY_SHOULD_SYNC``, ``JOURNY_SYNC_USERS`` and ``JOURNY_SKIP_STAFF``."""
     return should_sync(settings, obj, is_user=is_user(settings, obj))
+
+
+def resolve_soft_deletes(settings: Settings) -> Settings:
+    """``settings`` with ``JOURNY_USER_DELETED`` / ``JOURNY_ACCOUNT_DELETED`` checked against their models (an
+    attribute a model lacks raises :class:`~journy_core.ConfigurationError` in ``init_app``) and resolved."""
+    return dataclasses.replace(
+        settings,
+        user_deleted=soft_delete_rule(settings.user_deleted, "JOURNY_USER_DELETED", settings.user_model),
+        account_deleted=soft_delete_rule(settings.account_deleted, "JOURNY_ACCOUNT_DELETED", settings.account_model),
+    )
+
+
+def soft_deleted(settings: Settings, obj: object) -> bool:
+    """Whether a user or account instance is soft-deleted (``JOURNY_USER_DELETED`` / ``JOURNY_ACCOUNT_DELETED``):
+    its save, its bulk sync and ``journy.sync(obj)`` send its delete."""
+    if is_user(settings, obj):
+        return is_soft_deleted(settings.user_deleted, obj)
+    return is_account(settings, obj) and is_soft_deleted(settings.account_deleted, obj)
 
 
 def user_operation(settings: Settings, user: Any, *, delete: bool = False) -> Operation | None:

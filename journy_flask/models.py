@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterable
 from typing import Any
 
 from flask import current_app, has_app_context
@@ -35,6 +36,7 @@ from .identities import (
     account_operation,
     is_account,
     is_user,
+    soft_deleted,
     user_id_of,
     user_operation,
     wants_sync,
@@ -154,43 +156,60 @@ def _syncing(obj: Any) -> str:
 
 
 def _synced_columns_changed(state: JournyState, obj: Any, *, account: bool) -> bool:
-    settings = state.settings
-    properties = settings.account_properties if account else settings.user_properties
-    fields = None if properties is None else properties.fields
     insp = sa_inspect(obj)
-    mapper_columns = {prop.key for prop in insp.mapper.column_attrs}
-    if fields is None and properties is not None:
-        watched = mapper_columns  # a callable decides: any column may matter
-    else:
-        watched = set(fields or ())
-        if account:
-            extra = (settings.account_domain_field, settings.account_id)
-        else:
-            extra = (settings.user_email, settings.user_id)
-        watched.update(name for name in extra if isinstance(name, str))
-        watched.update(prop.key for prop in insp.mapper.column_attrs if prop.columns[0].primary_key)
+    watched = _watched_columns(state.settings, insp.mapper, account=account)
     attrs = insp.attrs
     return any(name in attrs and attrs[name].history.has_changes() for name in watched)
 
 
+def _watched_columns(settings: Any, mapper: Any, *, account: bool) -> set[str]:
+    """The columns whose change is worth a call: the mapped properties, the ID, email or domain, the primary key and
+    the soft-delete column; every column when a callable decides the properties or the soft delete."""
+    properties = settings.account_properties if account else settings.user_properties
+    fields = None if properties is None else properties.fields
+    deleted = settings.account_deleted if account else settings.user_deleted
+    deleted_fields = getattr(deleted, "fields", None)  # the column that deletes or restores
+    if (fields is None and properties is not None) or (deleted is not None and deleted_fields is None):
+        return {prop.key for prop in mapper.column_attrs}  # a callable decides: any column may matter
+    watched = set(fields or ())
+    watched.update(_named_columns(settings, account=account, deleted_fields=deleted_fields or ()))
+    watched.update(prop.key for prop in mapper.column_attrs if prop.columns[0].primary_key)
+    return watched
+
+
+def _named_columns(settings: Any, *, account: bool, deleted_fields: Iterable[str]) -> list[str]:
+    """The ID, email (or domain) and soft-delete attributes the settings name (callables left out)."""
+    if account:
+        named = (settings.account_domain_field, settings.account_id, *deleted_fields)
+    else:
+        named = (settings.user_email, settings.user_id, *deleted_fields)
+    return [name for name in named if isinstance(name, str)]
+
+
 def _record_save(state: JournyState, obj: Any, recorded: list[Change], *, inserted: bool) -> None:
+    # A soft-deleted object (JOURNY_USER_DELETED / JOURNY_ACCOUNT_DELETED) is recorded as its delete: the change
+    # log keeps the last flush's, so the state at the commit decides; restored, the next flush upserts it again.
     settings = state.settings
     if is_user(settings, obj):
         if not wants_sync(settings, obj):
             return
         if inserted or _synced_columns_changed(state, obj, account=False):
-            operation = user_operation(settings, obj)
+            deleted = soft_deleted(settings, obj)
+            operation = user_operation(settings, obj, delete=deleted)
             if operation is not None:
-                recorded.append(upsert_change(("user", operation.payload["identification"].get("userId")), operation))
+                key = ("user", operation.payload["identification"].get("userId"))
+                recorded.append(delete_change(key, operation) if deleted else upsert_change(key, operation))
         _record_memberships_of_user(state, obj, recorded)
     elif is_account(settings, obj):
         account_id = account_id_of(settings, obj)
         if account_id is None or not wants_sync(settings, obj):
             return
         if inserted or _synced_columns_changed(state, obj, account=True):
-            operation = account_operation(settings, obj)
+            deleted = soft_deleted(settings, obj)
+            operation = account_operation(settings, obj, delete=deleted)
             if operation is not None:
-                recorded.append(upsert_change(("account", account_id), operation))
+                key = ("account", account_id)
+                recorded.append(delete_change(key, operation) if deleted else upsert_change(key, operation))
         _record_members(state, obj, account_id, recorded)
 
 
@@ -199,8 +218,11 @@ def _record_members(state: JournyState, account: Any, account_id: str, recorded:
     if name is None:
         return
     history = sa_inspect(account).attrs[name].history
+    account_gone = soft_deleted(state.settings, account)
     for action, users in (("add", history.added), ("remove", history.deleted)):
         for user in users or ():
+            if action == "add" and (account_gone or soft_deleted(state.settings, user)):
+                continue  # an add would bring a soft-deleted user or account back in journy.io
             user_id = user_id_of(state.settings, user)
             if user_id is not None and wants_sync(state.settings, user):
                 recorded.append(membership_change(action, {"account_id": account_id}, {"user_id": user_id}))
@@ -235,10 +257,13 @@ def _record_memberships_of_user(state: JournyState, user: Any, recorded: list[Ch
     user_id = user_id_of(settings, user)
     if user_id is None:
         return
+    user_gone = soft_deleted(settings, user)
     for action, accounts in (("add", history.added), ("remove", history.deleted)):
         for account in accounts or ():
             if account is None or not wants_sync(settings, account):
                 continue
+            if action == "add" and (user_gone or soft_deleted(settings, account)):
+                continue  # as in _record_members
             account_id = account_id_of(settings, account)
             if account_id is not None:
                 recorded.append(membership_change(action, {"account_id": account_id}, {"user_id": user_id}))
@@ -289,10 +314,13 @@ def _wake_relay(session: Any) -> None:
 
 
 def _after_transaction_end(session: Any, transaction: Any) -> None:
+    info = session.info
+    if not info:  # nothing recorded, nothing flushed: every read-only request's transaction
+        return
     if transaction.parent is None and not transaction.nested:
-        session.info.pop(outbox.FLUSHED_KEY, None)
-        session.info.pop(outbox.ROWS_KEY, None)
-    log: ChangeLog | None = session.info.get(_INFO_KEY)
+        info.pop(outbox.FLUSHED_KEY, None)
+        info.pop(outbox.ROWS_KEY, None)
+    log: ChangeLog | None = info.get(_INFO_KEY)
     if log is None:
         return
     if transaction.nested:

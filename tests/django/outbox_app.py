@@ -92,23 +92,47 @@ def write(seed: int) -> None:
     users = get_user_model()
     rng = random.Random(seed)
     for step in range(1_000_000):
-        roll = rng.random()
-        try:
-            with transaction.atomic():
-                _change(rng, step)
-                if roll < 0.1:
-                    users.objects.create_user(f"rolled-back-{step}", f"rb{step}@acme.test")
-                    raise Rollback
-                if roll < 0.2:
-                    try:
-                        with transaction.atomic():
-                            users.objects.create_user(f"savepoint-{step}", f"sp{step}@acme.test")
-                            raise Rollback
-                    except Rollback:
-                        pass
-        except Rollback:
-            continue
-        print(step, flush=True)
+        while not _commit_step(rng, step, users, transaction):
+            pass  # SQLite was locked by the relay: the same step again (see _commit_step)
+
+
+def _commit_step(rng: random.Random, step: int, users: Any, transaction: Any) -> bool:
+    """One step's transaction; False when SQLite refused it as locked and it must be tried again.
+
+    On SQLite a relay writing the outbox makes a deferred transaction that reads and then writes fail at once
+    (journy.W006); Django 5.1+ avoids it with ``transaction_mode = "IMMEDIATE"`` (the crash test sets it), and on
+    Django 4.2 the app has to try again, as this writer does, with the same random draws."""
+    from django.db import OperationalError
+
+    before = rng.getstate()
+    try:
+        _one_step(rng, step, users, transaction)
+    except OperationalError as exc:
+        if "locked" not in str(exc):
+            raise
+        rng.setstate(before)
+        return False
+    return True
+
+
+def _one_step(rng: random.Random, step: int, users: Any, transaction: Any) -> None:
+    roll = rng.random()
+    try:
+        with transaction.atomic():
+            _change(rng, step)
+            if roll < 0.1:
+                users.objects.create_user(f"rolled-back-{step}", f"rb{step}@acme.test")
+                raise Rollback
+            if roll < 0.2:
+                try:
+                    with transaction.atomic():
+                        users.objects.create_user(f"savepoint-{step}", f"sp{step}@acme.test")
+                        raise Rollback
+                except Rollback:
+                    pass
+    except Rollback:
+        return
+    print(step, flush=True)
 
 
 def dump() -> dict[str, Any]:

@@ -47,6 +47,7 @@ class User(UserMixin, db.Model):  # type: ignore[name-defined,misc]
     last_seen: Mapped[str | None] = mapped_column(String(40), default=None)  # not synced
     created_at: Mapped[datetime] = mapped_column(default=lambda: datetime(2024, 1, 15, tzinfo=timezone.utc))
     opted_out: Mapped[bool] = mapped_column(default=False)
+    deleted_at: Mapped[datetime | None] = mapped_column(default=None)  # soft deletion (JOURNY_USER_DELETED)
     teams: Mapped[list[Team]] = relationship(secondary=team_members, back_populates="members")
 
     def journy_should_sync(self) -> bool:
@@ -58,6 +59,7 @@ class Team(db.Model):  # type: ignore[name-defined,misc]
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     plan: Mapped[str | None] = mapped_column(String(20), default=None)
+    is_deleted: Mapped[bool] = mapped_column(default=False)  # soft deletion (JOURNY_ACCOUNT_DELETED)
     members: Mapped[list[User]] = relationship(secondary=team_members, back_populates="teams")
 
 

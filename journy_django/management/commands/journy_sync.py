@@ -1,6 +1,9 @@
 # mypy: disable-error-code="import-untyped"
 """``manage.py journy_sync``: send every user, account and membership to journy.io, paced and resumable.
 
+A soft-deleted user or account (``JOURNY["USER_DELETED"]`` / ``["ACCOUNT_DELETED"]``) is sent as a delete, and a
+soft-deleted account's members are not added.
+
 The plan (stages, options, checkpoint file, progress and summary, exit codes) is :mod:`journy_core.sync_plan`,
 shared with ``flask journy sync``; this command parses its arguments and streams each stage from a queryset ordered
 by primary key (bounded memory at any size).
@@ -37,7 +40,7 @@ from journy_core.sync_plan import (
 )
 
 from ...conf import JournyConfigurationError, base_url, journy_settings
-from ...identity import account_model, upsert_operation
+from ...identity import account_model, save_operation, soft_deleted
 from ...sync import membership_operations, should_sync
 
 Items = Callable[[Iterator[models.Model]], Iterator[tuple[str, Operation | None]]]
@@ -154,11 +157,15 @@ def _since_field(model: type[models.Model], since: datetime | None, named: str |
 
 def _upserts(rows: Iterator[models.Model]) -> Iterator[tuple[str, Operation | None]]:
     for obj in rows:
-        yield str(obj.pk), upsert_operation(obj) if should_sync(obj) else None
+        # A soft-deleted row (USER_DELETED / ACCOUNT_DELETED) is sent as its delete.
+        yield str(obj.pk), save_operation(obj) if should_sync(obj) else None
 
 
 def _memberships(rows: Iterator[models.Model]) -> Iterator[tuple[str, Operation | None]]:
     for account in rows:
+        if soft_deleted(account):  # its delete was sent by the accounts stage: adding members would revive it
+            yield str(account.pk), None
+            continue
         found = False
         for operation in membership_operations(account):
             found = True

@@ -11,6 +11,7 @@ class Organization(models.Model):
     internal_note = models.TextField(blank=True)  # not synced: saving only it sends nothing
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="organizations", blank=True)
     opted_out = models.BooleanField(default=False)
+    deleted_at = models.DateTimeField(null=True, blank=True)  # soft deletion (ACCOUNT_DELETED in its tests)
 
     class Meta:
         app_label = "testapp"
