@@ -189,6 +189,20 @@ def test_transient_failures_are_retried_during_a_bulk_sync(fast_emulator: Emulat
     assert len(fast_emulator.state()["users"]) == 30
 
 
+def test_a_bulk_sync_started_after_another_paces_at_the_rate_of_the_budget_left(
+    emulator: Emulator, api_key: str
+) -> None:
+    client = Client(api_key, base_url=emulator.url)
+    for key in range(600):  # what an earlier run, now finished, left in the key's window (journy.io's limit)
+        client.upsert_user(user_id=f"earlier-{key}")
+    sync = BulkSync(client, batch_size=10)
+    summary = sync.run("users", users(range(30)))
+    assert summary.sent == 30
+    # The budget's rate (0.97 x 1800 - 600 a minute), not a share of the window (30 of 630) nor the floor.
+    assert sync.pacer.interval == pytest.approx(60 / (0.97 * 1800 - 600), rel=0.02)
+    assert all(call["status"] != 429 for call in emulator.calls())
+
+
 def test_check_api_key_lists_permissions_and_what_is_missing() -> None:
     with Emulator(api_keys={"full": ["TrackData", "GetTrackingSnippet"], "partial": ["ReadEvents"]}) as emu:
         good = check_api_key(Client("full", base_url=emu.url), needs_snippet=True)
