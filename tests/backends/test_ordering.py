@@ -183,7 +183,10 @@ def _out_of_order(emulator: Emulator, made: list[list[dict[str, Any]]]) -> list[
     for group in made:
         expected = _expected(group)
         mine = set(expected)
-        arrived = [key for key in answered if key in mine]
+        seen = [key for key in answered if key in mine]
+        # A call whose answer the worker did not see in time (its 0.3 s read timeout, on a loaded machine) is sent
+        # again, right after itself: at least once, and still in order. Such repeats are not reorderings.
+        arrived = [key for index, key in enumerate(seen) if index == 0 or key != seen[index - 1]]
         if arrived != expected:
             wrong.append((expected, arrived))
     return wrong
