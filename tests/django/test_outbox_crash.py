@@ -141,7 +141,18 @@ def crash_then_relay(database: dict[str, object], emulator, seed: int) -> None:
     # Nothing from a rolled back transaction or savepoint, and the deleted users gone: not even re-created by a
     # membership call (retried, or left leased by the killed relay) arriving after the delete.
     assert not any("rolled-back" in str(u) or "savepoint" in str(u) for u in state["users"])
-    assert {key: email for key, email in got["users"].items() if key not in expected["users"]} == {}
+    extra = {key: email for key, email in got["users"].items() if key not in expected["users"]}
+    assert extra == {}, _calls_naming(emulator, extra)
+
+
+def _calls_naming(emulator, user_ids: dict[str, object]) -> str:
+    """The emulator's calls that name these users, in the order it logged them: what a failure needs to be read."""
+    lines = []
+    for call in emulator.calls():
+        text = json.dumps(call.get("body"))
+        if any(f'"userId": "{user_id}"' in text for user_id in user_ids):
+            lines.append(f"{call['time']:.3f} {call['path']} {call['status']} fault={call['fault']} {text[:160]}")
+    return "calls naming them:\n" + "\n".join(lines)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])
