@@ -107,8 +107,10 @@ class CallPlan:
         return call
 
     def sent(self, call: Call) -> list[int]:
-        """``call`` succeeded: the later calls of its entities may go. Returns the rows now delivered."""
-        self._queue.done(self._entries.pop(call.sequence))
+        """``call`` succeeded: returns the rows now delivered. The later calls of its entities stay behind it until
+        :meth:`release`, which the sender calls once the store has recorded those rows: released before, a later
+        call (a delete) could be sent and recorded while this one's rows are not, and a crash in between would
+        leave them to be sent again after it (an upsert re-creating a deleted user)."""
         done = []
         for row_id in call.row_ids:
             self._outstanding[row_id] -= 1
@@ -118,10 +120,14 @@ class CallPlan:
         return done
 
     def failed(self, call: Call) -> list[int]:
-        """``call`` will not be delivered (its rows go dead): the later calls of its entities may go. Returns
-        the rows it settles."""
-        self._queue.done(self._entries.pop(call.sequence))
+        """``call`` will not be delivered (its rows go dead): returns the rows it settles. As for :meth:`sent`, the
+        later calls of its entities wait for :meth:`release`."""
         return self._settle(call)
+
+    def release(self, call: Call) -> None:
+        """The store recorded the outcome of ``call`` (:meth:`sent` or :meth:`failed`): the later calls of its
+        entities may go. Not called when recording failed: they then stay behind it, unsent, and are given back."""
+        self._queue.done(self._entries.pop(call.sequence))
 
     def held(self, call: Call, *, settle: bool = True) -> list[int]:
         """``call`` must wait: the later calls of its entities stay behind it for the rest of the batch. Returns

@@ -291,8 +291,12 @@ class Sender:
                 store.mark_dead(ids, error=describe_error(error))
                 self._count(dead=len(ids))
         except Exception:
+            # Not released either: the entity's later calls stay unsent, behind rows a later claim sends again.
             logger.exception("journy: the outbox relay could not record the outcome of %s", call.operation.describe())
             return
+        if outcome.outcome != "retry":
+            with batch.lock:
+                plan.release(call)  # recorded: the entity's next call may go (CallPlan.sent says why not before)
         if outcome.outcome == "failed":
             report_failure(call.operation, error, attempts, self.stats, self.on_failure)
 

@@ -364,6 +364,7 @@ def test_each_call_of_a_plan_remembers_the_rows_it_covers() -> None:
         assert call.operation is not None
         handed.append((call.operation.kind, call.row_ids))
         plan.sent(call)
+        plan.release(call)
     # The upserts merge across the event, never across the delete; the second membership row does not fit.
     assert sorted(handed, key=lambda call: call[1]) == [
         ("upsert_user", [1, 3]),
@@ -377,6 +378,19 @@ def test_each_call_of_a_plan_remembers_the_rows_it_covers() -> None:
     assert user_calls == [[1, 3], [2], [4], [5]]  # user 1's calls in commit order
     assert plan.coalesced == 1
     assert plan.unsettled() == []
+
+
+def test_an_entitys_next_call_waits_until_the_previous_calls_rows_are_recorded() -> None:
+    # Released at the answer, a delete could be sent and recorded while the upsert's rows are not; a crash then
+    # leaves the upsert to be sent again after the delete, re-creating the user (seen in a crash test).
+    plan = CallPlan(rows_of(ops.upsert_user(user_id="1"), ops.delete_user(user_id="1")))
+    upsert = plan.next_call()
+    assert upsert is not None
+    assert plan.sent(upsert) == [1]
+    assert plan.next_call() is None  # answered, not yet recorded: the delete waits
+    plan.release(upsert)
+    delete = plan.next_call()
+    assert delete is not None and delete.row_ids == [2]
 
 
 def test_a_held_call_keeps_its_entitys_later_calls_back_and_their_rows_unsettled() -> None:
