@@ -187,9 +187,7 @@ class DjangoStore:
 
     def _claim_on(self, index: int, owner: str, limit: int, lease_seconds: float, now: datetime) -> list[OutboxRow]:
         alias = self.aliases[index]
-        connection = connections[alias]
-        if not connection.in_atomic_block:
-            connection.close_if_unusable_or_obsolete()  # a long-running relay outlives broken connections
+        connection = _fresh_connection(alias)
         moment = _to_db(now)
         until = _to_db(datetime.fromtimestamp(now.timestamp() + lease_seconds, timezone.utc))
         with transaction.atomic(using=alias):
@@ -241,6 +239,7 @@ class DjangoStore:
             self._settle(ids, status=DELIVERED, next_attempt_at=_to_db(now))
             return
         for alias, local_ids in self._by_alias(ids).items():
+            _fresh_connection(alias)
             for chunk in _chunks(local_ids):
                 _again_on_deadlock(alias, partial(_delete, alias, chunk))
 
@@ -260,6 +259,7 @@ class DjangoStore:
     def _settle(self, ids: Iterable[int], **changes: Any) -> None:
         """Release the rows' lease, with ``changes``."""
         for rows in self._rows(ids):
+            _fresh_connection(rows.db)
             _again_on_deadlock(rows.db, partial(rows.update, locked_until=None, locked_by="", **changes))
 
     # -- seeing and mending -------------------------------------------------------------------------------------
@@ -269,6 +269,7 @@ class DjangoStore:
         pending = dead = 0
         oldest: datetime | None = None
         for alias in self.aliases:
+            _fresh_connection(alias)
             counts = (
                 Row.objects.using(alias)
                 .filter(status__in=[PENDING, DEAD])
@@ -304,12 +305,17 @@ class DjangoStore:
             conditions |= Q(status=DELIVERED, next_attempt_at__lt=_to_db(delivered_before))
         if dead_before is None and delivered_before is None:
             return 0
-        return sum(Row.objects.using(alias).filter(conditions).delete()[0] for alias in self.aliases)
+        deleted = 0
+        for alias in self.aliases:
+            _fresh_connection(alias)  # the relay purges now and then
+            deleted += Row.objects.using(alias).filter(conditions).delete()[0]
+        return deleted
 
     def list_rows(self, *, status: str, limit: int) -> list[StoredRow]:
         """The oldest ``limit`` rows of ``status`` over every alias."""
         found: list[StoredRow] = []
         for index, alias in enumerate(self.aliases):
+            _fresh_connection(alias)
             rows = Row.objects.using(alias).filter(status=status).order_by("id")[:limit]
             found.extend(self._stored(index, row) for row in rows)
         found.sort(key=lambda row: (row.created_at, row.id))
@@ -326,6 +332,20 @@ class DjangoStore:
             next_attempt_at=_from_db(row.next_attempt_at),
             last_error=row.last_error,
         )
+
+
+def _fresh_connection(alias: str) -> Any:
+    """This thread's connection to ``alias``, closed first when it is broken or past ``CONN_MAX_AGE`` (the next
+    query opens a new one), outside a transaction.
+
+    Django recycles connections around each request; the relay's threads serve none, so without this a connection
+    the server dropped (a restart, a failover, ``pg_terminate_backend``) would fail every claim or settle of that
+    thread until the process ends. It is what ``close_old_connections()`` does for each of a request's aliases.
+    """
+    connection = connections[alias]
+    if not connection.in_atomic_block:
+        connection.close_if_unusable_or_obsolete()
+    return connection
 
 
 def _delete(alias: str, ids: list[int]) -> None:

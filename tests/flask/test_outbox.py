@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -21,6 +22,7 @@ from flask import Flask
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import DBAPIError
 
+from journy_core import operations as ops
 from journy_core.emulator import DEFAULT_API_KEY, Emulator
 from journy_core.emulator.options import FAULT_KINDS
 from journy_core.outbox.backend import OutboxBackend
@@ -330,3 +332,53 @@ def test_a_process_killed_at_random_points_loses_no_committed_change(
     assert len(emails) >= printed  # every printed transaction committed (one more may have, unprinted)
     assert _delivered(emulator) == (emails, teams, members)
     assert not any("ghost" in email for email in emails)
+
+
+# -- a relay outliving its database connections ------------------------------------------------------------------
+
+
+def _kill_connections_of(application: str) -> int:
+    import psycopg
+
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as connection:
+        found = connection.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = %s", [application]
+        ).fetchone()
+    assert found is not None
+    return int(found[0])
+
+
+def _tracked_events(emulator: Emulator, count: int, seconds: float) -> int:
+    deadline = time.monotonic() + seconds
+    while len(emulator.calls("/track")) < count and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return len(emulator.calls("/track"))
+
+
+@pytest.mark.services
+def test_a_relay_whose_database_connections_were_killed_delivers_the_rows_written_afterwards(
+    emulator: Emulator,
+) -> None:
+    emulator.configure(rate_limit=100_000)
+    application = f"journy-relay-{uuid.uuid4().hex[:8]}"
+    with postgres_database() as uri:
+        app = outbox_app(emulator, uri)
+        with app.app_context():
+            db.create_all()
+        env = _environment(f"{uri}?application_name={application}", emulator, 0)
+        relay = subprocess.Popen(RELAY, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            with app.app_context():
+                store_of(app).add([ops.track(f"before-{n}", user_id="1") for n in range(20)])
+                assert _tracked_events(emulator, 20, 30) == 20, "the relay did not deliver the first rows"
+                assert _kill_connections_of(application) >= 1, "the relay held no connection to kill"
+                store_of(app).add([ops.track(f"after-{n}", user_id="1") for n in range(20)])
+                received = _tracked_events(emulator, 40, 45)
+        finally:
+            relay.terminate()
+            output, _ = relay.communicate(timeout=30)
+            with app.app_context():
+                app.extensions["journy"].journy.close()
+                db.session.remove()
+                db.engine.dispose()
+        assert received == 40, f"{received} of 40 events delivered; the relay said:\n{output[-3000:]}"
