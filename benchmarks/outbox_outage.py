@@ -32,53 +32,31 @@ import contextlib
 import queue
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import requests
-from sqlalchemy import Engine, create_engine, func, select
+from sqlalchemy import Engine, func, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _databases import scratch_database
 from _emulator import emulator_process
 from _outbox_outage_app import EVENTS, expected_name
 
 from journy_core.outbox.sqlalchemy import OUTBOX_TABLE
 
 APP = Path(__file__).resolve().parent / "_outbox_outage_app.py"
-POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 LIMIT, WINDOW = 1800, 60.0
 
 
-@contextlib.contextmanager
-def database(kind: str, label: str) -> Iterator[tuple[Engine, str, str]]:
+def database(kind: str, label: str) -> contextlib.AbstractContextManager[tuple[Engine, str, str]]:
     """An engine on the run's database, its URL and the PostgreSQL schema ("" for SQLite); dropped at the end."""
-    if kind == "postgresql":
-        schema = f"bench_outage_{label}_{uuid.uuid4().hex[:6]}"
-        engine = create_engine(POSTGRES, connect_args={"options": f"-csearch_path={schema}"})
-        with engine.begin() as connection:
-            connection.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-        try:
-            yield engine, POSTGRES, schema
-        finally:
-            with engine.begin() as connection:
-                connection.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-            engine.dispose()
-    else:
-        with tempfile.TemporaryDirectory() as tmp:
-            url = f"sqlite:///{Path(tmp) / 'app.db'}"
-            engine = create_engine(url)
-            try:
-                yield engine, url, ""
-            finally:
-                engine.dispose()
+    return scratch_database(kind, f"bench_outage_{label}")
 
 
 def rss_mb(pid: int) -> float:

@@ -24,25 +24,22 @@ import collections
 import contextlib
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import requests
-from sqlalchemy import Engine, create_engine, delete
+from sqlalchemy import Engine, delete
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _databases import scratch_database
 from _emulator import emulator_process
 
 from journy_core.operations import track
 from journy_core.outbox.sqlalchemy import OUTBOX_METADATA, OUTBOX_TABLE, SQLAlchemyStore
 
-POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 LIMIT, WINDOW = 1800, 60.0
 USERS = 200
 
@@ -65,28 +62,9 @@ RELAY = textwrap.dedent(
 )
 
 
-@contextlib.contextmanager
-def database(kind: str) -> Iterator[tuple[Engine, str, str]]:
+def database(kind: str) -> contextlib.AbstractContextManager[tuple[Engine, str, str]]:
     """The engine of the backlog's table, its URL and the PostgreSQL schema ("" for SQLite)."""
-    if kind == "postgresql":
-        schema = f"bench_relay_{uuid.uuid4().hex[:6]}"
-        engine = create_engine(POSTGRES, connect_args={"options": f"-csearch_path={schema}"})
-        with engine.begin() as connection:
-            connection.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-        try:
-            yield engine, POSTGRES, schema
-        finally:
-            with engine.begin() as connection:
-                connection.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-            engine.dispose()
-    else:
-        with tempfile.TemporaryDirectory() as tmp:
-            url = f"sqlite:///{Path(tmp) / 'outbox.db'}"
-            engine = create_engine(url)
-            try:
-                yield engine, url, ""
-            finally:
-                engine.dispose()
+    return scratch_database(kind, "bench_relay")
 
 
 def fill(engine: Engine, rows: int) -> None:
