@@ -46,6 +46,7 @@ __all__ = [
     "synced_fields",
     "upsert_operation",
     "user_identity",
+    "without_soft_deleted",
 ]
 
 
@@ -192,6 +193,18 @@ def soft_deleted(obj: object) -> bool:
     if is_user(obj):
         return is_soft_deleted(user_soft_delete(), obj)
     return is_account(obj) and is_soft_deleted(account_soft_delete(), obj)
+
+
+def without_soft_deleted(of_users: bool, pks: set[Any], using: str | None) -> set[Any]:
+    """The primary keys among ``pks`` (of users, or of accounts) whose objects are not soft-deleted: one query on
+    ``using``, and only when that model has a soft-delete rule. For a membership added from the other side
+    (``user.organizations.add(org)``), where the signal carries these objects by primary key alone."""
+    rule = user_soft_delete() if of_users else account_soft_delete()
+    model = get_user_model() if of_users else account_model()
+    if rule is None or model is None or not pks:
+        return pks
+    found = model._default_manager.using(using).filter(pk__in=pks)
+    return {obj.pk for obj in found if not is_soft_deleted(rule, obj)}
 
 
 def is_user(obj: object) -> bool:

@@ -54,6 +54,7 @@ from .identity import (
     save_operation,
     soft_deleted,
     synced_fields,
+    without_soft_deleted,
 )
 from .transactions import record_change
 
@@ -199,8 +200,12 @@ def on_m2m_changed(
         if found is None:
             return
         membership, pk_set = found
-        if not pk_set or (membership == "add" and soft_deleted(instance)):
-            return  # an add would bring a soft-deleted user or account back in journy.io
+        if membership == "add":  # an add would bring a soft-deleted user or account back in journy.io
+            if soft_deleted(instance):
+                return
+            pk_set = without_soft_deleted(from_account, pk_set, kwargs.get("using"))
+        if not pk_set:
+            return
         pairs = [(instance.pk, other) if from_account else (other, instance.pk) for other in pk_set]
         changes = [
             membership_change(membership, {"account_id": account_pk}, {"user_id": user_pk})

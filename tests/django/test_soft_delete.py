@@ -114,6 +114,38 @@ def test_no_member_is_added_to_a_soft_deleted_account(soft_delete, outbox):
     assert outbox.operations == []
 
 
+def test_no_soft_deleted_account_is_joined_from_the_users_side(soft_delete, outbox):
+    ada = User.objects.create_user("ada", "ada@acme.com")
+    gone = Organization.objects.create(name="Gone", deleted_at=timezone.now())
+    live = Organization.objects.create(name="Live")
+    outbox.clear()
+    ada.organizations.add(gone, live)
+    [added] = outbox.operations
+    assert added.kind == "add_users_to_account"
+    assert added.payload["account"] == {"accountId": str(live.pk)}
+
+
+def test_no_soft_deleted_user_is_added_to_an_account(soft_delete, outbox):
+    ada = User.objects.create_user("ada", "ada@acme.com")
+    bob = User.objects.create_user("bob", "bob@acme.com", is_active=False)  # deleted by is_inactive
+    org = Organization.objects.create(name="ACME")
+    outbox.clear()
+    org.members.add(ada, bob)
+    [added] = outbox.operations
+    assert [member["identification"] for member in added.payload["users"]] == [{"userId": str(ada.pk)}]
+
+
+def test_removing_a_soft_deleted_user_from_an_account_is_still_sent(soft_delete, outbox):
+    bob = User.objects.create_user("bob", "bob@acme.com")
+    org = Organization.objects.create(name="ACME")
+    org.members.add(bob)
+    bob.is_active = False
+    bob.save()
+    outbox.clear()
+    org.members.remove(bob)
+    assert kinds(outbox) == ["remove_users_from_account"]
+
+
 def test_sync_sends_the_delete_of_a_soft_deleted_account_without_its_members(soft_delete, outbox):
     ada = User.objects.create_user("ada", "ada@acme.com")
     org = Organization.objects.create(name="ACME")

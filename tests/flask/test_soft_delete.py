@@ -111,6 +111,20 @@ def test_a_member_added_later_to_a_soft_deleted_account_is_not_sent(app: Flask) 
     assert kinds(app) == []
 
 
+def test_no_soft_deleted_user_is_added_to_a_team(app: Flask) -> None:
+    team_id = add(app, Team(name="ACME"))
+    ada_id = add(app, User(email="ada@acme.test"))
+    bob_id = add(app, User(email="bob@acme.test", deleted_at=NOW))
+    outbox_of(app).clear()
+    with app.app_context():
+        team = db.session.get(Team, team_id)
+        team.members.extend([db.session.get(User, ada_id), db.session.get(User, bob_id)])
+        db.session.commit()
+    [added] = outbox_of(app).operations
+    assert added.kind == "add_users_to_account"
+    assert [member["identification"] for member in added.payload["users"]] == [{"userId": str(ada_id)}]
+
+
 def test_a_dotted_path_of_a_callable_is_resolved() -> None:
     app = soft_delete_app(JOURNY_ACCOUNT_DELETED="tests.flask.test_soft_delete.is_closed")
     add(app, Team(name="ACME", is_deleted=True))
