@@ -237,16 +237,29 @@ def sync(obj: models.Model, *, members: bool = False) -> None:
 
 
 def membership_operations(account: models.Model) -> Iterator[Operation]:
-    """``add_users_to_account`` calls of at most 100 users for every member of ``account``."""
+    """``add_users_to_account`` calls of at most 100 users for every member of ``account`` that is not
+    soft-deleted (``USER_DELETED``: its delete was sent, and an addition would bring it back in journy.io)."""
     batch: list[Any] = []
     ident = account_identity(account)
+    # Members read from the relation are primary keys: their soft deletes are asked of the database, per call.
+    using = account._state.db if members_relation() is not None else None
     for user in members_of(account):
+        if isinstance(user, models.Model) and soft_deleted(user):
+            continue
         batch.append(member_id(user))
         if len(batch) == MAX_USERS_PER_MEMBERSHIP_CALL:
-            yield ops.add_users_to_account(**ident, users=batch)
+            yield from _additions(ident, batch, using)
             batch = []
     if batch:
-        yield ops.add_users_to_account(**ident, users=batch)
+        yield from _additions(ident, batch, using)
+
+
+def _additions(ident: dict[str, Any], user_ids: list[Any], using: str | None) -> Iterator[Operation]:
+    if using is not None:
+        kept = without_soft_deleted(True, set(user_ids), using)
+        user_ids = [user_id for user_id in user_ids if user_id in kept]
+    if user_ids:
+        yield ops.add_users_to_account(**ident, users=user_ids)
 
 
 def connect() -> None:

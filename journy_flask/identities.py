@@ -221,9 +221,10 @@ def account_operation(settings: Settings, account: Any, *, delete: bool = False)
 
 
 def member_ids(settings: Settings, account: Any) -> list[str]:
-    """The user IDs of an account's members (``JOURNY_ACCOUNT_MEMBERS``), for the bulk sync."""
+    """The user IDs of an account's members (``JOURNY_ACCOUNT_MEMBERS``), for the bulk sync and ``sync(...,
+    members=True)``; soft-deleted users left out (their delete was sent: an addition would bring them back)."""
     if settings.account_members is None:
         return []
     members = getattr(account, settings.account_members, None) or ()
-    found = (user_id_of(settings, user) for user in members)
+    found = (user_id_of(settings, user) for user in members if not soft_deleted(settings, user))
     return [user_id for user_id in found if user_id is not None]

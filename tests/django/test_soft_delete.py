@@ -195,7 +195,7 @@ def test_journy_sync_sends_deletes_for_soft_deleted_rows_and_upserts_for_the_res
         gone = User.objects.create_user("gone", "gone@acme.com", is_active=False)
         kept = Organization.objects.create(name="Kept")
         closed = Organization.objects.create(name="Closed", deleted_at=timezone.now())
-        kept.members.add(ada)
+        kept.members.add(ada, gone)  # gone's delete is sent: its addition would bring it back
         closed.members.add(ada)
     call_command("journy_sync", "--state-file", str(tmp_path / "state.json"))
     deletes = {
@@ -209,4 +209,5 @@ def test_journy_sync_sends_deletes_for_soft_deleted_rows_and_upserts_for_the_res
     assert [account["accountId"] for account in stored["accounts"]] == [str(kept.pk)]
     [added] = live.calls("/accounts/users/add")
     assert added["body"]["account"]["accountId"] == str(kept.pk)
+    assert [user["identification"] for user in added["body"]["users"]] == [{"userId": str(ada.pk)}]
     assert "memberships: sent 1, failed 0, skipped 1" in capsys.readouterr().out

@@ -157,7 +157,7 @@ def test_flask_journy_sync_sends_deletes_for_soft_deleted_rows_and_upserts_for_t
     app = soft_delete_app(JOURNY_API_KEY=DEFAULT_API_KEY, JOURNY_API_URL=emulator.url, JOURNY_QUEUE={"BACKEND": "sync"})
     with app.app_context(), pause_sync():
         ada, gone = User(email="ada@acme.test"), User(email="gone@acme.test", deleted_at=NOW)
-        kept, closed = Team(name="Kept", members=[ada]), Team(name="Closed", is_deleted=True, members=[ada])
+        kept, closed = Team(name="Kept", members=[ada, gone]), Team(name="Closed", is_deleted=True, members=[ada])
         db.session.add_all([ada, gone, kept, closed])
         db.session.commit()
         ids = {"ada": ada.id, "gone": gone.id, "kept": kept.id, "closed": closed.id}
@@ -174,4 +174,6 @@ def test_flask_journy_sync_sends_deletes_for_soft_deleted_rows_and_upserts_for_t
     assert [account["accountId"] for account in state["accounts"]] == [str(ids["kept"])]
     [added] = emulator.calls("/accounts/users/add")
     assert added["body"]["account"]["accountId"] == str(ids["kept"])
+    # gone's delete was sent: its addition would have brought it back
+    assert [user["identification"] for user in added["body"]["users"]] == [{"userId": str(ids["ada"])}]
     assert "memberships: sent 1, failed 0, skipped 1" in result.output
