@@ -65,24 +65,33 @@ def run_requests(page: str, with_journy: bool, requests: int, variant: dict[str,
 VARIANTS = ("from_string", "stand_in", "inject")
 
 
-def instructions(page: str, with_journy: bool, requests: int, variant: dict[str, bool]) -> int:
-    """Instructions valgrind counted for the whole child process."""
-    command = [
-        "valgrind",
-        "--tool=callgrind",
-        "--callgrind-out-file=/dev/null",
-        sys.executable,
-        __file__,
-        "--child",
-        page,
-        "--requests",
-        str(requests),
-    ]
+def child_command(page: str, with_journy: bool, requests: int, variant: dict[str, bool]) -> list[str]:
+    """The command line of one child process: ``requests`` requests to one side of ``page``."""
+    command = [sys.executable, __file__, "--child", page, "--requests", str(requests)]
     if with_journy:
         command.append("--with-journy")
-    command += ["--" + name.replace("_", "-") for name in VARIANTS if variant.get(name)]
-    env = {**os.environ, "PYTHONHASHSEED": "0"}  # the same dict layouts in every run
-    result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    return command + ["--" + name.replace("_", "-") for name in VARIANTS if variant.get(name)]
+
+
+#: The same dict layouts in every run.
+CHILD_ENV = {**os.environ, "PYTHONHASHSEED": "0"}
+
+
+def compile_first(page: str, with_journy: bool, variant: dict[str, bool]) -> None:
+    """Run the side once, unmeasured, so that the modules changed since the last run are compiled into
+    ``__pycache__`` before any count: otherwise the first counted process compiles them (tens of millions of
+    instructions) and the difference between its two runs, hence that side's figure, is off by that much."""
+    command = child_command(page, with_journy, 0, variant)
+    result = subprocess.run(command, capture_output=True, text=True, env=CHILD_ENV, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"the page failed ({result.returncode}):\n{result.stderr[-2000:]}")
+
+
+def instructions(page: str, with_journy: bool, requests: int, variant: dict[str, bool]) -> int:
+    """Instructions valgrind counted for the whole child process."""
+    command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
+    command += child_command(page, with_journy, requests, variant)
+    result = subprocess.run(command, capture_output=True, text=True, env=CHILD_ENV, check=False)
     found = re.search(r"Collected : (\d+)", result.stderr)
     if result.returncode != 0 or found is None:
         raise SystemExit(f"valgrind run failed ({result.returncode}):\n{result.stderr[-2000:]}")
@@ -118,6 +127,7 @@ def main() -> int:
     for with_journy in (False, True):
         # The stand-in replaces the page without journy; injection is journy's way of serving its page.
         side = {**variant, "stand_in": args.stand_in and not with_journy, "inject": args.inject and with_journy}
+        compile_first(args.page, with_journy, side)
         baseline = instructions(args.page, with_journy, 0, side)
         measured = instructions(args.page, with_journy, args.requests, side)
         per_request[with_journy] = (measured - baseline) / args.requests
