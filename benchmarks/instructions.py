@@ -1,13 +1,17 @@
 """The framework overhead counted in CPU instructions instead of timed: deterministic, so small changes show.
 
     .venv/bin/python benchmarks/instructions.py [flask|flask-no-database|django] [--requests 300] [--from-string]
-        [--stand-in | --inject]
+        [--stand-in | --inject] [--layouts 3]
 
 Runs the page of ``flask_overhead.py`` (or ``django_overhead.py``) with and without journy under valgrind's
 callgrind (Debian's ``valgrind`` package), once with no measured requests and once with ``--requests``, after the
 same warm-up, and prints the instructions per request of each and their ratio: what the integration adds, free of
 the machine's load. Wall-clock ratios on a shared machine come out somewhat above these (cache misses count there);
-the timed benchmarks stay the measure of the goals. ``--from-string`` (Flask pages): the view renders with
+the timed benchmarks stay the measure of the goals. A count is deterministic for one program, but two programs
+that differ by one imported module can differ by a few percent for a reason of layout alone: which hot attribute
+lookups collide in CPython's method cache depends on the order classes were created. So each side is counted in
+``--layouts`` layouts (a few classes created first to shift them) and the median printed, with each layout's ratio.
+``--from-string`` (Flask pages): the view renders with
 ``render_template_string``, which compiles the template on every request. ``--stand-in`` (Flask pages): the page
 without journy renders the journy page's template byte for byte, its ``journy_snippet()`` a plain global returning
 the pasted snippet; with ``--from-string`` this leaves out what compiling one more expression costs (any call costs
@@ -23,16 +27,28 @@ import gc
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 PAGES = ("flask", "flask-no-database", "django")
 
 
-def run_requests(page: str, with_journy: bool, requests: int, variant: dict[str, bool]) -> None:
+def shift_type_versions(count: int) -> None:
+    """Give ``count`` new classes a type version tag (looking an attribute up assigns it) before anything else, so
+    that every class created afterwards gets a tag ``count`` higher. CPython's method cache is indexed by tag and
+    attribute name: which hot lookups collide there, and miss on every call, depends on the tags, hence on the order
+    in which a program creates its classes. One unlucky collision costs a page several percent."""
+    for number in range(count):
+        getattr(type(f"_Shift{number}", (), {}), "attribute", None)
+
+
+def run_requests(page: str, with_journy: bool, requests: int, variant: dict[str, bool], shift: int = 0) -> None:
     """In the child process (under valgrind): build the page's app, warm up, then serve ``requests`` requests."""
+    shift_type_versions(shift)
     sys.path.insert(0, str(HERE))
     if page.startswith("flask"):
         import flask_overhead
@@ -65,9 +81,9 @@ def run_requests(page: str, with_journy: bool, requests: int, variant: dict[str,
 VARIANTS = ("from_string", "stand_in", "inject")
 
 
-def child_command(page: str, with_journy: bool, requests: int, variant: dict[str, bool]) -> list[str]:
+def child_command(page: str, with_journy: bool, requests: int, variant: dict[str, bool], shift: int = 0) -> list[str]:
     """The command line of one child process: ``requests`` requests to one side of ``page``."""
-    command = [sys.executable, __file__, "--child", page, "--requests", str(requests)]
+    command = [sys.executable, __file__, "--child", page, "--requests", str(requests), "--shift", str(shift)]
     if with_journy:
         command.append("--with-journy")
     return command + ["--" + name.replace("_", "-") for name in VARIANTS if variant.get(name)]
@@ -87,10 +103,10 @@ def compile_first(page: str, with_journy: bool, variant: dict[str, bool]) -> Non
         raise SystemExit(f"the page failed ({result.returncode}):\n{result.stderr[-2000:]}")
 
 
-def instructions(page: str, with_journy: bool, requests: int, variant: dict[str, bool]) -> int:
+def instructions(page: str, with_journy: bool, requests: int, variant: dict[str, bool], shift: int) -> int:
     """Instructions valgrind counted for the whole child process."""
     command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
-    command += child_command(page, with_journy, requests, variant)
+    command += child_command(page, with_journy, requests, variant, shift)
     result = subprocess.run(command, capture_output=True, text=True, env=CHILD_ENV, check=False)
     found = re.search(r"Collected : (\d+)", result.stderr)
     if result.returncode != 0 or found is None:
@@ -109,7 +125,11 @@ def main() -> int:
     parser.add_argument(
         "--inject", action="store_true", help="Flask: journy's page without the template call, JOURNY_INJECT_SNIPPET on"
     )
+    parser.add_argument(
+        "--layouts", type=int, default=3, help="class layouts counted per side (the median is printed); default 3"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--shift", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--with-journy", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     variant = {name: bool(getattr(args, name)) for name in VARIANTS}
@@ -118,19 +138,13 @@ def main() -> int:
     if args.stand_in and args.inject:
         parser.error("--stand-in and --inject compare different pages: give one")
     if args.child:
-        run_requests(args.page, args.with_journy, args.requests, variant)
+        run_requests(args.page, args.with_journy, args.requests, variant, args.shift)
         return 0
     if shutil.which("valgrind") is None:
         print("valgrind is not installed (Debian: apt-get install valgrind)", file=sys.stderr)
         return 2
-    per_request = {}
-    for with_journy in (False, True):
-        # The stand-in replaces the page without journy; injection is journy's way of serving its page.
-        side = {**variant, "stand_in": args.stand_in and not with_journy, "inject": args.inject and with_journy}
-        compile_first(args.page, with_journy, side)
-        baseline = instructions(args.page, with_journy, 0, side)
-        measured = instructions(args.page, with_journy, args.requests, side)
-        per_request[with_journy] = (measured - baseline) / args.requests
+    layouts = {with_journy: count_side(args, variant, with_journy) for with_journy in (False, True)}
+    per_request = {with_journy: statistics.median(found) for with_journy, found in layouts.items()}
     without, with_ = per_request[False], per_request[True]
     how = " with render_template_string" if args.from_string else ""
     how += ", the snippet injected" if args.inject else ""
@@ -138,8 +152,24 @@ def main() -> int:
     label = "plain global:  " if args.stand_in else "without journy:"
     print(f"  {label} {without:12,.0f} instructions per request")
     print(f"  with journy:    {with_:12,.0f} instructions per request (+{with_ - without:,.0f})")
-    print(f"  ratio: {with_ / without:.3f}")
+    print(f"  ratio: {with_ / without:.3f}   (medians of {args.layouts} class layouts)")
+    ratios = ", ".join(f"{j / w:.3f}" for w, j in zip(layouts[False], layouts[True], strict=True))
+    print(f"  ratio per layout: {ratios}")
     return 0
+
+
+def count_side(args: argparse.Namespace, variant: dict[str, bool], with_journy: bool) -> list[float]:
+    """One side's instructions per request in each of ``args.layouts`` class layouts (see
+    :func:`shift_type_versions`): the difference between a run with ``args.requests`` requests and one without,
+    the runs in parallel, one per core."""
+    # The stand-in replaces the page without journy; injection is journy's way of serving its page.
+    side = {**variant, "stand_in": args.stand_in and not with_journy, "inject": args.inject and with_journy}
+    compile_first(args.page, with_journy, side)
+    shifts = [37 * layout for layout in range(args.layouts)]
+    runs = [(shift, requests) for shift in shifts for requests in (0, args.requests)]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        counts = list(pool.map(lambda run: instructions(args.page, with_journy, run[1], side, run[0]), runs))
+    return [(counts[i + 1] - counts[i]) / args.requests for i in range(0, len(counts), 2)]
 
 
 if __name__ == "__main__":
