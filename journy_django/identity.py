@@ -203,7 +203,8 @@ def without_soft_deleted(of_users: bool, pks: set[Any], using: str | None) -> se
     model = get_user_model() if of_users else account_model()
     if rule is None or model is None or not pks:
         return pks
-    found = model._default_manager.using(using).filter(pk__in=pks)
+    # The base manager: a default manager that hides some rows (inactive users, say) must not drop their memberships.
+    found = model._base_manager.using(using).filter(pk__in=pks)
     return {obj.pk for obj in found if not is_soft_deleted(rule, obj)}
 
 
