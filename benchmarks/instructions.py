@@ -137,6 +137,8 @@ def main() -> int:
         parser.error("--from-string, --stand-in and --inject are for the Flask pages")
     if args.stand_in and args.inject:
         parser.error("--stand-in and --inject compare different pages: give one")
+    if args.layouts < 1 or args.requests < 1:
+        parser.error("--layouts and --requests must be at least 1")
     if args.child:
         run_requests(args.page, args.with_journy, args.requests, variant, args.shift)
         return 0
