@@ -137,11 +137,11 @@ def main() -> int:
         parser.error("--from-string, --stand-in and --inject are for the Flask pages")
     if args.stand_in and args.inject:
         parser.error("--stand-in and --inject compare different pages: give one")
-    if args.layouts < 1 or args.requests < 1:
-        parser.error("--layouts and --requests must be at least 1")
-    if args.child:
+    if args.child:  # the parent's count without requests runs with --requests 0
         run_requests(args.page, args.with_journy, args.requests, variant, args.shift)
         return 0
+    if args.layouts < 1 or args.requests < 1:
+        parser.error("--layouts and --requests must be at least 1")
     if shutil.which("valgrind") is None:
         print("valgrind is not installed (Debian: apt-get install valgrind)", file=sys.stderr)
         return 2
