@@ -1,7 +1,7 @@
 """The framework overhead counted in CPU instructions instead of timed: deterministic, so small changes show.
 
     .venv/bin/python benchmarks/instructions.py [flask|flask-no-database|django] [--requests 300] [--from-string]
-        [--stand-in | --inject] [--layouts 3]
+        [--stand-in | --inject] [--layouts 5]
 
 Runs the page of ``flask_overhead.py`` (or ``django_overhead.py``) with and without journy under valgrind's
 callgrind (Debian's ``valgrind`` package), once with no measured requests and once with ``--requests``, after the
@@ -126,7 +126,7 @@ def main() -> int:
         "--inject", action="store_true", help="Flask: journy's page without the template call, JOURNY_INJECT_SNIPPET on"
     )
     parser.add_argument(
-        "--layouts", type=int, default=3, help="class layouts counted per side (the median is printed); default 3"
+        "--layouts", type=int, default=5, help="class layouts counted per side (the median is printed); default 5"
     )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--shift", type=int, default=0, help=argparse.SUPPRESS)

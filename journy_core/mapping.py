@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from .errors import ConfigurationError
@@ -28,6 +28,7 @@ __all__ = [
     "DEFAULT_ACCOUNT_PROPERTIES",
     "DEFAULT_USER_PROPERTIES",
     "PropertyMap",
+    "PropertyValues",
     "default_spec",
     "identifier",
     "property_map",
@@ -54,6 +55,11 @@ DEFAULT_ACCOUNT_PROPERTIES: dict[str, tuple[str, ...]] = {
     "mrr": ("mrr",),
     "registered_at": ("registered_at", "created_at", "created"),
 }
+
+
+#: Property values as a snippet's cache key holds them: ``(name, type, value)`` per property, in the map's order
+#: (``7``, ``7.0`` and ``True`` are equal to Python but not the same JSON). Hashable when the values are.
+PropertyValues = tuple[tuple[str, type, Any], ...]
 
 
 def read_attribute(obj: object, path: str) -> Any:
@@ -106,9 +112,26 @@ class PropertyMap:
         self._names = tuple(self._attributes)
         paths = tuple(self._attributes.values())
         self._getter: Callable[[Any], Any] | None = None
+        self._dict_getter: Callable[[Any], Any] | None = None
         if paths and not any("." in path for path in paths):
             getter = attrgetter(*paths)
             self._getter = getter if len(paths) > 1 else lambda obj: (getter(obj),)
+
+    def read_instance_dict(self) -> None:
+        """Read plain attribute names from the object's ``__dict__`` first, through the attributes only when one
+        is missing there. For a model whose instances keep each loaded attribute's value in ``__dict__`` under its
+        own name, as SQLAlchemy's mapped attributes do (``InstanceState.dict``): its attributes are Python
+        descriptors, a call each, and the snippet reads them on every page; the dict is one C-level lookup. The
+        adapter calls this only for such a model and names it knows are mapped attributes."""
+        if self._getter is not None:
+            names = tuple(self._attributes.values())
+            getter = itemgetter(*names)
+            self._dict_getter = getter if len(names) > 1 else lambda found: (getter(found),)
+
+    @property
+    def paths(self) -> frozenset[str]:
+        """The attribute paths read (none for a callable)."""
+        return frozenset(self._attributes.values())
 
     @property
     def fields(self) -> frozenset[str] | None:
@@ -149,10 +172,30 @@ class PropertyMap:
             return dict(found)
         if self._getter is None:
             return {name: read_attribute(obj, path) for name, path in self._attributes.items()}
-        values = self._getter(obj)
+        return {name: value for name, _, value in self.values(obj)}
+
+    def values(self, obj: object) -> PropertyValues:
+        """What ``self(obj)`` returns, as :data:`PropertyValues`, without the dict for a map of plain names: the
+        snippet's cache key, read on every page.
+
+        >>> PropertyMap({"seats": "seats", "plan": "plan"}, "PROPS").values(type("Team", (), {"seats": 7, "plan": "7"}))
+        (('seats', <class 'int'>, 7), ('plan', <class 'str'>, '7'))
+        """
+        if self._getter is None:
+            found = self(obj)
+            values: Any = found.values()
+            return tuple(zip(found.keys(), map(type, values), values, strict=True))
+        values = None
+        if self._dict_getter is not None:
+            try:
+                values = self._dict_getter(obj.__dict__)
+            except (KeyError, AttributeError):  # expired or deferred (or no __dict__): the attribute loads it
+                values = None
+        if values is None:
+            values = self._getter(obj)
         if any(map(callable, values)):  # a method (get_full_name) is called, as read_attribute() does
             values = [value() if callable(value) and not isinstance(value, type) else value for value in values]
-        return dict(zip(self._names, values, strict=True))
+        return tuple(zip(self._names, map(type, values), values, strict=True))  # no Python loop: on every page
 
     def __repr__(self) -> str:
         shown = getattr(self._function, "__qualname__", None) or self._attributes

@@ -25,13 +25,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic, NamedTuple, TypeVar
 
+from .mapping import PropertyValues
 from .snippet import SnippetEvent, render_snippet, with_nonce
 from .tracker import Tracker
 
 __all__ = ["NOBODY", "PageIdentity", "PropertyValues", "SnippetCache", "property_values"]
-
-#: Property values as the cache keys them: ``(name, type, value)`` per property, in the map's order.
-PropertyValues = tuple[tuple[str, type, Any], ...]
 
 #: The HTML type an adapter marks its output with (``SafeString``, ``Markup``): a ``str`` subclass.
 Html = TypeVar("Html", bound=str)
@@ -42,7 +40,7 @@ class PageIdentity(NamedTuple):
 
     IDs are what the adapter read (an ``int`` primary key, a ``str``, a ``UUID``): the renderer checks and
     serializes them. ``email`` is a stripped string (:func:`journy_core.mapping.read_text`) or None. Properties are
-    :data:`PropertyValues` (:func:`property_values` of a property map's dict).
+    :data:`PropertyValues` (:meth:`~journy_core.mapping.PropertyMap.values`, or :func:`property_values` of a dict).
     """
 
     #: The user's ID, or None for an anonymous page.

@@ -7,7 +7,7 @@ maps, and the members relation (the many-to-many whose ``m2m_changed`` becomes m
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,9 +22,7 @@ from journy_core.mapping import (
     DEFAULT_ACCOUNT_PROPERTIES,
     DEFAULT_USER_PROPERTIES,
     PropertyMap,
-    default_spec,
     property_map,
-    read_attribute,
     read_domain,
     read_email,
     read_text,
@@ -70,85 +68,12 @@ def account_model() -> type[models.Model] | None:
     return found
 
 
-def _property_spec(key: str, model: type[models.Model], defaults: Mapping[str, tuple[str, ...]]) -> object:
-    spec = journy_settings()[key]
-    return default_spec(model, defaults) if spec is None else spec
-
-
 def _property_map(key: str, model: type[models.Model], defaults: Mapping[str, tuple[str, ...]]) -> PropertyMap:
     try:
         found = property_map(journy_settings()[key], f"JOURNY[{key!r}]", model, defaults, check=False)
     except ConfigurationError as exc:
         raise JournyConfigurationError(str(exc)) from None
     assert found is not None  # a model is given
-    return found
-
-
-#: Property values with their types, in the map's order: ``((name, value.__class__, value), ...)``. Hashable when
-#: the values are, so a rendered snippet can be cached by them (True == 1 == 1.0, but they render differently).
-TypedValues = tuple[tuple[str, type, Any], ...]
-
-
-def _read_simple(attribute: str) -> Callable[[Any], Any]:
-    def read(obj: Any) -> Any:  # read_attribute() for a path without dots, without splitting it on every read
-        value = getattr(obj, attribute)
-        if callable(value) and not isinstance(value, type):
-            value = value()
-        return value
-
-    return read
-
-
-def _read_dotted(path: str) -> Callable[[Any], Any]:
-    return lambda obj: read_attribute(obj, path)
-
-
-def _values_reader(prop_map: PropertyMap, spec: object) -> Callable[[Any], TypedValues]:
-    """What ``prop_map(obj)`` returns, as :data:`TypedValues`, read with as little work as the spec allows.
-
-    ``prop_map`` validated ``spec`` already; a callable spec goes through the map itself."""
-    if prop_map.fields is None or not isinstance(spec, (Mapping, list, tuple)):
-        # a callable; or an iterable that a second reading could change: the map itself, then its dict
-
-        def call(obj: Any) -> TypedValues:
-            return tuple((name, value.__class__, value) for name, value in prop_map(obj).items())
-
-        return call
-    paths = dict(spec) if isinstance(spec, Mapping) else {name: name for name in spec}  # as PropertyMap reads it
-    readers = tuple((name, _read_dotted(path) if "." in path else _read_simple(path)) for name, path in paths.items())
-
-    def read(obj: Any) -> TypedValues:
-        values = []
-        for name, reader in readers:
-            value = reader(obj)
-            values.append((name, value.__class__, value))
-        return tuple(values)
-
-    return read
-
-
-def user_property_values() -> Callable[[Any], TypedValues]:
-    """``user_properties()(user)`` as :data:`TypedValues` (the snippet's cache key), without building the dict."""
-
-    def build() -> Callable[[Any], TypedValues]:
-        prop_map = user_properties()  # first: its configuration errors, as before
-        return _values_reader(prop_map, _property_spec("USER_PROPERTIES", get_user_model(), DEFAULT_USER_PROPERTIES))
-
-    found: Callable[[Any], TypedValues] = cached("user_property_values", build)
-    return found
-
-
-def account_property_values() -> Callable[[Any], TypedValues] | None:
-    """``account_properties()(account)`` as :data:`TypedValues`; None when the app has no account model."""
-
-    def build() -> Callable[[Any], TypedValues] | None:
-        prop_map = account_properties()
-        model = account_model()
-        if prop_map is None or model is None:
-            return None
-        return _values_reader(prop_map, _property_spec("ACCOUNT_PROPERTIES", model, DEFAULT_ACCOUNT_PROPERTIES))
-
-    found: Callable[[Any], TypedValues] | None = cached("account_property_values", build)
     return found
 
 

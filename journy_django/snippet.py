@@ -38,10 +38,10 @@ from .conf import JournyConfigurationError, JournySettings, cached, journy_setti
 from .filters import skip_reason, skip_reason_with
 from .identity import (
     account_identity,
-    account_property_values,
+    account_properties,
     is_account,
     user_email,
-    user_property_values,
+    user_properties,
 )
 
 __all__ = [
@@ -288,15 +288,15 @@ def _identity(request: HttpRequest, config: Any, user: Any, in_event_loop: bool)
     else:
         user_id, email = user, None
     # SNIPPET_PROPERTIES False: the page names the user and account, and the server-side sync sends properties.
-    user_values = user_property_values()(user) if config.snippet_properties else None
+    user_values = user_properties().values(user) if config.snippet_properties else None
     account = _current_account(request, config, in_event_loop)
     if account is None:
         return PageIdentity(user_id, email, user_values)
     account_id = account.pk if isinstance(account, models.Model) else account
-    reader = None
+    account_map = None
     if config.snippet_properties and isinstance(account, models.Model) and is_account(account):
-        reader = account_property_values()
-    account_values = None if reader is None else reader(account)
+        account_map = account_properties()
+    account_values = None if account_map is None else account_map.values(account)
     return PageIdentity(user_id, email, user_values, account_id, account_values)
 
 

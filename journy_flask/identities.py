@@ -50,8 +50,11 @@ _PLAIN_IDS = (str, int, uuid.UUID)
 def _primary_key(obj: Any) -> object:
     """The single-column primary key of a mapped instance, without loading anything."""
     state = instance_state(obj)  # what sqlalchemy.inspect(obj) returns, without the inspection registry
-    identity = state.identity
-    if identity is not None:
+    # InstanceState.key, the identity key (class, primary key tuple, token): what its identity property reads,
+    # without that property's call on every page.
+    key = state.key
+    if key is not None:
+        identity = key[1]
         return identity[0] if len(identity) == 1 else ":".join(str(v) for v in identity)
     values = state.mapper.primary_key_from_instance(obj)
     if len(values) != 1:

@@ -17,7 +17,7 @@ from typing import Any
 from journy_core import ConfigurationError
 from journy_core.config import FLASK, FLASK_SOURCE, OPTIONS, Config, read_config
 from journy_core.importing import resolve_callable
-from journy_core.mapping import DEFAULT_ACCOUNT_PROPERTIES, DEFAULT_USER_PROPERTIES, property_map
+from journy_core.mapping import DEFAULT_ACCOUNT_PROPERTIES, DEFAULT_USER_PROPERTIES, PropertyMap, property_map
 from journy_core.secrets import Secret
 
 __all__ = ["DEFAULTS", "Settings", "read_settings"]
@@ -51,7 +51,24 @@ def _redact_config(config: Mapping[str, Any]) -> None:
 def _properties(spec: object, key: str, model: type | None, defaults: Mapping[str, tuple[str, ...]]) -> Any:
     # A mapped class lists its columns, relationships and properties as class attributes: a misspelt name fails
     # init_app, not the first commit. (A plain class may set attributes per instance: not checked.)
-    return property_map(spec, key, model, defaults, check=model is not None and hasattr(model, "__mapper__"))
+    mapped = model is not None and hasattr(model, "__mapper__")
+    found = property_map(spec, key, model, defaults, check=mapped)
+    if found is not None and mapped and _all_mapped_attributes(found, model):
+        found.read_instance_dict()
+    return found
+
+
+def _all_mapped_attributes(found: PropertyMap, model: Any) -> bool:
+    """Whether ``found`` reads only plain names of ``model``'s mapped columns and relationships, whose loaded
+    values SQLAlchemy keeps in each instance's ``__dict__`` under the same name (``InstanceState.dict``)."""
+    try:
+        from sqlalchemy import inspect as sa_inspect  # noqa: PLC0415 - SQLAlchemy is optional
+
+        mapper = sa_inspect(model)
+        stored = {*mapper.column_attrs.keys(), *mapper.relationships.keys()}
+    except Exception:  # not mapped after all (SQLAlchemy absent, a class with a stray __mapper__): attributes
+        return False
+    return found.fields is not None and found.paths <= stored
 
 
 def _skip_by_user(value: object) -> Callable[[Any], bool]:

@@ -8,7 +8,7 @@ gets an HTML comment saying why instead of the snippet: a template never breaks 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from flask import current_app, has_request_context
@@ -20,7 +20,7 @@ from werkzeug.local import LocalProxy
 
 from journy_core.guard import guarded, report_exception
 from journy_core.mapping import read_text
-from journy_core.page import NOBODY, PageIdentity, property_values
+from journy_core.page import NOBODY, PageIdentity
 from journy_core.snippet import SnippetEvent, Tracker, disabled_comment, render_event_script
 
 from . import hooks
@@ -93,25 +93,27 @@ def _page_snippet(
 ) -> Markup:
     """:func:`render_page_snippet` with positional arguments (cheaper to call on every page); ``pageview`` None:
     ``JOURNY_SEND_PAGEVIEW``."""
-    if pageview is None:
-        pageview = state.settings.send_pageview
-    tracker = state.settings.tracker or _fetched_tracker(state)
+    settings = state.settings
+    tracker = settings.tracker or _fetched_tracker(state)
     if tracker is None:
         return _html(disabled_comment(_why_no_tracker(state)))
     page, identity = EMPTY_PAGE, NOBODY
     if has_request_context():
         page = recorded_page_data() or EMPTY_PAGE  # nothing set by the view: read-only defaults
         user = _page_user(state, context)
-        if state.settings.has_skip_filters and hooks.skipped(state, user, page_data()):
+        if settings.has_skip_filters and hooks.skipped(state, user, page_data()):
             return _html(disabled_comment(_SKIPPED))
-        identity = _identity(state.settings, user, hooks.current_account(state, page))
-    if screen is None:
-        screen = page.screen
-    extra_events: Sequence[SnippetEvent | Mapping[str, Any]] = [*page.events, *events] if page.events or events else ()
-    nonce = _page_nonce(context, state)
-    settings = state.settings
-    secret = settings.verification_secret
-    return state.snippet_cache.render(tracker, settings, secret, identity, screen, pageview, nonce, extra_events)
+        identity = _identity(settings, user, hooks.current_account(state, page))
+    return state.snippet_cache.render(
+        tracker,
+        settings,
+        settings.verification_secret,
+        identity,
+        page.screen if screen is None else screen,
+        settings.send_pageview if pageview is None else pageview,
+        _page_nonce(context, state),
+        [*page.events, *events] if page.events or events else (),  # a page with events is rendered anew
+    )
 
 
 def _fetched_tracker(state: JournyState) -> Tracker | None:
@@ -146,12 +148,12 @@ def _identity(settings: Settings, user: Any, account: Any) -> PageIdentity:
         email = read_text(user, settings.user_email)  # user_email_of(), for a user object
         user_map = settings.user_properties
         if user_map is not None and settings.snippet_properties and (user_id is not None or email is not None):
-            user_properties = property_values(user_map(user)) if is_user(settings, user) else None
+            user_properties = user_map.values(user) if is_user(settings, user) else None
     if account is not None:
         account_id = _identify(account, settings.account_id)  # account_id_of()
         account_map = settings.account_properties
         if account_map is not None and settings.snippet_properties and account_id is not None:
-            account_properties = property_values(account_map(account)) if is_account(settings, account) else None
+            account_properties = account_map.values(account) if is_account(settings, account) else None
     if user_id is None and email is None and account_id is None:
         return NOBODY
     return PageIdentity(user_id, email, user_properties, account_id, account_properties)

@@ -82,3 +82,59 @@ def test_ids_are_strings_and_booleans_or_none_are_no_id() -> None:
     assert identifier(True) is None
     assert read_identity(SimpleNamespace(public_id="p-9"), "public_id") == "p-9"
     assert read_identity(SimpleNamespace(pk=3), lambda obj: f"team-{obj.pk}") == "team-3"
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        ["title", "plan"],
+        {"name": "title", "registered_at": "created"},
+        {"full_name": "get_full_name"},
+        {"owner": "owner.first_name"},
+        lambda team: {"name": team.title, "seats": 7},
+    ],
+    ids=["list", "dict", "method", "dotted", "callable"],
+)
+def test_values_are_the_maps_properties_in_order_each_with_its_type(spec: object) -> None:
+    team = Team()
+    team.get_full_name = lambda: "Acme Corp"  # type: ignore[attr-defined]
+    team.owner = DjangoLikeUser()  # type: ignore[attr-defined]
+    prop_map = property_map(spec, "JOURNY_ACCOUNT_PROPERTIES", None, DEFAULT_ACCOUNT_PROPERTIES)
+    assert prop_map is not None
+    properties = prop_map(team)
+    assert prop_map.values(team) == tuple((name, type(value), value) for name, value in properties.items())
+    assert properties and all(not callable(value) for value in properties.values())
+
+
+class CountingAttribute:
+    """A data descriptor that reads the instance dict, as SQLAlchemy's mapped attributes do, counting its calls."""
+
+    def __init__(self, name: str, loaded: str) -> None:
+        self.name, self.loaded, self.calls = name, loaded, 0
+
+    def __get__(self, obj: object, owner: type | None = None) -> object:
+        self.calls += 1
+        if obj is None:
+            return self
+        return obj.__dict__.setdefault(self.name, self.loaded)  # an expired value is loaded into the dict
+
+    def __set__(self, obj: object, value: object) -> None:
+        obj.__dict__[self.name] = value
+
+
+def test_a_map_reading_the_instance_dict_uses_the_attribute_only_for_a_value_not_loaded() -> None:
+    class Mapped:
+        name = CountingAttribute("name", "from the database")
+        plan = CountingAttribute("plan", "pro")
+
+    prop_map = property_map(["name", "plan"], "JOURNY_ACCOUNT_PROPERTIES", Mapped, DEFAULT_ACCOUNT_PROPERTIES)
+    assert prop_map is not None
+    prop_map.read_instance_dict()
+    team = Mapped()
+    team.name, team.plan = "Acme", "free"
+    Mapped.__dict__["name"].calls = Mapped.__dict__["plan"].calls = 0  # the start-up check looked them up
+    assert prop_map.values(team) == (("name", str, "Acme"), ("plan", str, "free"))
+    assert Mapped.__dict__["name"].calls == Mapped.__dict__["plan"].calls == 0
+    del team.__dict__["plan"]  # expired: the attribute loads it
+    assert prop_map(team) == {"name": "Acme", "plan": "pro"}
+    assert Mapped.__dict__["plan"].calls == 1

@@ -14,6 +14,7 @@ import pytest
 from flask import Flask, render_template_string, request
 from flask_login import AnonymousUserMixin, LoginManager, UserMixin, login_user
 from jinja2 import TemplateSyntaxError
+from sqlalchemy.orm import defer
 
 from journy_core import InvalidArgumentError, verification_hash
 from journy_core.emulator import Emulator
@@ -21,7 +22,7 @@ from journy_flask import Journy
 from journy_flask.identities import account_id_of, is_authenticated, user_id_of
 from journy_flask.snippet import render_page_snippet
 
-from .conftest import SECRET, Team, User, base_config, build_app, db
+from .conftest import PAGE, SECRET, Team, User, base_config, build_app, db
 
 
 def calls(html: str) -> dict[str, Any]:
@@ -316,6 +317,47 @@ def test_a_changed_property_or_account_shows_on_the_next_page(app: Flask) -> Non
     assert found["identify"]["verification"] == verification_hash(SECRET, str(user_id))
     assert found["account"]["properties"]["plan"] == "enterprise"
     assert "account" not in calls(client.get("/page").text)  # no current account on this page
+
+
+def test_a_property_set_committed_or_expired_by_the_view_shows_on_its_own_page(app: Flask) -> None:
+    @app.get("/rename/<how>")
+    def rename(how: str) -> dict[str, Any]:
+        user = flask_login.current_user
+        team = db.session.get(Team, int(request.args["team"]))
+        user.full_name, team.plan = f"Ada {how}", how
+        if how == "committed":
+            db.session.commit()  # expires both: the snippet's read loads them again
+        elif how == "expired":
+            db.session.flush()
+            db.session.expire(user)
+            db.session.expire(team)
+        page = render_template_string(PAGE)
+        return {"page": page, "read": [user.full_name, team.plan]}  # read through the attributes, after the page
+
+    client, _, team_id = logged_in(app, full_name="Ada")
+    assert calls(client.get(f"/page?team={team_id}").text)["identify"]["properties"]["full_name"] == "Ada"
+    for how in ("set", "committed", "expired"):
+        answer = client.get(f"/rename/{how}?team={team_id}").json
+        found = calls(answer["page"])
+        assert answer["read"] == [f"Ada {how}", how]
+        assert [found["identify"]["properties"]["full_name"], found["account"]["properties"]["plan"]] == answer["read"]
+
+
+def test_a_property_mapped_to_a_deferred_column_is_loaded_for_the_snippet() -> None:
+    app = build_app(JOURNY_USER_PROPERTIES={"full_name": "full_name", "plan": "plan"})
+
+    @app.get("/deferred")
+    def deferred() -> str:
+        # The user this page shows, loaded without its plan: the snippet's read loads it.
+        user = db.session.scalars(db.select(User).options(defer(User.plan))).one()
+        assert "plan" not in user.__dict__
+        return render_template_string(PAGE, current_user=user)
+
+    client, user_id, _ = logged_in(app, full_name="Ada", plan="pro")
+    with app.app_context():
+        db.session.execute(db.update(User).where(User.id == user_id).values(plan="team"))
+        db.session.commit()
+    assert calls(client.get("/deferred").text)["identify"]["properties"] == {"full_name": "Ada", "plan": "team"}
 
 
 @pytest.mark.parametrize("snippet_properties", [True, False])
