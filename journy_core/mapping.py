@@ -129,6 +129,12 @@ class PropertyMap:
             self._dict_getter = getter if len(names) > 1 else lambda found: (getter(found),)
 
     @property
+    def instance_dict_paths(self) -> tuple[str, ...] | None:
+        """The attribute names read from the instance's ``__dict__``, in the map's order, after
+        :meth:`read_instance_dict`; None before, or for a map that reads otherwise."""
+        return tuple(self._attributes.values()) if self._dict_getter is not None else None
+
+    @property
     def paths(self) -> frozenset[str]:
         """The attribute paths read (none for a callable)."""
         return frozenset(self._attributes.values())

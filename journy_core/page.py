@@ -13,6 +13,9 @@ The rules, once:
 - Property values are read on every page and are part of the key, so a change shows on the next page.
 - A value that cannot be hashed (a list among the properties) is rendered, not cached.
 - A page with events is rendered anew: events are rare and their own.
+- An adapter that can read, in one step, what a page's identity is made of (the instance's identity key and its
+  raw attribute values, with their types) keys the page by that fingerprint instead
+  (:meth:`SnippetCache.render_by`): the identity is then made only for a page not cached yet.
 - The CSP nonce, new on every request, is added after the cache (:func:`~journy_core.snippet.with_nonce`), the way
   :func:`~journy_core.snippet.render_snippet` adds it, so a cached page with a nonce is the same HTML as an
   uncached one.
@@ -57,6 +60,9 @@ class PageIdentity(NamedTuple):
 
 #: The anonymous page: nobody logged in, no account.
 NOBODY = PageIdentity()
+
+#: Marks the keys of :meth:`SnippetCache.render_by`, so that no fingerprint equals a key of ``render``.
+_BY_FINGERPRINT = object()
 
 
 def property_values(properties: Mapping[str, object] | None) -> PropertyValues | None:
@@ -125,16 +131,48 @@ class SnippetCache(Generic[Html]):
         """
         if events:
             return self._mark(self._html(tracker, verification_secret, who, screen, pageview, nonce, events))
+        key = (screen, pageview, verification_secret, who, who[0].__class__, who[3].__class__)
+        return self._page(tracker, settings, verification_secret, key, lambda: who, screen, pageview, nonce)
+
+    def render_by(
+        self,
+        tracker: Tracker,
+        settings: object,
+        verification_secret: str | bytes | None,
+        fingerprint: tuple[object, ...],
+        identify: Callable[[], PageIdentity],
+        screen: str | None,
+        pageview: bool,
+        nonce: object | None = None,
+    ) -> Html:
+        """:meth:`render`, keyed by ``fingerprint`` instead of the identity: what the adapter reads the identity
+        from (the object's identity key, its raw attribute values and their types), of which the identity is a
+        function. ``identify()`` makes the identity only when the page is not cached: on the usual page, seen
+        before, reading what the identity is made of costs less than making it."""
+        key = (_BY_FINGERPRINT, screen, pageview, verification_secret, fingerprint)
+        return self._page(tracker, settings, verification_secret, key, identify, screen, pageview, nonce)
+
+    def _page(
+        self,
+        tracker: Tracker,
+        settings: object,
+        verification_secret: str | bytes | None,
+        key: tuple[object, ...],
+        identify: Callable[[], PageIdentity],
+        screen: str | None,
+        pageview: bool,
+        nonce: object | None,
+    ) -> Html:
+        """The cached page of ``key``, rendered for ``identify()`` and kept when it is not there yet."""
         if tracker is not self._tracker or settings is not self._settings:
             self._entries.clear()
             self._tracker, self._settings = tracker, settings
-        key = (screen, pageview, verification_secret, who, who[0].__class__, who[3].__class__)
         try:
             page = self._entries.get(key)
         except TypeError:  # an unhashable property value (a list): rendered, not cached
-            return self._mark(self._html(tracker, verification_secret, who, screen, pageview, nonce, ()))
+            return self._mark(self._html(tracker, verification_secret, identify(), screen, pageview, nonce, ()))
         if page is None:
-            page = self._mark(self._html(tracker, verification_secret, who, screen, pageview, None, ()))
+            page = self._mark(self._html(tracker, verification_secret, identify(), screen, pageview, None, ()))
             if len(self._entries) >= self.size:
                 self._entries.clear()
             self._entries[key] = page

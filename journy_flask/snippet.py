@@ -24,6 +24,7 @@ from journy_core.page import NOBODY, PageIdentity
 from journy_core.snippet import SnippetEvent, Tracker, disabled_comment, render_event_script
 
 from . import hooks
+from .fingerprints import page_fingerprint
 from .identities import _identify, account_id_of, is_account, is_authenticated, is_user
 from .settings import Settings
 from .state import EMPTY_PAGE, JournyState, page_data, recorded_page_data
@@ -103,7 +104,20 @@ def _page_snippet(
         user = _page_user(state, context)
         if settings.has_skip_filters and hooks.skipped(state, user, page_data()):
             return _html(disabled_comment(_SKIPPED))
-        identity = _identity(settings, user, hooks.current_account(state, page))
+        account = hooks.current_account(state, page)
+        fingerprint = None if page.events or events else page_fingerprint(settings, user, account)
+        if fingerprint is not None:  # the usual page, its user and account model instances
+            return state.snippet_cache.render_by(
+                tracker,
+                settings,
+                settings.verification_secret,
+                fingerprint,
+                lambda: _identity(settings, user, account),
+                page.screen if screen is None else screen,
+                settings.send_pageview if pageview is None else pageview,
+                _page_nonce(context, state),
+            )
+        identity = _identity(settings, user, account)
     return state.snippet_cache.render(
         tracker,
         settings,

@@ -177,3 +177,33 @@ def test_the_anonymous_page_names_nobody() -> None:
 def test_property_values_keep_the_order_and_the_type_of_each_value() -> None:
     assert property_values(None) is None
     assert property_values({"b": True, "a": 1}) == (("b", bool, True), ("a", int, 1))
+
+
+def test_a_page_by_fingerprint_makes_its_identity_only_when_not_cached() -> None:
+    cache = SnippetCache(Marked)
+    made: list[PageIdentity] = []
+
+    def identify(who: PageIdentity) -> Any:
+        return lambda: made.append(who) or who
+
+    ada = PageIdentity(7, "ada@acme.test", property_values({"plan": "pro"}))
+    first = cache.render_by(TRACKER, SETTINGS, SECRET, ("user", 7, "pro"), identify(ada), None, True)
+    again = cache.render_by(TRACKER, SETTINGS, SECRET, ("user", 7, "pro"), identify(ada), None, True, "n1")
+    assert made == [ada]  # the second page came from the cache
+    assert first == page(SnippetCache(Marked), ada)  # what the identity's page is
+    assert again == page(SnippetCache(Marked), ada, nonce="n1")
+    grace = PageIdentity(8)
+    assert '"userId":"8"' in cache.render_by(TRACKER, SETTINGS, SECRET, ("user", 8, None), identify(grace), None, True)
+    assert made == [ada, grace]
+
+
+def test_a_fingerprint_never_serves_a_page_cached_by_identity_nor_an_unhashable_one_a_cached_page() -> None:
+    cache = SnippetCache(Marked)
+    who = PageIdentity(7)
+    page(cache, who)
+    assert len(cache) == 1
+    by_fingerprint = cache.render_by(TRACKER, SETTINGS, SECRET, who, lambda: PageIdentity(8), None, True)
+    assert '"userId":"8"' in by_fingerprint  # the same tuple as a fingerprint is another key
+    listed = cache.render_by(TRACKER, SETTINGS, SECRET, (["admin"],), lambda: PageIdentity(9), None, True)
+    assert '"userId":"9"' in listed
+    assert len(cache) == 2  # the unhashable fingerprint's page was rendered, not kept

@@ -19,6 +19,7 @@ from sqlalchemy.orm import defer
 from journy_core import InvalidArgumentError, verification_hash
 from journy_core.emulator import Emulator
 from journy_flask import Journy
+from journy_flask.fingerprints import page_fingerprint
 from journy_flask.identities import account_id_of, is_authenticated, user_id_of
 from journy_flask.snippet import render_page_snippet
 
@@ -324,7 +325,7 @@ def test_a_property_set_committed_or_expired_by_the_view_shows_on_its_own_page(a
     def rename(how: str) -> dict[str, Any]:
         user = flask_login.current_user
         team = db.session.get(Team, int(request.args["team"]))
-        user.full_name, team.plan = f"Ada {how}", how
+        user.full_name, user.email, team.plan = f"Ada {how}", f"ada.{how}@acme.test", how
         if how == "committed":
             db.session.commit()  # expires both: the snippet's read loads them again
         elif how == "expired":
@@ -332,15 +333,49 @@ def test_a_property_set_committed_or_expired_by_the_view_shows_on_its_own_page(a
             db.session.expire(user)
             db.session.expire(team)
         page = render_template_string(PAGE)
-        return {"page": page, "read": [user.full_name, team.plan]}  # read through the attributes, after the page
+        return {"page": page, "read": [user.full_name, user.email, team.plan]}  # read after the page
 
     client, _, team_id = logged_in(app, full_name="Ada")
     assert calls(client.get(f"/page?team={team_id}").text)["identify"]["properties"]["full_name"] == "Ada"
     for how in ("set", "committed", "expired"):
         answer = client.get(f"/rename/{how}?team={team_id}").json
         found = calls(answer["page"])
-        assert answer["read"] == [f"Ada {how}", how]
-        assert [found["identify"]["properties"]["full_name"], found["account"]["properties"]["plan"]] == answer["read"]
+        assert answer["read"] == [f"Ada {how}", f"ada.{how}@acme.test", how]
+        identify, account = found["identify"], found["account"]
+        assert [identify["properties"]["full_name"], identify["email"], account["properties"]["plan"]] == answer["read"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "has_one"),
+    [
+        ({}, True),
+        ({"JOURNY_SNIPPET_PROPERTIES": False}, True),
+        ({"JOURNY_USER_ID": lambda user: f"u-{user.id}"}, False),
+        ({"JOURNY_USER_PROPERTIES": {"teams": "teams.0"}}, False),
+        ({"JOURNY_USER_PROPERTIES": lambda user: {"plan": user.plan}}, False),
+    ],
+    ids=["default", "no-properties", "id-callable", "dotted-property", "property-callable"],
+)
+def test_a_page_has_a_fingerprint_only_where_its_loaded_attributes_fix_the_identity(
+    overrides: dict[str, Any], has_one: bool
+) -> None:
+    app = build_app(**overrides)
+    with app.app_context():
+        settings = Journy.state(app).settings
+        user, team = User(email="ada@acme.test", full_name="Ada"), Team(name="Acme", plan="pro")
+        db.session.add_all([user, team])
+        assert page_fingerprint(settings, user, team) is None  # pending: no primary key yet
+        db.session.commit()  # expires both
+        assert page_fingerprint(settings, user, team) is None  # nothing loaded
+        db.session.refresh(user)
+        db.session.refresh(team)
+        assert (page_fingerprint(settings, user, team) is not None) is has_one
+        assert (page_fingerprint(settings, user, None) is not None) is has_one
+        assert page_fingerprint(settings, user, str(team.id)) is None  # an account given as an ID
+        if has_one:
+            before = page_fingerprint(settings, user, team)
+            user.full_name = "Ada Lovelace"
+            assert (page_fingerprint(settings, user, team) != before) is settings.snippet_properties
 
 
 def test_a_property_mapped_to_a_deferred_column_is_loaded_for_the_snippet() -> None:
