@@ -17,6 +17,7 @@ account given as an ID) has no fingerprint, and the page's identity is made the 
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from operator import itemgetter
 from typing import Any
@@ -38,9 +39,9 @@ __all__ = ["page_fingerprint"]
 #: Reads one instance's fingerprint; raises KeyError when it has none (see the module).
 Reader = Callable[[Any], tuple[object, ...]]
 
-# id(settings) -> (settings, user reader, account reader): built once per settings object, which it keeps alive so
-# that its id is not reused.
-_readers: dict[int, tuple[Settings, Reader | None, Reader | None]] = {}
+# id(settings) -> (user reader, account reader): built once per settings object, the entry dropped when that object
+# is collected (so that its id, then free for reuse, never finds another's readers).
+_readers: dict[int, tuple[Reader | None, Reader | None]] = {}
 
 
 def page_fingerprint(settings: Settings, user: Any, account: Any) -> tuple[object, ...] | None:
@@ -48,8 +49,9 @@ def page_fingerprint(settings: Settings, user: Any, account: Any) -> tuple[objec
     has none."""
     found = _readers.get(id(settings))
     if found is None:
-        found = _readers[id(settings)] = (settings, *_build(settings))
-    _, read_user, read_account = found
+        found = _readers[id(settings)] = _build(settings)
+        weakref.finalize(settings, _readers.pop, id(settings), None)
+    read_user, read_account = found
     try:
         if user is None:
             user_part = None
