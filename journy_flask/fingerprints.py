@@ -24,10 +24,9 @@ from typing import Any
 
 from journy_core.mapping import PropertyMap
 
-from .settings import Settings
+from .settings import Settings, mapped_attribute_names
 
 try:
-    from sqlalchemy import inspect as sa_inspect
     from sqlalchemy.orm.attributes import instance_state
 
     HAS_SQLALCHEMY = True
@@ -81,10 +80,8 @@ def _reader(
     """The fingerprint reader of ``model``'s instances, or None when the module's conditions do not hold."""
     if not HAS_SQLALCHEMY or model is None or id_spec is not None or not hasattr(model, "__mapper__"):
         return None
-    try:
-        mapper = sa_inspect(model)
-        stored = {*mapper.column_attrs.keys(), *mapper.relationships.keys()}
-    except Exception:  # not mapped after all
+    stored = mapped_attribute_names(model)
+    if stored is None:
         return None
     names: list[str] = []
     if email is not None:

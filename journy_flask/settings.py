@@ -59,16 +59,21 @@ def _properties(spec: object, key: str, model: type | None, defaults: Mapping[st
 
 
 def _all_mapped_attributes(found: PropertyMap, model: Any) -> bool:
-    """Whether ``found`` reads only plain names of ``model``'s mapped columns and relationships, whose loaded
-    values SQLAlchemy keeps in each instance's ``__dict__`` under the same name (``InstanceState.dict``)."""
+    """Whether ``found`` reads only plain names of ``model``'s mapped columns and relationships."""
+    stored = mapped_attribute_names(model)
+    return stored is not None and found.fields is not None and found.paths <= stored
+
+
+def mapped_attribute_names(model: Any) -> frozenset[str] | None:
+    """The names of ``model``'s mapped columns and relationships, whose loaded values SQLAlchemy keeps in each
+    instance's ``__dict__`` under the same name (``InstanceState.dict``); None when ``model`` is not mapped."""
     try:
         from sqlalchemy import inspect as sa_inspect  # noqa: PLC0415 - SQLAlchemy is optional
 
         mapper = sa_inspect(model)
-        stored = {*mapper.column_attrs.keys(), *mapper.relationships.keys()}
-    except Exception:  # not mapped after all (SQLAlchemy absent, a class with a stray __mapper__): attributes
-        return False
-    return found.fields is not None and found.paths <= stored
+        return frozenset((*mapper.column_attrs.keys(), *mapper.relationships.keys()))
+    except Exception:  # not mapped after all (SQLAlchemy absent, a class with a stray __mapper__)
+        return None
 
 
 def _skip_by_user(value: object) -> Callable[[Any], bool]:

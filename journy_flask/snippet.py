@@ -98,36 +98,25 @@ def _page_snippet(
     tracker = settings.tracker or _fetched_tracker(state)
     if tracker is None:
         return _html(disabled_comment(_why_no_tracker(state)))
-    page, identity = EMPTY_PAGE, NOBODY
+    page, user, account = EMPTY_PAGE, None, None
     if has_request_context():
         page = recorded_page_data() or EMPTY_PAGE  # nothing set by the view: read-only defaults
         user = _page_user(state, context)
         if settings.has_skip_filters and hooks.skipped(state, user, page_data()):
             return _html(disabled_comment(_SKIPPED))
         account = hooks.current_account(state, page)
-        fingerprint = None if page.events or events else page_fingerprint(settings, user, account)
-        if fingerprint is not None:  # the usual page, its user and account model instances
-            return state.snippet_cache.render_by(
-                tracker,
-                settings,
-                settings.verification_secret,
-                fingerprint,
-                lambda: _identity(settings, user, account),
-                page.screen if screen is None else screen,
-                settings.send_pageview if pageview is None else pageview,
-                _page_nonce(context, state),
-            )
+    cache, secret, nonce = state.snippet_cache, settings.verification_secret, _page_nonce(context, state)
+    screen = page.screen if screen is None else screen
+    pageview = settings.send_pageview if pageview is None else pageview
+    if page.events or events:  # rendered anew: the events are this page's own
         identity = _identity(settings, user, account)
-    return state.snippet_cache.render(
-        tracker,
-        settings,
-        settings.verification_secret,
-        identity,
-        page.screen if screen is None else screen,
-        settings.send_pageview if pageview is None else pageview,
-        _page_nonce(context, state),
-        [*page.events, *events] if page.events or events else (),  # a page with events is rendered anew
-    )
+        return cache.render(tracker, settings, secret, identity, screen, pageview, nonce, [*page.events, *events])
+    fingerprint = page_fingerprint(settings, user, account)
+    if fingerprint is not None:  # model instances (or nobody): the identity is made only for a page not cached
+        return cache.render_by(
+            tracker, settings, secret, fingerprint, lambda: _identity(settings, user, account), screen, pageview, nonce
+        )
+    return cache.render(tracker, settings, secret, _identity(settings, user, account), screen, pageview, nonce)
 
 
 def _fetched_tracker(state: JournyState) -> Tracker | None:
