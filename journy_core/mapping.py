@@ -110,7 +110,7 @@ class PropertyMap:
         # Read on every page (the snippet's cache key) and every save: plain attribute names are read by one
         # attrgetter, in C; dotted paths by read_attribute().
         self._names = tuple(self._attributes)
-        paths = tuple(self._attributes.values())
+        self._paths = paths = tuple(self._attributes.values())
         self._getter: Callable[[Any], Any] | None = None
         self._dict_getter: Callable[[Any], Any] | None = None
         if paths and not any("." in path for path in paths):
@@ -124,20 +124,19 @@ class PropertyMap:
         descriptors, a call each, and the snippet reads them on every page; the dict is one C-level lookup. The
         adapter calls this only for such a model and names it knows are mapped attributes."""
         if self._getter is not None:
-            names = tuple(self._attributes.values())
-            getter = itemgetter(*names)
-            self._dict_getter = getter if len(names) > 1 else lambda found: (getter(found),)
+            getter = itemgetter(*self._paths)
+            self._dict_getter = getter if len(self._paths) > 1 else lambda found: (getter(found),)
 
     @property
     def instance_dict_paths(self) -> tuple[str, ...] | None:
         """The attribute names read from the instance's ``__dict__``, in the map's order, after
         :meth:`read_instance_dict`; None before, or for a map that reads otherwise."""
-        return tuple(self._attributes.values()) if self._dict_getter is not None else None
+        return self._paths if self._dict_getter is not None else None
 
     @property
     def paths(self) -> frozenset[str]:
         """The attribute paths read (none for a callable)."""
-        return frozenset(self._attributes.values())
+        return frozenset(self._paths)
 
     @property
     def fields(self) -> frozenset[str] | None:
@@ -178,7 +177,7 @@ class PropertyMap:
             return dict(found)
         if self._getter is None:
             return {name: read_attribute(obj, path) for name, path in self._attributes.items()}
-        return {name: value for name, _, value in self.values(obj)}
+        return dict(zip(self._names, self._plain_values(obj), strict=True))
 
     def values(self, obj: object) -> PropertyValues:
         """What ``self(obj)`` returns, as :data:`PropertyValues`, without the dict for a map of plain names: the
@@ -191,6 +190,12 @@ class PropertyMap:
             found = self(obj)
             values: Any = found.values()
             return tuple(zip(found.keys(), map(type, values), values, strict=True))
+        values = self._plain_values(obj)
+        return tuple(zip(self._names, map(type, values), values, strict=True))  # no Python loop: on every page
+
+    def _plain_values(self, obj: object) -> Any:
+        """The values of a map of plain names, in order: from ``__dict__`` after :meth:`read_instance_dict`, else
+        (or for a value not there) through the attributes; a method is called, as read_attribute() does."""
         values = None
         if self._dict_getter is not None:
             try:
@@ -198,10 +203,11 @@ class PropertyMap:
             except (KeyError, AttributeError):  # expired or deferred (or no __dict__): the attribute loads it
                 values = None
         if values is None:
+            assert self._getter is not None  # a map of plain names
             values = self._getter(obj)
-        if any(map(callable, values)):  # a method (get_full_name) is called, as read_attribute() does
+        if any(map(callable, values)):  # a method (get_full_name) is called
             values = [value() if callable(value) and not isinstance(value, type) else value for value in values]
-        return tuple(zip(self._names, map(type, values), values, strict=True))  # no Python loop: on every page
+        return values
 
     def __repr__(self) -> str:
         shown = getattr(self._function, "__qualname__", None) or self._attributes

@@ -78,10 +78,8 @@ def _reader(
     model: Any, id_spec: object, email: str | None, prop_map: PropertyMap | None, with_properties: bool
 ) -> Reader | None:
     """The fingerprint reader of ``model``'s instances, or None when the module's conditions do not hold."""
-    if not HAS_SQLALCHEMY or model is None or id_spec is not None or not hasattr(model, "__mapper__"):
-        return None
-    stored = mapped_attribute_names(model)
-    if stored is None:
+    stored = mapped_attribute_names(model) if HAS_SQLALCHEMY and model is not None and id_spec is None else None
+    if stored is None:  # no model, an ID callable, or not mapped
         return None
     names: list[str] = []
     if email is not None:
