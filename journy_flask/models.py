@@ -28,7 +28,7 @@ from flask import current_app, has_app_context
 
 from journy_core import operations as ops
 from journy_core.changelog import Change, ChangeLog, buffer_of, delete_change, membership_change, upsert_change
-from journy_core.guard import guarded
+from journy_core.guard import guarded, report_exception
 from journy_core.pausing import pause_sync, sync_paused
 
 from .identities import (
@@ -134,16 +134,23 @@ def _changes(state: JournyState, session: Any) -> list[Change]:
     """What this flush wrote to the synced models, as changes."""
     recorded: list[Change] = []
     # One object's failure (a property map naming what it lacks, a property that raises) skips that object
-    # alone: the rest of the commit is still sent.
+    # alone: the rest of the commit is still sent. The log's name for the object is made only then: reading its
+    # primary key costs more than recording most changes.
     for obj in session.new:
-        with guarded(_syncing(obj), loud=state.debug):
+        try:
             _record_save(state, obj, recorded, inserted=True)
+        except Exception:
+            report_exception(_syncing(obj), loud=state.debug)
     for obj in session.dirty:
-        with guarded(_syncing(obj), loud=state.debug):
+        try:
             _record_save(state, obj, recorded, inserted=False)
+        except Exception:
+            report_exception(_syncing(obj), loud=state.debug)
     for obj in session.deleted:
-        with guarded(_syncing(obj), loud=state.debug):
+        try:
             _record_delete(state, obj, recorded)
+        except Exception:
+            report_exception(_syncing(obj), loud=state.debug)
     return recorded
 
 
@@ -157,9 +164,21 @@ def _syncing(obj: Any) -> str:
 
 def _synced_columns_changed(state: JournyState, obj: Any, *, account: bool) -> bool:
     insp = sa_inspect(obj)
-    watched = _watched_columns(state.settings, insp.mapper, account=account)
     attrs = insp.attrs
-    return any(name in attrs and attrs[name].history.has_changes() for name in watched)
+    return any(attrs[name].history.has_changes() for name in _watched(state, insp.mapper, account=account))
+
+
+def _watched(state: JournyState, mapper: Any, *, account: bool) -> frozenset[str]:
+    """:func:`_watched_columns` of ``mapper``, worked out once per class and settings instead of at every flush."""
+    cache = state.watched_columns
+    if cache.get("settings") is not state.settings:  # settings swapped (the test helpers do): start over
+        cache.clear()
+        cache["settings"] = state.settings
+    watched: frozenset[str] | None = cache.get((mapper, account))
+    if watched is None:
+        names = _watched_columns(state.settings, mapper, account=account)
+        watched = cache[mapper, account] = frozenset(name for name in names if name in mapper.attrs)
+    return watched
 
 
 def _watched_columns(settings: Any, mapper: Any, *, account: bool) -> set[str]:

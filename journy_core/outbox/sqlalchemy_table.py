@@ -8,11 +8,25 @@ timezone-aware.
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, Connection, DateTime, Dialect, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    DateTime,
+    Dialect,
+    Index,
+    Insert,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeDecorator, TypeEngine
@@ -129,5 +143,20 @@ def add_in(
     connection = (
         connection_or_session if isinstance(connection_or_session, Connection) else connection_or_session.connection()
     )
-    # One multi-row INSERT: ids are assigned in list order, which is the order the relay delivers an entity in.
-    connection.execute((OUTBOX_TABLE if table is None else table).insert(), _row_values(operations, _utcnow()))
+    rows = _row_values(operations, _utcnow())
+    # Ids are assigned in list order, which is the order the relay delivers an entity in. One row (a flush of one
+    # change, the common case) goes as a plain execute: a list would take the driver's executemany path, which
+    # costs more for one row (psycopg enters and leaves its pipeline mode for it).
+    connection.execute(_insert_into(OUTBOX_TABLE if table is None else table), rows[0] if len(rows) == 1 else rows)
+
+
+_inserts: weakref.WeakKeyDictionary[Table, Insert] = weakref.WeakKeyDictionary()
+
+
+def _insert_into(table: Table) -> Insert:
+    """``table.insert()``, built once per table: SQLAlchemy then finds its compiled form by the statement's cache key,
+    which a new statement at every flush would make it work out again."""
+    insert = _inserts.get(table)
+    if insert is None:
+        insert = _inserts[table] = table.insert()
+    return insert

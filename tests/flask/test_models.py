@@ -100,6 +100,26 @@ def test_an_update_of_a_synced_column_upserts_and_of_another_column_does_not(db_
     assert users[1]["identification"]["email"] == "ada@lovelace.test"
 
 
+def test_the_columns_worth_a_call_follow_settings_swapped_after_the_first_flush(app: Flask) -> None:
+    from journy_core.mapping import PropertyMap
+
+    with app.app_context():
+        user = User(email="ada@acme.test")
+        db.session.add(user)
+        db.session.commit()
+        user.last_seen = "yesterday"  # not in the map: the class's watched columns are worked out, without it
+        db.session.commit()
+        assert len(outbox_of(app).users()) == 1  # the insert alone
+        state = app.extensions["journy"]
+        mapped = PropertyMap({"last_seen": "last_seen"}, "JOURNY_USER_PROPERTIES")
+        state.settings = dataclasses.replace(state.settings, user_properties=mapped)
+        user.last_seen = "today"
+        db.session.commit()
+    users = outbox_of(app).users()
+    assert len(users) == 2
+    assert users[1]["properties"] == {"last_seen": "today"}
+
+
 def test_deleting_sends_delete_and_replaces_earlier_upserts_of_the_transaction(db_app: Flask) -> None:
     with db_app.app_context():
         user = User(email="ada@acme.test")
