@@ -16,7 +16,7 @@ from datetime import timezone, tzinfo
 from typing import Any
 
 from . import batching
-from .backends import load_backend
+from .backends import checked_queue, load_backend
 from .backends.base import Backend, FailureCallback
 from .client import DEFAULT_TIMEOUT, Client, OperationMethods
 from .errors import InvalidArgumentError
@@ -56,6 +56,7 @@ class Journy(OperationMethods[None]):
         naive_timezone: tzinfo = timezone.utc,
     ) -> None:
         api_key = redact(api_key)  # first: a traceback through this frame shows the key only redacted
+        checked_queue(queue)  # a bad QUEUE is named before the API key is asked for
         backend_name = (queue or {}).get("BACKEND", "thread")
         key = None if api_key is None else checked_api_key(api_key)
         if key is None and backend_name in _KEYED_BACKENDS:

@@ -16,7 +16,7 @@ from .importing import import_string, resolve_callable
 from .mapping import PropertyMap
 from .secrets import Secret, checked_api_key
 
-__all__ = ["CONVERT", "ENV_API_KEY", "django_model", "flask_model"]
+__all__ = ["CONVERT", "ENV_API_KEY", "api_key_source", "django_model", "flask_model"]
 
 #: Read when the configuration sets no API key (as ``JOURNY_API_URL`` is for the base URL).
 ENV_API_KEY = "JOURNY_API_KEY"
@@ -54,10 +54,18 @@ def _secret(value: object, key: str) -> Secret | None:
     return Secret(value)
 
 
-def _api_key(value: object, key: str) -> Secret | None:
+def api_key_source(value: object, key: str) -> tuple[object, str]:
+    """The API key the configuration gives and where it says it: ``value`` under ``key`` when set, else the
+    ``JOURNY_API_KEY`` environment variable's, else ``(None, key)``. The one rule for the settings and the checks."""
     if value is None:
-        value = os.environ.get(ENV_API_KEY) or None
-        key = f"the {ENV_API_KEY} environment variable" if value is not None else key
+        from_environment = os.environ.get(ENV_API_KEY) or None
+        if from_environment is not None:
+            return from_environment, f"the {ENV_API_KEY} environment variable"
+    return value, key
+
+
+def _api_key(value: object, key: str) -> Secret | None:
+    value, key = api_key_source(value, key)
     if value is None:
         return None
     try:

@@ -291,8 +291,10 @@ def _scalar(value: object, argument: str, key: str, allowed: str, naive_timezone
         return _safe_int(value, _where(argument, key))
     if isinstance(value, float):
         if not math.isfinite(value):
+            # None is a choice for a property (it deletes it), never for event metadata (leave the key out).
+            instead = "or None" if allowed is _PROPERTY_TYPES else "or leave the key out"
             raise InvalidArgumentError(
-                _where(argument, key), f"{value!r} cannot be sent as JSON; use a finite number or None"
+                _where(argument, key), f"{value!r} cannot be sent as JSON; use a finite number {instead}"
             )
         return value
     if isinstance(value, Decimal):

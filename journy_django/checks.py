@@ -24,10 +24,11 @@ from django.contrib.auth import get_user_model
 from django.core.checks import CheckMessage, Error, Warning, register
 
 from journy_core import ConfigurationError, Tracker
-from journy_core.backends import backend_class
+from journy_core.backends import BACKENDS, checked_queue
 from journy_core.config import DJANGO_SOURCE, read_config, unknown_options
 from journy_core.importing import resolve_callable
 from journy_core.mapping import PropertyMap
+from journy_core.option_values import api_key_source
 from journy_core.secrets import api_key_problem
 from journy_core.soft_delete import SoftDelete
 from journy_core.urls import ENV_BASE_URL, is_loopback_host, resolve_base_url
@@ -106,9 +107,9 @@ def check_api_key(**kwargs: Any) -> list[CheckMessage]:
     if raw.get("ENABLED", True) is False:
         return []
     backend = (raw.get("QUEUE") or {}).get("BACKEND", "thread") if isinstance(raw.get("QUEUE"), dict) else "thread"
-    key = raw.get("API_KEY")
     if backend in _NO_KEY_BACKENDS:
         return []
+    key, where = api_key_source(raw.get("API_KEY"), "JOURNY['API_KEY']")
     if isinstance(key, str) and key.strip():
         problem = api_key_problem(key.strip())
         if problem is None:
@@ -116,8 +117,8 @@ def check_api_key(**kwargs: Any) -> list[CheckMessage]:
         # The message says what is wrong with the key, never the key itself.
         return [
             Error(
-                f"JOURNY['API_KEY'] {problem}.",
-                hint="Copy the key again from journy.io (Settings > Connections) to where JOURNY['API_KEY'] reads it.",
+                f"{where[0].upper()}{where[1:]} {problem}.",
+                hint=f"Copy the key again from journy.io (Settings > Connections) into {where}.",
                 id="journy.E001",
             )
         ]
@@ -161,28 +162,14 @@ def check_api_url(**kwargs: Any) -> list[CheckMessage]:
 
 def check_queue(**kwargs: Any) -> list[CheckMessage]:
     queue = _raw().get("QUEUE")
-    if queue is None:
-        return []
-    if not isinstance(queue, dict):
-        return [Error("JOURNY['QUEUE'] must be a dict.", hint="{'BACKEND': 'thread', 'OPTIONS': {}}", id="journy.E003")]
     try:
-        unknown = set(queue) - {"BACKEND", "OPTIONS"}
-        if unknown:
-            raise ConfigurationError(f"Unknown JOURNY['QUEUE'] keys {sorted(unknown)}; it takes BACKEND and OPTIONS.")
-        cls = backend_class(queue.get("BACKEND", "thread"), "JOURNY['QUEUE']['BACKEND']")
-        options = queue.get("OPTIONS") or {}
-        extra = set(options) - set(cls.option_names) if isinstance(options, dict) else {"<not a dict>"}
-        if extra:
-            raise ConfigurationError(
-                f"JOURNY['QUEUE']['OPTIONS'] has {sorted(extra)}, unknown to the {cls.name!r} backend; it takes: "
-                f"{', '.join(sorted(cls.option_names)) or 'none'}."
-            )
+        checked_queue(queue, "JOURNY['QUEUE']")
     except ConfigurationError as exc:
         return [
             Error(
                 str(exc),
-                hint="BACKEND is one of thread, sync, memory, disabled, celery, rq, django_tasks, or a dotted path "
-                "(docs/queue.md).",
+                hint=f"BACKEND is one of {', '.join(BACKENDS)}, or a dotted path; each takes its own OPTIONS "
+                "(docs/queue.md, docs/outbox.md).",
                 id="journy.E003",
             )
         ]

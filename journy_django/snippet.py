@@ -30,7 +30,7 @@ from journy_core import (
     TrackerCache,
     disabled_comment,
 )
-from journy_core.guard import guarded
+from journy_core.guard import guarded, report_exception
 from journy_core.page import NOBODY, PageIdentity, SnippetCache
 from journy_core.snippet import SnippetEvent, event_left_out, page_event, render_event_script
 
@@ -229,17 +229,11 @@ def render_for_request(request: HttpRequest | None, *, screen: str | None = None
     try:
         html = _render(request, screen)
     except Exception:  # a plain try keeps guarded()'s set-up off every page's path
-        _report("rendering the journy.io snippet")
+        report_exception("rendering the journy.io snippet", loud=settings.DEBUG)
         html = disabled_comment("error while rendering the snippet (see the journy log)")
     if html.__class__ is SafeString:  # a cached snippet, marked safe once
         return html
     return mark_safe(html)  # noqa: S308 - render_snippet and disabled_comment escape every value
-
-
-def _report(what: str) -> None:
-    """Log and count the exception being handled, as :func:`~journy_core.guard.guarded` does."""
-    with guarded(what, loud=settings.DEBUG):
-        raise  # noqa: PLE0704 - re-raises the exception being handled, into guarded()
 
 
 def _render(request: HttpRequest | None, screen: str | None) -> str:

@@ -6,6 +6,7 @@ the dotted path of a :class:`~journy_core.backends.base.Backend` subclass of you
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -13,9 +14,9 @@ from typing import Any
 from ..client import Client
 from ..errors import ConfigurationError
 from ..importing import import_string
-from .base import Backend, FailureCallback, Stats
+from .base import Backend, FailureCallback, Stats, unknown_backend_options
 
-__all__ = ["BACKENDS", "Backend", "Stats", "backend_class", "load_backend"]
+__all__ = ["BACKENDS", "Backend", "Stats", "backend_class", "checked_queue", "load_backend"]
 
 #: name -> (dotted path, the extra that installs its engine, the module that engine provides)
 BACKENDS: dict[str, tuple[str, str | None, str | None]] = {
@@ -42,9 +43,10 @@ def backend_class(name: str, setting: str = "QUEUE['BACKEND']") -> type[Backend]
                 f"{setting}={name!r} needs {engine!r}, which is not installed: pip install 'journy[{extra}]'."
             )
     elif "." not in name:
+        close = difflib.get_close_matches(name, BACKENDS, n=1, cutoff=0.6)
         raise ConfigurationError(
-            f"{setting}={name!r} is neither a known backend ({', '.join(BACKENDS)}) nor a dotted path "
-            "such as 'myapp.journy.MyBackend'."
+            (f"{setting}={name!r}: did you mean {close[0]!r}? " if close else f"{setting}={name!r} is ")
+            + f"neither a known backend ({', '.join(BACKENDS)}) nor a dotted path such as 'myapp.journy.MyBackend'."
         )
     else:
         path = name
@@ -62,7 +64,18 @@ def load_backend(
     setting: str = "QUEUE",
 ) -> Backend:
     """Build the backend a ``QUEUE`` setting describes (``None`` means the ``thread`` default)."""
-    queue = dict(queue or {})
+    cls, options = checked_queue(queue, setting)
+    return cls(client_factory=client_factory, options=options, on_failure=on_failure)
+
+
+def checked_queue(queue: Mapping[str, Any] | None, setting: str = "QUEUE") -> tuple[type[Backend], Mapping[str, Any]]:
+    """The backend class and options a ``QUEUE`` setting names, checked without building anything (what the
+    Django system check and :func:`load_backend` both ask); raises :class:`ConfigurationError` saying what to fix,
+    with the closest name for a misspelt backend or option."""
+    if not isinstance(queue, Mapping):
+        if queue is not None:
+            raise ConfigurationError(f"{setting} must be a dict such as {{'BACKEND': 'thread', 'OPTIONS': {{}}}}.")
+        queue = {}
     unknown = set(queue) - {"BACKEND", "OPTIONS"}
     if unknown:
         raise ConfigurationError(f"Unknown {setting} keys {sorted(unknown)}; it takes BACKEND and OPTIONS.")
@@ -70,4 +83,7 @@ def load_backend(
     if not isinstance(options, Mapping):
         raise ConfigurationError(f"{setting}['OPTIONS'] must be a dict, got {type(options).__name__}.")
     cls = backend_class(queue.get("BACKEND", "thread"), f"{setting}['BACKEND']")
-    return cls(client_factory=client_factory, options=options, on_failure=on_failure)
+    problem = unknown_backend_options(cls, options)
+    if problem is not None:
+        raise ConfigurationError(f"{setting}['OPTIONS']: {problem}")
+    return cls, options

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
@@ -48,12 +49,9 @@ class Backend:
         self.options = dict(options or {})
         self.on_failure = on_failure
         self.stats = Stats()
-        unknown = set(self.options) - set(self.option_names)
-        if unknown:
-            known = ", ".join(sorted(self.option_names)) or "none"
-            raise ConfigurationError(
-                f"Unknown OPTIONS {sorted(unknown)} for the {self.name!r} queue backend; it takes: {known}."
-            )
+        problem = unknown_backend_options(type(self), self.options)
+        if problem is not None:
+            raise ConfigurationError(problem)
 
     def enqueue(self, operation: Operation) -> None:
         raise NotImplementedError
@@ -116,3 +114,18 @@ def report_failure(
             on_failure(operation, error)
         except Exception:
             logger.exception("journy: the on_failure callback raised for %s", operation.describe())
+
+
+def unknown_backend_options(cls: type[Backend], options: Mapping[str, Any]) -> str | None:
+    """What is wrong with ``options`` for the backend class ``cls`` (each unknown name, with the closest known one),
+    or None when it takes them all."""
+    unknown = sorted(set(options) - set(cls.option_names), key=str)
+    if not unknown:
+        return None
+    hints = ""
+    for name in unknown:
+        close = difflib.get_close_matches(str(name), cls.option_names, n=1, cutoff=0.6)
+        if close:
+            hints += f" Did you mean {close[0]!r} for {name!r}?"
+    known = ", ".join(sorted(cls.option_names)) or "none"
+    return f"Unknown OPTIONS {unknown} for the {cls.name!r} queue backend; it takes: {known}.{hints}"

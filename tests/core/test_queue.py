@@ -280,6 +280,15 @@ def test_an_unknown_backend_name_lists_the_known_ones() -> None:
         Journy("k", queue={"BACKEND": "carrier_pigeon"})
 
 
+def test_a_misspelt_backend_or_option_is_refused_with_the_closest_name() -> None:
+    with pytest.raises(ConfigurationError, match=r"QUEUE\['BACKEND'\]='outbx': did you mean 'outbox'\?"):
+        Journy("k", queue={"BACKEND": "outbx"})
+    with pytest.raises(ConfigurationError, match=r"Did you mean 'CONCURRENCY' for 'CONCURENCY'\?"):
+        Journy("k", queue={"OPTIONS": {"CONCURENCY": 2}})
+    with pytest.raises(ConfigurationError, match=r"QUEUE must be a dict"):
+        Journy("k", queue="thread")  # type: ignore[arg-type]
+
+
 def test_a_missing_engine_names_the_extra_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(BACKENDS, "celery", ("journy_core.backends.celery.CeleryBackend", "celery", "no_such_engine"))
     with pytest.raises(ConfigurationError, match=r"pip install 'journy\[celery\]'"):

@@ -385,3 +385,13 @@ def test_an_email_or_domain_that_is_not_a_string_is_refused_as_before() -> None:
         serialize_email(42, "email")
     with pytest.raises(InvalidArgumentError, match="must not be empty"):
         serialize_domain("  ", "domain")
+
+
+@pytest.mark.parametrize("number", [math.nan, math.inf, -math.inf])
+def test_a_number_json_cannot_carry_is_refused_with_a_way_out_that_the_argument_accepts(number: float) -> None:
+    with pytest.raises(InvalidArgumentError, match=r"use a finite number or None$"):
+        serialize_properties({"score": number})
+    assert serialize_properties({"score": None}) == {"score": None}  # what the message offers is accepted
+    with pytest.raises(InvalidArgumentError, match=r"use a finite number or leave the key out$"):
+        serialize_metadata({"score": number})
+    assert serialize_metadata({}) == {}

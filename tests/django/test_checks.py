@@ -30,7 +30,8 @@ def ids(messages):
         (checks.check_settings_shape, {"INTERNAL_IPS": ["not-an-ip"]}, "journy.E009"),
     ],
 )
-def test_each_problem_has_its_check_id_and_a_hint(settings, check, overrides, expected):
+def test_each_problem_has_its_check_id_and_a_hint(settings, monkeypatch, check, overrides, expected):
+    monkeypatch.delenv("JOURNY_API_KEY", raising=False)
     settings.JOURNY = {**settings.JOURNY, **overrides}
     messages = check()
     assert expected in ids(messages)
@@ -73,6 +74,21 @@ def test_an_api_key_that_cannot_be_sent_is_reported_by_the_check_without_showing
     assert "7f3a" not in message.msg + message.hint
 
 
+def test_an_api_key_from_the_environment_variable_passes_the_check_as_it_is_used_to_send(settings, monkeypatch):
+    journy = {key: value for key, value in settings.JOURNY.items() if key not in ("API_KEY", "QUEUE")}
+    settings.JOURNY = journy
+    monkeypatch.setenv("JOURNY_API_KEY", "KEY-from-the-environment")
+    assert checks.check_api_key() == []
+    monkeypatch.setenv("JOURNY_API_KEY", "KEY-7f3a\n9c")
+    [message] = checks.check_api_key()
+    assert message.id == "journy.E001"
+    assert message.msg.startswith("The JOURNY_API_KEY environment variable contains a line break; ")
+    assert "7f3a" not in message.msg + message.hint
+    monkeypatch.delenv("JOURNY_API_KEY")
+    [message] = checks.check_api_key()
+    assert "is not set" in message.msg
+
+
 def test_a_property_map_naming_an_attribute_the_model_lacks_is_a_check_error_naming_both(settings):
     settings.JOURNY = {**settings.JOURNY, "USER_PROPERTIES": ["first_name", "nickname"]}
     [message] = checks.check_property_attributes()
@@ -80,6 +96,16 @@ def test_a_property_map_naming_an_attribute_the_model_lacks_is_a_check_error_nam
     assert "'nickname'" in message.msg and "User" in message.msg and "first_name" not in message.msg
     settings.JOURNY = {**settings.JOURNY, "USER_PROPERTIES": ["first_name", "get_full_name", "profile.plan"]}
     assert [m.id for m in checks.check_property_attributes()] == ["journy.E011"]  # 'profile' is not on User either
+
+
+def test_a_misspelt_queue_backend_or_option_is_an_error_suggesting_the_right_name(settings):
+    settings.JOURNY = {**settings.JOURNY, "QUEUE": {"BACKEND": "outbx"}}
+    [message] = checks.check_queue()
+    assert message.id == "journy.E003"
+    assert "did you mean 'outbox'?" in message.msg and "outbox" in message.hint
+    settings.JOURNY = {**settings.JOURNY, "QUEUE": {"BACKEND": "outbox", "OPTIONS": {"RELAY_IN_PROCES": False}}}
+    [message] = checks.check_queue()
+    assert "Did you mean 'RELAY_IN_PROCESS' for 'RELAY_IN_PROCES'?" in message.msg
 
 
 def test_a_misspelt_key_is_one_error_suggesting_the_right_name(settings):

@@ -2,9 +2,9 @@
 """``manage.py journy_check``: is this project ready to send data to journy.io?
 
 Runs the journy system checks, then asks journy.io (or the emulator ``JOURNY_API_URL`` points at) what the API key
-may do, and, when ``WEBSITE_DOMAIN`` is set, fetches the website's snippet. Exits with status 1 on any problem
+may do, and, when ``WEBSITE_DOMAIN`` is set, fetches the website's snippet. Exits with status 1 on any error
 (errors of the checks, a refused key, a missing permission), so deploy pipelines can run it. With the ``outbox``
-backend it also reports the rows waiting, the oldest one's age and the dead rows.
+backend it also reports the rows waiting, the oldest one's age and the dead rows (a warning, not an error).
 """
 
 from __future__ import annotations
