@@ -267,6 +267,12 @@ def serialize_datetime(value: object, argument: str, *, naive_timezone: tzinfo =
     raise InvalidArgumentError(argument, f"expected a datetime, date or ISO 8601 string, got {type(value).__name__}")
 
 
+def _not_finite(value: float, where: str, allowed: str) -> InvalidArgumentError:
+    # None is a choice for a property (it deletes it), never for event metadata (leave the key out).
+    instead = "or None" if allowed is _PROPERTY_TYPES else "or leave the key out"
+    return InvalidArgumentError(where, f"{value!r} cannot be sent as JSON; use a finite number {instead}")
+
+
 def _scalar(value: object, argument: str, key: str, allowed: str, naive_timezone: tzinfo) -> str | bool | int | float:
     """A scalar property or metadata value; raises naming ``argument[key]`` when it is not one."""
     kind = type(value)
@@ -291,11 +297,7 @@ def _scalar(value: object, argument: str, key: str, allowed: str, naive_timezone
         return _safe_int(value, _where(argument, key))
     if isinstance(value, float):
         if not math.isfinite(value):
-            # None is a choice for a property (it deletes it), never for event metadata (leave the key out).
-            instead = "or None" if allowed is _PROPERTY_TYPES else "or leave the key out"
-            raise InvalidArgumentError(
-                _where(argument, key), f"{value!r} cannot be sent as JSON; use a finite number {instead}"
-            )
+            raise _not_finite(value, _where(argument, key), allowed)
         return value
     if isinstance(value, Decimal):
         return _decimal(value, _where(argument, key))
