@@ -16,7 +16,7 @@ from datetime import timezone, tzinfo
 from typing import Any
 
 from . import batching
-from .backends import checked_queue, load_backend
+from .backends import checked_queue
 from .backends.base import Backend, FailureCallback
 from .client import DEFAULT_TIMEOUT, Client, OperationMethods
 from .errors import InvalidArgumentError
@@ -56,7 +56,7 @@ class Journy(OperationMethods[None]):
         naive_timezone: tzinfo = timezone.utc,
     ) -> None:
         api_key = redact(api_key)  # first: a traceback through this frame shows the key only redacted
-        checked_queue(queue)  # a bad QUEUE is named before the API key is asked for
+        backend_class, options = checked_queue(queue)  # a bad QUEUE is named before the API key is asked for
         backend_name = (queue or {}).get("BACKEND", "thread")
         key = None if api_key is None else checked_api_key(api_key)
         if key is None and backend_name in _KEYED_BACKENDS:
@@ -73,8 +73,8 @@ class Journy(OperationMethods[None]):
             assert key is not None
             return Client(key, base_url=url, timeout=timeout, naive_timezone=naive_timezone, pool_size=1)
 
-        self.backend: Backend = load_backend(
-            queue, client_factory=client_factory if key is not None else None, on_failure=on_failure
+        self.backend: Backend = backend_class(
+            client_factory=client_factory if key is not None else None, options=options, on_failure=on_failure
         )
         #: Whether operations made together (a request, a transaction) travel as one message: only with a backend
         #: that crosses a process boundary, where separate messages may be delivered out of order.
