@@ -136,21 +136,13 @@ def _changes(state: JournyState, session: Any) -> list[Change]:
     # One object's failure (a property map naming what it lacks, a property that raises) skips that object
     # alone: the rest of the commit is still sent. The log's name for the object is made only then: reading its
     # primary key costs more than recording most changes.
-    for obj in session.new:
-        try:
-            _record_save(state, obj, recorded, inserted=True)
-        except Exception:
-            report_exception(_syncing(obj), loud=state.debug)
-    for obj in session.dirty:
-        try:
-            _record_save(state, obj, recorded, inserted=False)
-        except Exception:
-            report_exception(_syncing(obj), loud=state.debug)
-    for obj in session.deleted:
-        try:
-            _record_delete(state, obj, recorded)
-        except Exception:
-            report_exception(_syncing(obj), loud=state.debug)
+    steps = ((session.new, _record_inserted), (session.dirty, _record_updated), (session.deleted, _record_delete))
+    for objects, record in steps:
+        for obj in objects:
+            try:
+                record(state, obj, recorded)
+            except Exception:
+                report_exception(_syncing(obj), loud=state.debug)
     return recorded
 
 
@@ -171,9 +163,9 @@ def _synced_columns_changed(state: JournyState, obj: Any, *, account: bool) -> b
 def _watched(state: JournyState, mapper: Any, *, account: bool) -> frozenset[str]:
     """:func:`_watched_columns` of ``mapper``, worked out once per class and settings instead of at every flush."""
     cache = state.watched_columns
-    if cache.get("settings") is not state.settings:  # settings swapped (the test helpers do): start over
+    if state.watched_settings is not state.settings:  # settings swapped (the test helpers do): start over
         cache.clear()
-        cache["settings"] = state.settings
+        state.watched_settings = state.settings
     watched: frozenset[str] | None = cache.get((mapper, account))
     if watched is None:
         names = _watched_columns(state.settings, mapper, account=account)
@@ -230,6 +222,14 @@ def _record_save(state: JournyState, obj: Any, recorded: list[Change], *, insert
                 key = ("account", account_id)
                 recorded.append(delete_change(key, operation) if deleted else upsert_change(key, operation))
         _record_members(state, obj, account_id, recorded)
+
+
+def _record_inserted(state: JournyState, obj: Any, recorded: list[Change]) -> None:
+    _record_save(state, obj, recorded, inserted=True)
+
+
+def _record_updated(state: JournyState, obj: Any, recorded: list[Change]) -> None:
+    _record_save(state, obj, recorded, inserted=False)
 
 
 def _record_members(state: JournyState, account: Any, account_id: str, recorded: list[Change]) -> None:

@@ -103,9 +103,10 @@ class JournyState:
         self.snippet_cache: SnippetCache[Markup] = SnippetCache(Markup, size=SNIPPET_CACHE_SIZE)
         #: Whether Flask-Login is set up on the app; None until the first request (it may be set up after us).
         self.has_login_manager: bool | None = None
-        #: By (mapper, whether it is the account model): the attributes whose change is worth a call; under
-        #: "settings", the settings they were worked out for.
-        self.watched_columns: dict[Any, Any] = {}
+        #: By (mapper, whether it is the account model): the attributes whose change is worth a call, worked out
+        #: for ``watched_settings`` (new settings start it over).
+        self.watched_columns: dict[tuple[Any, bool], frozenset[str]] = {}
+        self.watched_settings: Any = None
 
     def enqueue(self, operation: Operation) -> None:
         """Queue ``operation`` unless tracking is disabled; never raises."""
