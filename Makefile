@@ -1,7 +1,7 @@
 # Two commands do all the set-up on a fresh machine (see README.md):
 #   make demo   the main job: an example app wired to the plugin, talking to the local emulator
-#   make test   the whole test suite (Django 5.2 on Python 3.11, Django 6 on Python 3.13, then the Django tests on
-#               Django 4.2 LTS on Python 3.11)
+#   make test   the whole test suite: Django 5.2 on Python 3.11 (with lint and types) beside Django 6 on Python 3.13
+#               followed by the Django tests on Django 4.2 LTS on Python 3.11
 # Each creates its virtualenv on first use and reinstalls only when pyproject.toml or constraints/ change.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -11,18 +11,22 @@ VENV313 ?= .venv-py313
 VENV42 ?= .venv-django42
 PYTEST_ARGS ?=
 
-.PHONY: demo demo-django demo-flask demo-core test test-main test-py313 test-django42 browser lint bench clean
+.PHONY: demo demo-django demo-flask demo-core test test-main test-py313 test-django42 test-others system-packages \
+	browser lint bench clean
 
-$(VENV)/.installed: pyproject.toml constraints/django52.txt
+# Debian packages installed at most once a run, before the virtualenvs that compile against them (apt-get takes a lock:
+# two virtualenvs built side by side must not each call it).
+system-packages:
 	@bash scripts/ensure_mysql_client.sh
+
+$(VENV)/.installed: pyproject.toml constraints/django52.txt | system-packages
 	$(PYTHON) -m venv $(VENV)
 	@echo "Installing into $(VENV) (log: $(VENV)/install.log)"
 	@$(VENV)/bin/python -m pip install -c constraints/django52.txt -e '.[dev]' > $(VENV)/install.log 2>&1 \
 		|| (cat $(VENV)/install.log; exit 1)
 	touch $@
 
-$(VENV313)/.installed: pyproject.toml constraints/django6.txt
-	@bash scripts/ensure_mysql_client.sh
+$(VENV313)/.installed: pyproject.toml constraints/django6.txt | system-packages
 	@test -n "$(PYTHON313)" || (echo "Python 3.13 not found: set PYTHON313=/path/to/python3.13" && exit 1)
 	$(PYTHON313) -m venv $(VENV313)
 	@echo "Installing into $(VENV313) (log: $(VENV313)/install.log)"
@@ -32,8 +36,7 @@ $(VENV313)/.installed: pyproject.toml constraints/django6.txt
 
 # Django 4.2 LTS on Python 3.11: only the Django tests run there (the rest does not depend on the Django version),
 # with the dev-django42 extra: dev less django-tasks-db, which requires Django >= 5.2.
-$(VENV42)/.installed: pyproject.toml constraints/django42.txt
-	@bash scripts/ensure_mysql_client.sh
+$(VENV42)/.installed: pyproject.toml constraints/django42.txt | system-packages
 	$(PYTHON) -m venv $(VENV42)
 	@echo "Installing into $(VENV42) (log: $(VENV42)/install.log)"
 	@$(VENV42)/bin/python -m pip install -c constraints/django42.txt -e '.[dev-django42]' > $(VENV42)/install.log 2>&1 \
@@ -51,7 +54,14 @@ demo-flask: $(VENV)/.installed
 demo-core: $(VENV)/.installed
 	$(VENV)/bin/python scripts/demo.py
 
-test: test-main test-py313 test-django42
+# The suites spend most of their time waiting on subprocesses, databases and the emulator (about one core of two), so
+# the Python 3.11 suite runs beside the other two; each test run keeps its own databases, Redis database and ports.
+# --output-sync prints each suite's output whole, when it ends; --keep-going runs every suite even when one fails.
+test:
+	@$(MAKE) --no-print-directory -j2 --keep-going --output-sync=target test-main test-others
+
+test-others: test-py313
+	@$(MAKE) --no-print-directory test-django42
 
 test-main: $(VENV)/.installed browser
 	$(VENV)/bin/ruff check .
@@ -65,7 +75,7 @@ test-py313: $(VENV313)/.installed browser
 test-django42: $(VENV42)/.installed browser
 	$(VENV42)/bin/pytest tests/django $(PYTEST_ARGS)
 
-browser:
+browser: system-packages
 	@bash scripts/ensure_chromium.sh
 
 lint: $(VENV)/.installed

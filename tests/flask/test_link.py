@@ -110,7 +110,7 @@ def test_anonymous_visitors_with_a_cookie_are_not_linked(app: Flask) -> None:
 
 
 def test_internal_ips_and_the_skip_filter_are_not_linked(add_user: Callable[..., int]) -> None:
-    for overrides in ({"JOURNY_INTERNAL_IPS": ["127.0.0.0/8"]}, {"JOURNY_SKIP": lambda user: True}):
+    for overrides in ({"JOURNY_INTERNAL_IPS": ["127.0.0.0/8"]}, {"JOURNY_SKIP_REQUEST": lambda user: True}):
         app = build_app(**overrides)
         with app.app_context():
             from .conftest import User
