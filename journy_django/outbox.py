@@ -151,7 +151,13 @@ class DjangoStore:
         on it, they commit or roll back with it."""
         alias = router.db_for_write(Row)
         alias = alias if alias in self.aliases else self.aliases[0]
-        self.add_on(alias, operations)
+        if transaction.get_autocommit(alias):
+            self.add_on(alias, operations)
+        else:
+            # In the caller's transaction, a write that fails (the backend logs and counts it) must not take the
+            # transaction with it: its own savepoint, rolled back alone, leaves the app's work to commit.
+            with transaction.atomic(using=alias):
+                self.add_on(alias, operations)
         if self.after_commit is not None and operations and not transaction.get_autocommit(alias):
             with suppress(TransactionManagementError):  # autocommit off without atomic(): no commit hook
                 transaction.on_commit(self.after_commit, using=alias)

@@ -86,7 +86,9 @@ class FlaskStore(SQLAlchemyStore):
         if session is None:
             super().add(operations)
         else:
-            write_rows(session, self, operations)
+            # A write that fails (the backend logs and counts it) must not take the session's transaction with it
+            # (on PostgreSQL a failed statement aborts the whole transaction): its own savepoint is rolled back alone.
+            write_rows(session, self, operations, savepoint=True)
 
     def _writing_session(self) -> Any:
         registry = getattr(self.session_target, "registry", None)  # a scoped_session (Flask-SQLAlchemy's db.session)
@@ -101,14 +103,21 @@ class FlaskStore(SQLAlchemyStore):
         return session if session.info.get(FLUSHED_KEY) and session.in_transaction() else None
 
 
-def write_rows(session: Any, store: SQLAlchemyStore, operations: Sequence[Operation]) -> None:
+def write_rows(
+    session: Any, store: SQLAlchemyStore, operations: Sequence[Operation], *, savepoint: bool = False
+) -> None:
     """Write rows for ``operations`` in ``session``'s transaction, on the store's engine; its commit wakes the
-    relay. Database errors propagate: the transaction could not commit its rows, so it must not commit at all."""
+    relay. Database errors propagate: the transaction could not commit its rows, so it must not commit at all.
+    ``savepoint``: in a savepoint of their own, so that a failed write leaves the transaction usable."""
     if not operations:
         return
     engine = store.bind if isinstance(store.bind, Engine) else None
     connection = session.connection(bind_arguments={"bind": engine}) if engine is not None else session.connection()
-    add_in(connection, operations, store.table)
+    if savepoint:
+        with connection.begin_nested():
+            add_in(connection, operations, store.table)
+    else:
+        add_in(connection, operations, store.table)
     session.info[ROWS_KEY] = True
 
 

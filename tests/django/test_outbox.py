@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 import pytest
 from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.contrib.messages import get_messages
 from django.core.management import CommandError, call_command
 from django.db import DatabaseError, connections, transaction
@@ -264,6 +265,39 @@ def test_a_row_that_cannot_be_written_fails_the_save(app_outbox, alias):
     with pytest.raises(DatabaseError):
         save_without_the_table()
     assert not User.objects.using(alias).filter(username="ada").exists()
+    assert Row.objects.using(alias).count() == 0  # the table is back
+
+
+class WritesTo:
+    """A database router sending the outbox's writes (``track()``'s rows) to one alias."""
+
+    def __init__(self, alias: str) -> None:
+        self.alias = alias
+
+    def db_for_write(self, model, **hints):
+        return self.alias
+
+
+def test_a_track_whose_row_cannot_be_written_is_dropped_and_the_apps_transaction_still_commits(
+    settings, app_outbox, alias
+):
+    if alias == "mariadb":
+        pytest.skip("MariaDB commits DDL at once: the table cannot be renamed for one transaction")
+    settings.DATABASE_ROUTERS = [WritesTo(alias)]
+    groups = Group.objects.using(alias)
+    dropped = get_journy().stats()["dropped"]
+
+    def app_transaction_without_the_table():
+        with connections[alias].cursor() as cursor:
+            cursor.execute("ALTER TABLE journy_outbox RENAME TO journy_outbox_away")  # rolled back below
+        with transaction.atomic(using=alias):  # the app's transaction (a savepoint of the test's)
+            groups.create(name="before")
+            journy_django.track("signed_up", user="1")  # its row cannot be written: logged, counted, dropped
+            groups.create(name="after")  # the transaction is still usable
+        assert sorted(groups.values_list("name", flat=True)) == ["after", "before"]
+        assert get_journy().stats()["dropped"] == dropped + 1
+
+    rolled_back(alias, app_transaction_without_the_table)
     assert Row.objects.using(alias).count() == 0  # the table is back
 
 

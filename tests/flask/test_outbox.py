@@ -146,6 +146,22 @@ def test_track_joins_a_transaction_that_has_written_and_commits_alone_otherwise(
     assert pending_kinds(app) == [("track", "user:7")]
 
 
+def test_a_track_whose_row_cannot_be_written_is_dropped_and_the_sessions_transaction_still_commits(
+    app: Flask,
+) -> None:
+    journy = app.extensions["journy"].journy
+    with app.app_context():
+        db.session.add(User(email="ada@acme.test"))
+        db.session.flush()  # its row is written; track() now joins this transaction
+        db.session.execute(text("ALTER TABLE journy_outbox RENAME TO journy_outbox_away"))
+        Journy().track("signed_up", user=1)  # its row cannot be written: logged, counted, dropped
+        db.session.execute(text("ALTER TABLE journy_outbox_away RENAME TO journy_outbox"))  # still usable
+        db.session.commit()
+        assert db.session.query(User).count() == 1
+    assert journy.stats()["dropped"] == 1
+    assert pending_kinds(app) == [("upsert_user", "user:1")]
+
+
 def test_the_in_process_relay_delivers_right_after_the_commit(emulator: Emulator, database: str) -> None:
     app = outbox_app(emulator, database, RELAY_IN_PROCESS=True, POLL_SECONDS=30)
     try:
