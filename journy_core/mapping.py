@@ -29,6 +29,7 @@ __all__ = [
     "DEFAULT_USER_PROPERTIES",
     "PropertyMap",
     "PropertyValues",
+    "check_named_attribute",
     "default_spec",
     "identifier",
     "property_map",
@@ -238,6 +239,26 @@ def property_map(
     if check and model is not None:
         mapping.check_against(model)
     return mapping
+
+
+def check_named_attribute(model: type | None, name: object, setting: str) -> None:
+    """Raise :class:`ConfigurationError` when ``name``, what a setting such as ``ACCOUNT_DOMAIN_FIELD`` names (an
+    attribute or a dotted path), starts with an attribute ``model`` (the class) does not have. Read at run time, such
+    a name would quietly leave the value out of every call; a callable, or no model, is not checked.
+
+    >>> check_named_attribute(type("Team", (), {"site": ""}), "website", "DOMAIN")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    journy_core.errors.ConfigurationError: DOMAIN='website': journy_core.mapping.Team does not have 'website': ...
+    """
+    if model is None or not isinstance(name, str) or not name:
+        return
+    first = name.split(".", 1)[0]
+    if not hasattr(model, first):
+        raise ConfigurationError(
+            f"{setting}={name!r}: {model.__module__}.{model.__qualname__} does not have {first!r}: correct the "
+            "attribute name."
+        )
 
 
 def read_text(obj: object, attribute: str | None) -> str | None:

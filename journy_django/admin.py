@@ -26,6 +26,7 @@ from django.http import HttpRequest
 from django.utils.translation import ngettext
 
 from journy_core import ConfigurationError
+from journy_core.guard import report_exception
 
 from . import outbox_admin  # noqa: F401 - registers the outbox table's admin
 from .identity import is_account
@@ -45,6 +46,11 @@ def sync_to_journy(modeladmin: admin.ModelAdmin[Any], request: HttpRequest, quer
             failed += 1
             if isinstance(exc, ConfigurationError):
                 return
+        except Exception as exc:  # the app's own code (a property callable) raised: that object alone, logged
+            report_exception(f"syncing {obj._meta.label} (id {obj.pk}) to journy.io from the admin")
+            name = type(exc).__name__
+            modeladmin.message_user(request, f"Could not sync {obj}: {name} (see the journy log).", messages.ERROR)
+            failed += 1
         else:
             queued += 1
     if queued:

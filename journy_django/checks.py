@@ -5,8 +5,9 @@ Errors: ``journy.E001`` no API key, or one that cannot be sent (a line break in 
 ``E003`` queue backend unknown, misconfigured or its extra missing; ``E004`` a dotted path that does not resolve;
 ``E005`` account model not found; ``E006`` ``ACCOUNT_MEMBERS`` is not a relation to the user model; ``E007`` blank
 verification secret; ``E008`` middleware misplaced; ``E009`` ``settings.JOURNY`` itself is malformed; ``E010``
-tracker settings invalid; ``E011`` a property map, ``USER_DELETED`` or ``ACCOUNT_DELETED`` names an attribute its
-model does not have (or, for the last two, a dotted path that is neither an attribute nor a callable).
+tracker settings invalid; ``E011`` a property map, ``USER_DELETED``, ``ACCOUNT_DELETED`` or ``ACCOUNT_DOMAIN_FIELD``
+names an attribute its model does not have (or, for the soft deletes, a dotted path that is neither an attribute
+nor a callable).
 Warnings: ``journy.W001`` the emulator URL with ``DEBUG`` off; ``W002`` snippet without a verification secret;
 ``W003`` middleware missing; ``W004`` no request context processor for ``{% journy_snippet %}``.
 """
@@ -27,7 +28,7 @@ from journy_core import ConfigurationError, Tracker
 from journy_core.backends import BACKENDS, checked_queue
 from journy_core.config import DJANGO_SOURCE, read_config, unknown_options
 from journy_core.importing import resolve_callable
-from journy_core.mapping import PropertyMap
+from journy_core.mapping import PropertyMap, check_named_attribute
 from journy_core.option_values import api_key_source
 from journy_core.secrets import api_key_problem
 from journy_core.soft_delete import SoftDelete
@@ -321,8 +322,9 @@ def check_middleware(**kwargs: Any) -> list[CheckMessage]:
 
 #: Every check, in the order ``journy_check`` shows them.
 def check_property_attributes(**kwargs: Any) -> list[CheckMessage]:
-    """``USER_PROPERTIES`` / ``ACCOUNT_PROPERTIES`` / ``USER_DELETED`` / ``ACCOUNT_DELETED`` naming an attribute
-    their model does not have (``E011``): found here, at start-up, rather than when the first save fails to sync."""
+    """``USER_PROPERTIES`` / ``ACCOUNT_PROPERTIES`` / ``USER_DELETED`` / ``ACCOUNT_DELETED`` /
+    ``ACCOUNT_DOMAIN_FIELD`` naming an attribute their model does not have (``E011``): found here, at start-up,
+    rather than when the first save fails to sync (or, for the domain, every account is sent without one)."""
     raw = _raw()
     if not _settings_load():
         return []
@@ -345,6 +347,12 @@ def check_property_attributes(**kwargs: Any) -> list[CheckMessage]:
                 SoftDelete(raw[key], f"JOURNY[{key!r}]", model)
             except ConfigurationError as exc:
                 errors.append(Error(str(exc), hint="Name a field of the model, or a callable.", id="journy.E011"))
+    try:
+        check_named_attribute(
+            models["ACCOUNT_PROPERTIES"], raw.get("ACCOUNT_DOMAIN_FIELD"), "JOURNY['ACCOUNT_DOMAIN_FIELD']"
+        )
+    except ConfigurationError as exc:
+        errors.append(Error(str(exc), hint="Name the account model's field that holds its domain.", id="journy.E011"))
     return errors
 
 

@@ -17,7 +17,13 @@ from typing import Any
 from journy_core import ConfigurationError
 from journy_core.config import FLASK, FLASK_SOURCE, OPTIONS, Config, read_config
 from journy_core.importing import resolve_callable
-from journy_core.mapping import DEFAULT_ACCOUNT_PROPERTIES, DEFAULT_USER_PROPERTIES, PropertyMap, property_map
+from journy_core.mapping import (
+    DEFAULT_ACCOUNT_PROPERTIES,
+    DEFAULT_USER_PROPERTIES,
+    PropertyMap,
+    check_named_attribute,
+    property_map,
+)
 from journy_core.secrets import Secret
 
 __all__ = ["DEFAULTS", "Settings", "read_settings"]
@@ -91,6 +97,21 @@ def _skip_by_user(value: object) -> Callable[[Any], bool]:
     return skip_request
 
 
+def _check_named_attributes(settings: Settings) -> None:
+    """A misspelt ``JOURNY_USER_ID`` / ``JOURNY_USER_EMAIL`` / ``JOURNY_ACCOUNT_ID`` / ``JOURNY_ACCOUNT_DOMAIN_FIELD``
+    fails ``init_app`` (mapped models only, as for the property maps), instead of leaving its value out of every
+    call. ``USER_EMAIL`` left at its default (``email``) may be missing: the user is then synced without one."""
+    named = (
+        (settings.user_model, settings.user_id, "JOURNY_USER_ID"),
+        (settings.user_model, None if settings.user_email == "email" else settings.user_email, "JOURNY_USER_EMAIL"),
+        (settings.account_model, settings.account_id, "JOURNY_ACCOUNT_ID"),
+        (settings.account_model, settings.account_domain_field, "JOURNY_ACCOUNT_DOMAIN_FIELD"),
+    )
+    for model, name, key in named:
+        if model is not None and hasattr(model, "__mapper__"):
+            check_named_attribute(model, name, key)
+
+
 def read_settings(config: Mapping[str, Any]) -> Settings:
     """Check and resolve the ``JOURNY_*`` keys of ``config`` (a Flask config with the defaults applied).
 
@@ -108,6 +129,7 @@ def read_settings(config: Mapping[str, Any]) -> Settings:
             f"JOURNY_ACCOUNT_MEMBERS={members!r}: {settings.account_model.__name__} has no such attribute; name the "
             "relationship that lists the account's users (e.g. 'members')."
         )
+    _check_named_attributes(settings)
     return dataclasses.replace(
         settings,
         user_properties=_properties(

@@ -104,6 +104,33 @@ def test_the_admin_action_queues_the_selected_accounts_with_members(outbox, admi
     assert [op.kind for op in outbox.operations] == ["upsert_account", "add_users_to_account"]
 
 
+def explode_for_broken(account):
+    if account.name == "Broken":
+        raise RuntimeError("the app's property map failed")
+    return {"name": account.name}
+
+
+def test_the_admin_action_reports_an_object_whose_property_map_raises_and_syncs_the_others(
+    settings, admin_client, caplog
+):
+    settings.JOURNY = {**settings.JOURNY, "ACCOUNT_PROPERTIES": f"{__name__}.explode_for_broken"}
+    broken = Organization.objects.create(name="Broken")
+    fine = Organization.objects.create(name="Fine")
+    with capture_journy() as outbox:
+        response = admin_client.post(
+            "/admin/testapp/organization/",
+            {"action": "sync_to_journy", "_selected_action": [broken.pk, fine.pk]},
+            follow=True,
+        )
+    assert response.status_code == 200
+    shown = [str(message) for message in response.context["messages"]]
+    assert "Could not sync Broken: RuntimeError (see the journy log)." in shown
+    assert "1 object queued for journy.io." in shown
+    synced = [op.payload["identification"]["accountId"] for op in outbox.operations if op.kind == "upsert_account"]
+    assert synced == [str(fine.pk)]
+    assert f"syncing testapp.Organization (id {broken.pk}) to journy.io from the admin" in caplog.text
+
+
 def test_the_admin_action_is_offered_on_the_account_admin(admin_client):
     Organization.objects.create(name="ACME")
     response = admin_client.get("/admin/testapp/organization/")

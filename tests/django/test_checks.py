@@ -98,6 +98,15 @@ def test_a_property_map_naming_an_attribute_the_model_lacks_is_a_check_error_nam
     assert [m.id for m in checks.check_property_attributes()] == ["journy.E011"]  # 'profile' is not on User either
 
 
+def test_an_account_domain_field_the_account_model_lacks_is_a_check_error_naming_both(settings):
+    settings.JOURNY = {**settings.JOURNY, "ACCOUNT_DOMAIN_FIELD": "website"}
+    [message] = checks.check_property_attributes()
+    assert message.id == "journy.E011"
+    assert message.msg.startswith("JOURNY['ACCOUNT_DOMAIN_FIELD']='website': tests.django.testapp.models.Organization")
+    settings.JOURNY = {**settings.JOURNY, "ACCOUNT_DOMAIN_FIELD": "domain"}
+    assert checks.check_property_attributes() == []
+
+
 def test_a_misspelt_queue_backend_or_option_is_an_error_suggesting_the_right_name(settings):
     settings.JOURNY = {**settings.JOURNY, "QUEUE": {"BACKEND": "outbx"}}
     [message] = checks.check_queue()

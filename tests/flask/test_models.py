@@ -321,6 +321,24 @@ def test_a_property_map_naming_an_attribute_the_model_lacks_fails_init_app_namin
         build_app(JOURNY_USER_PROPERTIES=["full_name", "nickname"])
 
 
+@pytest.mark.parametrize(
+    ("key", "model"),
+    [
+        ("JOURNY_USER_ID", "User"),
+        ("JOURNY_USER_EMAIL", "User"),
+        ("JOURNY_ACCOUNT_ID", "Team"),
+        ("JOURNY_ACCOUNT_DOMAIN_FIELD", "Team"),
+    ],
+)
+def test_an_id_email_or_domain_attribute_the_model_lacks_fails_init_app_naming_both(key: str, model: str) -> None:
+    from journy_core import ConfigurationError
+
+    from .conftest import build_app
+
+    with pytest.raises(ConfigurationError, match=rf"{key}='websight': tests.flask.conftest.{model} does not have"):
+        build_app(**{key: "websight"})
+
+
 def test_sync_sends_an_object_now_with_its_members(app: Flask) -> None:
     journy = app.extensions["journy"]
     with app.app_context(), pause_sync():
