@@ -15,6 +15,7 @@ from .errors import ConfigurationError, InvalidArgumentError
 from .importing import import_string, resolve_callable
 from .mapping import PropertyMap
 from .secrets import Secret, checked_api_key
+from .urls import redact_url
 
 __all__ = ["CONVERT", "ENV_API_KEY", "api_key_source", "django_model", "flask_model"]
 
@@ -134,7 +135,7 @@ FLAGS = ("ENABLED", "SEND_PAGEVIEW", "SNIPPET_PROPERTIES", "INJECT_SNIPPET", "SY
 #: How each option's value is checked and converted (the flags are added below).
 CONVERT: dict[str, Callable[[object, str], object]] = {
     "API_KEY": _api_key,
-    "API_URL": _text,
+    "API_URL": lambda value, key: redact_url(_text(value, key)),
     "TIMEOUT": _timeout,
     "QUEUE": _queue,
     "ON_FAILURE": _callable,

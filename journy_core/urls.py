@@ -7,12 +7,29 @@ import os
 from urllib.parse import urlsplit
 
 from .errors import ConfigurationError, InvalidArgumentError
+from .secrets import Secret
 
-__all__ = ["DEFAULT_BASE_URL", "is_loopback_host", "resolve_base_url"]
+__all__ = ["DEFAULT_BASE_URL", "is_loopback_host", "redact_url", "resolve_base_url"]
 
 DEFAULT_BASE_URL = "https://api.journy.io"
 #: The environment variable that overrides the configured base URL (examples and tests point it at the emulator).
 ENV_BASE_URL = "JOURNY_API_URL"
+
+
+def redact_url(value: object) -> object:
+    """``value`` as a :class:`~journy_core.secrets.Secret` (its ``repr`` redacted) when it is a URL that carries
+    credentials, a query string or a fragment, where a key pasted by mistake would sit; else ``value`` itself.
+    Such a URL is refused when it is used, with a message that leaves those parts out; until then, the settings
+    that hold it may show in a traceback's variables or a debug page."""
+    if not isinstance(value, str) or isinstance(value, Secret):
+        return value
+    try:
+        parts = urlsplit(value.strip())
+    except ValueError:  # unparseable (an unbalanced "[" in the host): shown by no one, refused when used
+        return Secret(value)
+    if "@" in parts.netloc or parts.query or parts.fragment:
+        return Secret(value)
+    return value
 
 
 def is_loopback_host(host: str) -> bool:

@@ -25,6 +25,7 @@ from journy_core.mapping import (
     property_map,
 )
 from journy_core.secrets import Secret
+from journy_core.urls import redact_url
 
 __all__ = ["DEFAULTS", "Settings", "read_settings"]
 
@@ -52,6 +53,8 @@ def _redact_config(config: Mapping[str, Any]) -> None:
             value = config.get(key)
             if isinstance(value, str) and not isinstance(value, Secret):
                 config[key] = Secret(value)
+        if config.get("JOURNY_API_URL") is not None:
+            config["JOURNY_API_URL"] = redact_url(config["JOURNY_API_URL"])
 
 
 def _properties(spec: object, key: str, model: type | None, defaults: Mapping[str, tuple[str, ...]]) -> Any:

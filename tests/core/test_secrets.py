@@ -18,9 +18,12 @@ import pytest
 
 from journy_core import Client, InvalidArgumentError, Journy, Tracker, verification_hash, worker
 from journy_core import operations as ops
+from journy_core.config import DJANGO_SOURCE, read_config
 from journy_core.emulator import ALL_PERMISSIONS, DEFAULT_API_KEY, Emulator
 from journy_core.secrets import Secret, SecretBytes, redact
 from journy_core.snippet import render_snippet
+from journy_core.urls import resolve_base_url
+from journy_flask.settings import read_settings
 
 KEY = "KEY-7f3a9c-SHOULD-NOT-LEAK"
 SECRET = "SECRET-b81e2d-SHOULD-NOT-LEAK"
@@ -232,3 +235,24 @@ def test_no_log_record_at_debug_carries_the_key_or_the_secret(
     assert any(r.levelno >= logging.WARNING for r in caplog.records)  # and its failures were logged
     assert any(r.levelno == logging.DEBUG for r in caplog.records)
     assert leaked(log_report(caplog.records)) == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"http://{KEY}@127.0.0.1:9",
+        f"http://user:{KEY}@127.0.0.1:9",
+        f"http://127.0.0.1:9/?api_key={KEY}",
+        f"http://127.0.0.1:9/#{KEY}",
+    ],
+)
+def test_an_api_url_carrying_a_key_by_mistake_is_held_redacted_and_refused_without_showing_it(url: str) -> None:
+    config = read_config({"API_KEY": "k", "API_URL": url}, DJANGO_SOURCE)
+    assert config.api_url == url  # the value, as str
+    assert leaked(repr(config)) == []
+    flask_config = {"JOURNY_API_KEY": "k", "JOURNY_API_URL": url}
+    assert leaked(repr(read_settings(flask_config))) == []
+    assert leaked(repr(flask_config)) == []  # app.config: a variable of many frames
+    with pytest.raises(InvalidArgumentError) as raised:
+        resolve_base_url(config.api_url, argument="api_url")
+    assert leaked(str(raised.value)) == []
