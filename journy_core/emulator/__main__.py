@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from types import FrameType
 
 from .emulator import Emulator
-from .options import ALL_PERMISSIONS, DEFAULT_API_KEY, FAULT_KINDS, is_loopback
+from .options import ALL_FAULT_KINDS, ALL_PERMISSIONS, DEFAULT_API_KEY, FAULT_KINDS, is_loopback
 
 __all__ = ["main", "parse_api_key"]
 
@@ -77,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--faults",
         default=",".join(FAULT_KINDS),
-        help=f"which faults to inject (default {','.join(FAULT_KINDS)})",
+        help=f"which faults to inject, of {','.join(ALL_FAULT_KINDS)} (default {','.join(FAULT_KINDS)})",
     )
     parser.add_argument("--timeout-delay", type=float, default=30.0, help="seconds a 'timeout' answer waits")
     parser.add_argument("--certfile", help="serve https with this PEM certificate (chain)")

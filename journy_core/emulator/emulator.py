@@ -73,7 +73,8 @@ class Emulator:
     answered 429 does not count. ``latency`` seconds are added before every API answer. With probability
     ``fault_rate`` a call gets one of ``faults`` (drawn from a generator seeded with ``seed``):
 
-    - ``"5xx"``: 500, 502 or 503, sometimes with a non-JSON or empty body; the call is not applied.
+    - ``"5xx"``: 500, 502 or 503, sometimes with a non-JSON or empty body (as a gateway in front of an API
+      answers); the call is not applied. ``"500"`` (not among the defaults): journy.io's JSON 500 alone.
     - ``"429"``: a rate-limit answer; not applied.
     - ``"timeout"``: the call IS applied, then the answer waits ``timeout_delay`` seconds, so a client that
       gives up first cannot know the outcome (the case where a resend may duplicate).

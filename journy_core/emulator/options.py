@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "ALL_FAULT_KINDS",
     "ALL_PERMISSIONS",
     "CONFIGURABLE",
     "DEFAULT_API_KEY",
@@ -40,8 +41,11 @@ ALL_PERMISSIONS: tuple[str, ...] = (
 #: The emulator's own development key. Not a secret: it only opens the emulator, and it is printed on start.
 DEFAULT_API_KEY = "journy-emulator-key"
 
-#: The faults the emulator can inject, the transient failures a client must survive (see ``Emulator``).
+#: The faults the emulator injects by default, the transient failures a client must survive (see ``Emulator``).
 FAULT_KINDS: tuple[str, ...] = ("5xx", "429", "timeout", "reset")
+#: Every fault that can be asked for: also ``"500"``, journy.io's own JSON 500 alone (``"5xx"`` also answers the
+#: HTML or empty 502 and 503 of a gateway, which the official SDKs report as unknown errors).
+ALL_FAULT_KINDS: tuple[str, ...] = (*FAULT_KINDS, "500")
 
 #: The options another process may change through ``POST /_emulator/config`` (API keys stay in code).
 CONFIGURABLE: frozenset[str] = frozenset(
@@ -90,11 +94,11 @@ def _fault_names(faults: Iterable[str] | str | None, default: tuple[str, ...]) -
     if isinstance(faults, str):
         faults = [name.strip() for name in faults.split(",") if name.strip()]
     names = default if faults is None else tuple(dict.fromkeys(faults))
-    unknown = [name for name in names if name not in FAULT_KINDS]
+    unknown = [name for name in names if name not in ALL_FAULT_KINDS]
     if unknown:
-        raise ValueError(f"unknown fault(s) {unknown}; known: {list(FAULT_KINDS)}")
+        raise ValueError(f"unknown fault(s) {unknown}; known: {list(ALL_FAULT_KINDS)}")
     if not names:
-        raise ValueError(f"faults must name at least one of {list(FAULT_KINDS)}")
+        raise ValueError(f"faults must name at least one of {list(ALL_FAULT_KINDS)}")
     return names
 
 

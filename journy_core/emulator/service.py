@@ -231,7 +231,7 @@ class Service:
         entry["fault"] = gate.fault
         if gate.refusal is not None:
             return json_outcome(gate.refusal[0], gate.refusal[1], request_id, limit, gate.remaining)
-        if gate.fault == "5xx":
+        if gate.fault in ("5xx", "500"):  # "500": variant 0, journy.io's own JSON answer
             return server_error(gate.variant, request_id, limit, gate.remaining)
         if gate.fault == "reset":
             return Outcome(0, b"", None, limit, gate.remaining, reset=True)

@@ -598,6 +598,19 @@ def test_5xx_fault_answers_a_server_error_in_various_shapes_without_applying() -
         assert all(c["fault"] == "5xx" and c["applied"] is False for c in emu.calls())
 
 
+def test_500_fault_answers_journy_ios_own_json_500_every_time_without_applying() -> None:
+    with Emulator(fault_rate=1.0, faults=["500"], seed=3) as emu, Api(emu) as api:
+        responses = [api.post("/users/upsert", user(str(i))) for i in range(16)]
+        assert {r.status_code for r in responses} == {500}
+        for response in responses:
+            assert response.headers["Content-Type"] == "application/json"
+            assert_meta(response)
+        assert emu.state()["users"] == []
+        assert all(c["fault"] == "500" and c["applied"] is False for c in emu.calls())
+    with pytest.raises(ValueError, match="unknown fault"):
+        Emulator(faults=["501"])
+
+
 def test_429_fault_answers_429_without_applying_or_using_the_window() -> None:
     with Emulator(fault_rate=1.0, faults=["429"], rate_limit=10) as emu, Api(emu) as api:
         response = api.post("/users/upsert", user("1"))
