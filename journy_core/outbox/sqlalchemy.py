@@ -31,6 +31,7 @@ from .sqlalchemy_table import (
     UTCDateTime,
     add_in,
     outbox_table,
+    query_table,
 )
 from .store import DEAD, PENDING, Backlog, OutboxRow, StoredRow
 
@@ -69,7 +70,7 @@ class SQLAlchemyStore:
         keep_delivered: bool = False,
     ) -> None:
         self.bind = engine_or_sessionmaker
-        self.table = OUTBOX_TABLE if table is None else table
+        self.table = OUTBOX_TABLE if table is None else query_table(table)
         self.keep_delivered = keep_delivered
 
     def __repr__(self) -> str:

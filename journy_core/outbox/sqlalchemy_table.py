@@ -34,7 +34,17 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 from ..operations import Operation
 from .store import PENDING, entity_of
 
-__all__ = ["DELIVERED", "OUTBOX_METADATA", "OUTBOX_TABLE", "TABLE_NAME", "UTCDateTime", "add_in", "outbox_table"]
+__all__ = [
+    "DELIVERED",
+    "OUTBOX_METADATA",
+    "OUTBOX_TABLE",
+    "PLAIN_UTC_DATETIME",
+    "TABLE_NAME",
+    "UTCDateTime",
+    "add_in",
+    "outbox_table",
+    "query_table",
+]
 
 #: The table's name, the same for the Django and the SQLAlchemy stores.
 TABLE_NAME = "journy_outbox"
@@ -76,11 +86,23 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(timezone.utc)
 
 
+#: The time columns' type in the table the app's metadata holds: plain SQLAlchemy types, so that the migration Alembic
+#: autogenerates from it runs as written (a custom type is written with its module path, which the migration does
+#: not import). The same columns as :class:`UTCDateTime`'s; the stores query through :func:`query_table`.
+PLAIN_UTC_DATETIME: TypeEngine[datetime] = DateTime(timezone=True).with_variant(
+    mysql.DATETIME(fsp=6), "mysql", "mariadb"
+)
+
+
 def outbox_table(metadata: MetaData) -> Table:
     """The ``journy_outbox`` table in ``metadata`` (the app's own, so ``create_all()`` and Alembic autogenerate
     pick it up); calling it again returns the table already there."""
     if TABLE_NAME in metadata.tables:
         return metadata.tables[TABLE_NAME]
+    return _table(metadata, PLAIN_UTC_DATETIME)
+
+
+def _table(metadata: MetaData, moment: TypeEngine[datetime]) -> Table:
     # SQLite autoincrements only an INTEGER PRIMARY KEY (the rowid), not a BIGINT one.
     big_id = BigInteger().with_variant(Integer(), "sqlite")
     table = Table(
@@ -93,9 +115,9 @@ def outbox_table(metadata: MetaData) -> Table:
         Column("operation", Text, nullable=False),
         Column("status", String(10), nullable=False, default=PENDING),
         Column("attempts", Integer, nullable=False, default=0),
-        Column("created_at", UTCDateTime(), nullable=False),
-        Column("next_attempt_at", UTCDateTime(), nullable=False),
-        Column("locked_until", UTCDateTime(), nullable=True),
+        Column("created_at", moment, nullable=False),
+        Column("next_attempt_at", moment, nullable=False),
+        Column("locked_until", moment, nullable=True),
         Column("locked_by", String(64), nullable=False, default=""),
         Column("last_error", Text, nullable=False, default=""),
     )
@@ -106,8 +128,20 @@ def outbox_table(metadata: MetaData) -> Table:
 
 #: A ``MetaData`` holding only the outbox table, for apps without their own: ``OUTBOX_METADATA.create_all(engine)``.
 OUTBOX_METADATA = MetaData()
-#: The table in :data:`OUTBOX_METADATA` (any ``journy_outbox`` table of the same shape writes the same rows).
-OUTBOX_TABLE = outbox_table(OUTBOX_METADATA)
+#: The table in :data:`OUTBOX_METADATA`, its times read and written as aware UTC (:class:`UTCDateTime`).
+OUTBOX_TABLE = _table(OUTBOX_METADATA, UTCDateTime())
+_twins: dict[str | None, Table] = {None: OUTBOX_TABLE}
+
+
+def query_table(table: Table) -> Table:
+    """The table the stores read and write ``table`` through: the same database table (name and schema), with its
+    times as :class:`UTCDateTime`, whatever types the app's metadata gives them (:func:`outbox_table`)."""
+    if isinstance(table.c.created_at.type, UTCDateTime):
+        return table
+    twin = _twins.get(table.schema)
+    if twin is None:
+        twin = _twins[table.schema] = _table(MetaData(schema=table.schema), UTCDateTime())
+    return twin
 
 
 def _utcnow() -> datetime:
@@ -147,7 +181,8 @@ def add_in(
     # Ids are assigned in list order, which is the order the relay delivers an entity in. One row (a flush of one
     # change, the common case) goes as a plain execute: a list would take the driver's executemany path, which
     # costs more for one row (psycopg enters and leaves its pipeline mode for it).
-    connection.execute(_insert_into(OUTBOX_TABLE if table is None else table), rows[0] if len(rows) == 1 else rows)
+    target = OUTBOX_TABLE if table is None else query_table(table)
+    connection.execute(_insert_into(target), rows[0] if len(rows) == 1 else rows)
 
 
 _inserts: weakref.WeakKeyDictionary[Table, Insert] = weakref.WeakKeyDictionary()
