@@ -22,7 +22,7 @@ from flask.cli import with_appcontext
 
 from journy_core import ConfigurationError, assembly
 from journy_core.outbox.backend import OutboxBackend
-from journy_core.outbox.commands import backlog_report, relay_for, run_relay
+from journy_core.outbox.commands import backlog_report, relay_for, relay_options_problem, run_relay
 from journy_core.outbox.store import DEAD, PENDING, OutboxStore
 
 from .state import JournyState, get_state
@@ -57,8 +57,9 @@ def _store(state: JournyState) -> OutboxStore:
 @click.option("--max-seconds", type=float, default=None, help="With --once: stop after this long.")
 @with_appcontext
 def relay_command(once: bool, max_seconds: float | None) -> None:
-    if max_seconds is not None and not once:
-        raise click.UsageError("--max-seconds goes with --once.")
+    problem = relay_options_problem(once, max_seconds)
+    if problem is not None:
+        raise click.UsageError(problem)
     state = get_state()
     backend = _backend(state)
     if backend is None:

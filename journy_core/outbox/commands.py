@@ -17,7 +17,14 @@ from .backend import OutboxBackend
 from .relay import Relay
 from .store import Backlog, OutboxStore
 
-__all__ = ["STALE_BACKLOG_SECONDS", "backlog_report", "relay_for", "run_relay", "stop_on_signals"]
+__all__ = [
+    "STALE_BACKLOG_SECONDS",
+    "backlog_report",
+    "relay_for",
+    "relay_options_problem",
+    "run_relay",
+    "stop_on_signals",
+]
 
 #: A pending row older than this says no relay is delivering (none runs, or journy.io refuses the calls).
 STALE_BACKLOG_SECONDS = 600.0
@@ -52,6 +59,18 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(number, action)
 
 
+def relay_options_problem(once: bool, max_seconds: float | None) -> str | None:
+    """What is wrong with the relay commands' options (``--max-seconds`` without ``--once``, or not above 0), or
+    None: the one rule of ``manage.py journy_relay`` and ``flask journy relay``."""
+    if max_seconds is None:
+        return None
+    if not once:
+        return "--max-seconds goes with --once."
+    if not max_seconds > 0:  # NaN too
+        return f"--max-seconds must be a number of seconds above 0, not {max_seconds!r}."
+    return None
+
+
 def run_relay(relay: Relay, *, once: bool, max_seconds: float | None, echo: Callable[[str], None]) -> int:
     """Run ``relay`` until SIGTERM/SIGINT, or with ``once`` until every row pending at its start is settled (at
     most ``max_seconds``); returns the exit code: 0, or 1 when ``once`` left something deliverable."""
@@ -61,10 +80,8 @@ def run_relay(relay: Relay, *, once: bool, max_seconds: float | None, echo: Call
             if once:
                 deadline = None if max_seconds is None else time.monotonic() + max_seconds
                 summary = relay.run_once(deadline, stop=stop)
-                echo(
-                    f"{summary.delivered} row(s) delivered, {summary.dead} dead, in {summary.seconds:.1f} s; "
-                    f"{max(summary.left, 0)} left."
-                )
+                left = f"{summary.left} left" if summary.left >= 0 else "the outbox table cannot be read (see the log)"
+                echo(f"{summary.delivered} row(s) delivered, {summary.dead} dead, in {summary.seconds:.1f} s; {left}.")
                 return 1 if summary.left else 0
             echo(f"journy relay {relay.owner} delivering from {relay.store!r}; Ctrl-C stops it.")
             relay.run(stop)

@@ -44,6 +44,9 @@ DEFAULT_RETRY = RetryPolicy(max_attempts=50, base=1.0, cap=300.0, max_age=7 * 86
 PURGE_EVERY = 3600.0
 #: The longest wait between two tries of a store that keeps failing (a database away, a missing migration).
 STORE_PAUSE_CAP = 60.0
+#: Store failures in a row after which :meth:`Relay.run_once` gives up (about a minute of backoff at the default
+#: poll interval): a ``--once`` run in cron must end, and the next one tries again.
+ONCE_STORE_FAILURES = 5
 #: The share of a lease a batch may use for starting calls: the rest is left for the calls in flight to end.
 LEASE_SHARE = 0.75
 
@@ -174,6 +177,8 @@ class Relay:
                 if batch is not None:
                     batch.tail.wait()
                     continue
+                if self._store_failures >= ONCE_STORE_FAILURES:
+                    break  # a table never migrated, a database away: an exit that says so beats waiting on it
                 wait = self._wait_for_rows_from(started_at)
                 if wait is None:
                     finished = True

@@ -20,7 +20,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from journy_core.outbox.backend import OutboxBackend
-from journy_core.outbox.commands import relay_for, run_relay
+from journy_core.outbox.commands import relay_for, relay_options_problem, run_relay
 from journy_core.outbox.relay import Relay
 
 from ...conf import JournyConfigurationError, get_journy, worker_client
@@ -40,8 +40,9 @@ class Command(BaseCommand):  # type: ignore[misc]
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if options["max_seconds"] is not None and not options["once"]:
-            raise CommandError("--max-seconds goes with --once.")
+        problem = relay_options_problem(options["once"], options["max_seconds"])
+        if problem is not None:
+            raise CommandError(problem)
         code = run_relay(
             self._relay(), once=options["once"], max_seconds=options["max_seconds"], echo=self.stdout.write
         )
