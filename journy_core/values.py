@@ -105,6 +105,8 @@ def serialize_id(value: object, argument: str) -> str:
         text = utf8_text(text, argument)
     if not text.strip():
         raise InvalidArgumentError(argument, "must not be empty or whitespace; pass the object's stable ID")
+    if "\x00" in text:  # no database stores it in a text column (the outbox's entity key): a bug upstream
+        raise InvalidArgumentError(argument, "contains a NUL character ('\\x00'); pass the object's stable ID")
     return text
 
 
