@@ -25,6 +25,12 @@ from journy_core.outbox.store import DEAD, PENDING, OutboxStore
 from tests.conftest import require_service
 
 LEASE = 30.0
+#: Each test that takes an engine or a database runs on each of these.
+DATABASES = [
+    "sqlite",
+    pytest.param("postgresql", marks=pytest.mark.services),
+    pytest.param("mariadb", marks=pytest.mark.services),
+]
 
 
 @contextlib.contextmanager
@@ -54,13 +60,7 @@ def _server_database(kind: str) -> Iterator[str]:
         admin.dispose()
 
 
-@pytest.fixture(
-    params=[
-        "sqlite",
-        pytest.param("postgresql", marks=pytest.mark.services),
-        pytest.param("mariadb", marks=pytest.mark.services),
-    ]
-)
+@pytest.fixture(params=DATABASES)
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     """An engine on each database, the outbox table created through an app's own MetaData."""
     with contextlib.ExitStack() as stack:
@@ -371,13 +371,7 @@ def test_sqlite_claimers_on_separate_engines_wait_for_each_other(tmp_path: Path)
         engine.dispose()
 
 
-@pytest.fixture(
-    params=[
-        "sqlite",
-        pytest.param("postgresql", marks=pytest.mark.services),
-        pytest.param("mariadb", marks=pytest.mark.services),
-    ]
-)
+@pytest.fixture(params=DATABASES)
 def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """The URL of an empty database on each backend."""
     if request.param == "sqlite":
