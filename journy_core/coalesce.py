@@ -11,6 +11,8 @@ Operations on different entities go out in parallel.
 
 Merging, while an operation still waits:
 - Upserts of the same user (or account) merge into one, later property values winning.
+- A delete of a user (or account) replaces its waiting upsert when nothing else about either waits after that
+  upsert: the upsert is never sent (nor the deleted user's email and properties).
 - Membership adds (or removes) for one account merge into one call of up to 100 users.
 - Identical ``link`` operations collapse into one.
 - Events are never merged.
@@ -33,7 +35,7 @@ from typing import Any
 
 from .operations import MAX_USERS_PER_MEMBERSHIP_CALL, Operation, split_memberships
 
-__all__ = ["Entry", "PendingQueue", "entity_keys", "merge_key"]
+__all__ = ["Entry", "PendingQueue", "entity_keys", "merge_key", "superseded_key"]
 
 _MEMBERSHIP = ("add_users_to_account", "remove_users_from_account")
 _DELETES = frozenset({"delete_user", "delete_account"})
@@ -114,6 +116,19 @@ def merge_key(operation: Operation) -> Hashable | None:
     return (kind, subject) if subject else None
 
 
+def superseded_key(operation: Operation) -> Hashable | None:
+    """For a delete, the :func:`merge_key` of the upserts of its user or account that it replaces when they still
+    wait (see :class:`PendingQueue`); None for other operations."""
+    ident = operation.payload.get("identification") or {}
+    if operation.kind == "delete_user":
+        subject = _subject(ident, "userId", "email")
+        return ("upsert_user", subject) if subject else None
+    if operation.kind == "delete_account":
+        subject = _subject(ident, "accountId", "domain")
+        return ("upsert_account", subject) if subject else None
+    return None
+
+
 @dataclass(eq=False, slots=True)
 class Entry:
     """An operation in line, with its delivery bookkeeping."""
@@ -165,6 +180,8 @@ class PendingQueue:
     def _append_one(self, operation: Operation, now: float) -> bool:
         key = merge_key(operation)
         keys = entity_keys(operation)
+        if operation.kind in _DELETES and self._supersede(operation, keys):
+            return True
         if key is not None:
             waiting = self._open.get(key)
             mergeable = waiting is not None and not waiting.sealed and self._may_merge(waiting, operation, keys)
@@ -189,6 +206,23 @@ class PendingQueue:
         if runnable:
             self._push(entry)
         return False
+
+    def _supersede(self, delete: Operation, keys: tuple[str, ...]) -> bool:
+        """Fold ``delete`` into the waiting upsert of its user or account when that upsert is the last thing in
+        line for every entity either concerns: the delete takes its place, and the upsert is never sent."""
+        key = superseded_key(delete)
+        waiting = None if key is None else self._open.get(key)
+        if waiting is None or waiting.sealed:
+            return False
+        for entity in (*waiting.keys, *keys):
+            chain = self._chains.get(entity)
+            if chain and chain[-1] is not waiting:
+                return False  # something stands between them (a membership, an event): both go, in order
+        del self._open[key]
+        waiting.operation, waiting.key = delete, None
+        waiting.merged += 1
+        self._grow(waiting, keys)
+        return True
 
     def _may_merge(self, waiting: Entry, operation: Operation, keys: tuple[str, ...]) -> bool:
         """Whether folding ``operation`` into ``waiting`` keeps every entity's order."""

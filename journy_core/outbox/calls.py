@@ -2,9 +2,9 @@
 
 The merging and ordering rules are :mod:`journy_core.coalesce`'s, reused through a
 :class:`~journy_core.coalesce.PendingQueue` without a coalescing window: upserts of one user or account merge (later
-values win), a delete is never overtaken by an upsert made before it, memberships group up to 100 users per call,
-events never merge. Each call remembers the rows it covers; a row is settled once every call that covers it is (a
-membership row of more than 100 users becomes several calls).
+values win), a delete replaces the upsert just before it and is never overtaken by an earlier one, memberships
+group up to 100 users per call, events never merge. Each call remembers the rows it covers; a row is settled once
+every call that covers it is (a membership row of more than 100 users becomes several calls).
 
 Not thread-safe on its own: the sending threads use it under their batch's lock.
 """
@@ -15,7 +15,7 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from ..coalesce import Entry, PendingQueue, merge_key
+from ..coalesce import Entry, PendingQueue, merge_key, superseded_key
 from ..operations import Operation, split_memberships
 from .store import OutboxRow
 
@@ -79,7 +79,9 @@ class CallPlan:
             if key is not None:
                 latest[key] = call
         else:
-            # Merged: the queue folds an operation into the waiting one of its merge key, the last one made.
+            # Merged: the queue folds an operation into the waiting one of its merge key, the last one made (a
+            # delete into the waiting upsert it replaces: that call then sends the delete and settles both rows).
+            key = key if key is not None else superseded_key(part)
             assert key is not None
             call = latest[key]
             self.coalesced += 1

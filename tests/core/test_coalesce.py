@@ -35,8 +35,45 @@ def test_an_upsert_after_a_delete_is_not_folded_into_the_one_before() -> None:
     q.append(ops.upsert_user(user_id=1, properties={"a": 1}), 0)
     q.append(ops.delete_user(user_id=1), 0)
     q.append(ops.upsert_user(user_id=1, properties={"b": 2}), 0)
-    kinds = [k for k, _ in drain_kinds(q)]
-    assert kinds == ["upsert_user", "delete_user", "upsert_user"]
+    assert drain_kinds(q) == [
+        ("delete_user", {"identification": {"userId": "1"}}),
+        ("upsert_user", {"identification": {"userId": "1"}, "properties": {"b": 2}}),
+    ]
+
+
+def test_a_delete_replaces_the_waiting_upserts_of_its_user_or_account_so_they_are_never_sent() -> None:
+    q = PendingQueue()
+    q.append(ops.upsert_user(user_id=1, email="ada@acme.test", properties={"plan": "pro"}), 0)
+    q.append(ops.upsert_user(user_id=1, properties={"seats": 3}), 0)
+    assert q.append(ops.delete_user(user_id=1), 0) == 1
+    q.append(ops.upsert_account(account_id=7, domain="acme.test"), 0)
+    assert q.append(ops.delete_account(domain="acme.test"), 0) == 0  # named otherwise: not the same waiting upsert
+    assert q.append(ops.delete_account(account_id=7), 0) == 0  # the delete by domain now stands after it
+    assert [kind for kind, _ in drain_kinds(q)] == ["delete_user", "upsert_account", "delete_account", "delete_account"]
+
+
+def test_a_delete_keeps_an_upsert_that_something_else_followed_or_that_was_taken() -> None:
+    q = PendingQueue()
+    q.append(ops.upsert_user(user_id=1), 0)
+    q.append(ops.track("signed_in", user_id=1), 0)  # it needs the user first
+    q.append(ops.delete_user(user_id=1), 0)
+    q.append(ops.upsert_account(account_id=7), 0)
+    q.append(ops.add_users_to_account(account_id=7, users=[2]), 0)
+    q.append(ops.delete_account(account_id=7), 0)
+    assert [kind for kind, _ in drain_kinds(q)] == [
+        "upsert_user",
+        "track",
+        "delete_user",
+        "upsert_account",
+        "add_users_to_account",
+        "delete_account",
+    ]
+    q.append(ops.upsert_user(user_id=3), 0)
+    taken = q.pop_ready(5.0)
+    assert taken is not None
+    q.retry(taken, due=10.0)  # sent once, to be sent again: it stays an upsert
+    assert q.append(ops.delete_user(user_id=3), 0) == 0
+    assert [kind for kind, _ in drain_kinds(q)] == ["upsert_user", "delete_user"]
 
 
 def test_events_are_never_merged() -> None:
@@ -112,8 +149,9 @@ def test_a_taken_entry_no_longer_absorbs_changes() -> None:
 def test_a_delete_never_overtakes_a_waiting_upsert_of_the_same_user() -> None:
     q = PendingQueue(window=1.0)
     q.append(ops.upsert_user(user_id=1), 0.0)
+    q.append(ops.track("signed_up", user_id=1), 0.2)  # keeps the upsert (a delete replaces only the last in line)
     q.append(ops.delete_user(user_id=1), 0.5)
-    assert sent_in_order(q, now=5.0) == ["upsert_user", "delete_user"]
+    assert sent_in_order(q, now=5.0) == ["upsert_user", "track", "delete_user"]
 
 
 def sent_in_order(q: PendingQueue, now: float = 100.0) -> list[str]:
@@ -148,9 +186,9 @@ def test_an_event_for_an_account_waits_for_the_accounts_upsert_by_domain_too() -
 def test_a_delete_waits_for_the_retries_of_the_upsert_before_it() -> None:
     q = PendingQueue(window=0.0)
     q.append(ops.upsert_user(user_id=1), 0.0)
-    q.append(ops.delete_user(user_id=1), 0.0)
     upsert = q.pop_ready(0.0)
     assert upsert is not None
+    q.append(ops.delete_user(user_id=1), 0.0)  # the upsert was sent: nothing replaces it any more
     q.retry(upsert, due=5.0)
     assert q.pop_ready(1.0) is None  # the delete may not overtake the retry
     again = q.pop_ready(5.0)

@@ -79,12 +79,23 @@ def test_events_are_never_merged(store: MemoryStore, emulator: Emulator, api_key
     assert [event["name"] for event in emulator.state()["events"]] == ["clicked"] * 3
 
 
+def test_an_upsert_and_the_delete_of_one_user_in_one_batch_are_one_delete_call(
+    store: MemoryStore, emulator: Emulator, api_key: str
+) -> None:
+    store.add([ops.upsert_user(user_id="gone", email="gone@acme.test"), ops.delete_user(user_id="gone")])
+    summary = make_relay(store, emulator, api_key).run_once(soon())
+    assert (summary.delivered, summary.left) == (2, 0)
+    assert paths(emulator) == ["/users"]
+    assert "gone@acme.test" not in str(emulator.calls())
+
+
 def test_an_upsert_then_a_delete_of_one_user_ends_deleted(store: MemoryStore, emulator: Emulator, api_key: str) -> None:
     emulator.configure(latency=0.02)  # several calls in flight: the delete must still wait for the upsert
     for number in range(10):
-        store.add(
-            [ops.upsert_user(user_id=str(number), properties={"n": number}), ops.delete_user(user_id=str(number))]
-        )
+        user = str(number)
+        # The event between them keeps the upsert (a delete replaces the upsert just before it: tested below).
+        store.add([ops.upsert_user(user_id=user, properties={"n": number}), ops.track("seen", user_id=user)])
+        store.add([ops.delete_user(user_id=user)])
     store.add([ops.upsert_user(user_id="keep")])
     make_relay(store, emulator, api_key, concurrency=4).run_once(soon())
     assert [user["userId"] for user in emulator.state()["users"]] == ["keep"]
@@ -133,19 +144,20 @@ def test_a_row_of_more_than_100_users_is_delivered_once_all_its_calls_succeed(
 def test_a_transient_failure_keeps_the_rows_and_later_rows_of_the_entity_wait(
     store: MemoryStore, emulator: Emulator, api_key: str, status: int
 ) -> None:
-    store.add([ops.upsert_user(user_id="1", properties={"plan": "pro"}), ops.delete_user(user_id="1")])
+    user_1 = [ops.upsert_user(user_id="1", properties={"plan": "pro"}), ops.track("seen", user_id="1")]
+    store.add([*user_1, ops.delete_user(user_id="1")])
     store.add([ops.track("other", user_id="2")])
     emulator.script_answer(status, {"errors": {"message": "not now"}}, path="/users/upsert")
     relay = make_relay(store, emulator, api_key)
-    assert relay.step() == 3
-    # The delete was given back unsent, the other user's event went.
+    assert relay.step() == 4
+    # The event and the delete were given back unsent, the other user's event went.
     assert sorted(paths(emulator)) == ["/track", "/users/upsert"]
     pending = store.list_rows(status=PENDING, limit=10)
-    assert [(row.kind, row.attempts) for row in pending] == [("upsert_user", 1), ("delete_user", 0)]
+    assert [(row.kind, row.attempts) for row in pending] == [("upsert_user", 1), ("track", 0), ("delete_user", 0)]
     assert str(status) in pending[0].last_error
     summary = relay.run_once(soon())
-    assert (summary.delivered, summary.left) == (2, 0)
-    assert paths(emulator)[2:] == ["/users/upsert", "/users"]
+    assert (summary.delivered, summary.left) == (3, 0)
+    assert paths(emulator)[2:] == ["/users/upsert", "/track", "/users"]
     assert emulator.state()["users"] == []
     assert relay.stats["retried"] == 1
 
@@ -388,18 +400,36 @@ def test_each_call_of_a_plan_remembers_the_rows_it_covers() -> None:
 def test_an_entitys_next_call_waits_until_the_previous_calls_rows_are_recorded() -> None:
     # Released at the answer, a delete could be sent and recorded while the upsert's rows are not; a crash then
     # leaves the upsert to be sent again after the delete, re-creating the user (seen in a crash test).
-    plan = CallPlan(rows_of(ops.upsert_user(user_id="1"), ops.delete_user(user_id="1")))
+    plan = CallPlan(rows_of(ops.upsert_user(user_id="1"), ops.track("seen", user_id="1"), ops.delete_user(user_id="1")))
     upsert = plan.next_call()
     assert upsert is not None
     assert plan.sent(upsert) == [1]
-    assert plan.next_call() is None  # answered, not yet recorded: the delete waits
+    assert plan.next_call() is None  # answered, not yet recorded: the event and the delete wait
     plan.release(upsert)
+    event = plan.next_call()
+    assert event is not None and event.row_ids == [2]
+    assert plan.sent(event) == [2]
+    plan.release(event)
     delete = plan.next_call()
-    assert delete is not None and delete.row_ids == [2]
+    assert delete is not None and delete.row_ids == [3]
+
+
+def test_a_delete_replaces_the_upserts_just_before_it_and_its_call_settles_every_row() -> None:
+    plan = CallPlan(
+        rows_of(
+            ops.upsert_user(user_id="1", email="ada@acme.test", properties={"plan": "pro"}),
+            ops.upsert_user(user_id="1", properties={"seats": 3}),
+            ops.delete_user(user_id="1"),
+        )
+    )
+    assert (len(plan), plan.coalesced) == (1, 2)
+    call = plan.next_call()
+    assert call is not None and call.operation == ops.delete_user(user_id="1")  # the email is never sent
+    assert plan.sent(call) == [1, 2, 3]
 
 
 def test_a_held_call_keeps_its_entitys_later_calls_back_and_their_rows_unsettled() -> None:
-    plan = CallPlan(rows_of(ops.upsert_user(user_id="1"), ops.delete_user(user_id="1"), ops.track("y", user_id="2")))
+    plan = CallPlan(rows_of(ops.upsert_user(user_id="1"), ops.track("x", user_id="1"), ops.track("y", user_id="2")))
     first = plan.next_call()
     assert first is not None
     assert plan.held(first) == [1]
