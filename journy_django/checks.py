@@ -164,7 +164,10 @@ def check_api_url(**kwargs: Any) -> list[CheckMessage]:
 def check_queue(**kwargs: Any) -> list[CheckMessage]:
     queue = _raw().get("QUEUE")
     try:
-        checked_queue(queue, "JOURNY['QUEUE']")
+        cls, options = checked_queue(queue, "JOURNY['QUEUE']")
+        # The options' values are checked by the backend's constructor (as at the first save): one built without
+        # a client, and closed at once, finds a bad value here rather than in every save's log.
+        cls(client_factory=None, options=options, on_failure=None).close(timeout=0)
     except ConfigurationError as exc:
         return [
             Error(

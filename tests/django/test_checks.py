@@ -107,6 +107,22 @@ def test_an_account_domain_field_the_account_model_lacks_is_a_check_error_naming
     assert checks.check_property_attributes() == []
 
 
+@pytest.mark.parametrize(
+    ("queue", "named"),
+    [
+        ({"BACKEND": "celery", "OPTIONS": {"ACKS_LATE": "yes"}}, "'ACKS_LATE'"),
+        ({"BACKEND": "rq", "OPTIONS": {"PUBLISH_TIMEOUT": -1}}, "'PUBLISH_TIMEOUT'"),
+        ({"BACKEND": "thread", "OPTIONS": {"RETRY": {"max_attempt": 3}}}, "max_attempt"),
+        ({"BACKEND": "thread", "OPTIONS": {"MAX_QUEUE_SIZE": 0}}, "'MAX_QUEUE_SIZE'"),
+    ],
+)
+def test_a_queue_option_with_a_bad_value_is_a_check_error_naming_it(settings, queue, named):
+    settings.JOURNY = {**settings.JOURNY, "QUEUE": queue}
+    [message] = checks.check_queue()
+    assert message.id == "journy.E003"
+    assert named in message.msg
+
+
 def test_a_misspelt_queue_backend_or_option_is_an_error_suggesting_the_right_name(settings):
     settings.JOURNY = {**settings.JOURNY, "QUEUE": {"BACKEND": "outbx"}}
     [message] = checks.check_queue()
