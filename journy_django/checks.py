@@ -30,11 +30,12 @@ from journy_core.config import DJANGO_SOURCE, read_config, unknown_options
 from journy_core.importing import resolve_callable
 from journy_core.mapping import PropertyMap, check_named_attribute
 from journy_core.option_values import api_key_source
+from journy_core.outbox.backend import OutboxBackend
 from journy_core.secrets import api_key_problem
 from journy_core.soft_delete import SoftDelete
 from journy_core.urls import ENV_BASE_URL, is_loopback_host, resolve_base_url
 
-from .conf import JournyConfigurationError, journy_settings
+from .conf import APP_STORE, JournyConfigurationError, journy_settings
 from .identity import account_model, members_relation
 
 __all__ = ["ALL_CHECKS"]
@@ -165,6 +166,8 @@ def check_queue(**kwargs: Any) -> list[CheckMessage]:
     queue = _raw().get("QUEUE")
     try:
         cls, options = checked_queue(queue, "JOURNY['QUEUE']")
+        if issubclass(cls, OutboxBackend) and options.get("STORE") is None:
+            options = {**options, "STORE": APP_STORE}  # as get_journy() fills it in
         # The options' values are checked by the backend's constructor (as at the first save): one built without
         # a client, and closed at once, finds a bad value here rather than in every save's log.
         cls(client_factory=None, options=options, on_failure=None).close(timeout=0)

@@ -117,13 +117,17 @@ def build_journy(config: JournySettings | None = None) -> Journy:
         raise JournyConfigurationError(str(exc)) from None
 
 
+#: The outbox store the app's settings get when they name none: the app's databases, through the ORM.
+APP_STORE = "journy_django.outbox_sync.app_store"
+
+
 def with_app_store(config: JournySettings) -> JournySettings:
     """``config`` with ``QUEUE["OPTIONS"]["STORE"]`` filled in for the ``outbox`` backend when the settings name no
     store: :func:`journy_django.outbox_sync.app_store` (the app's database, through the ORM)."""
     queue = config.queue
     if not queue or queue.get("BACKEND") != "outbox" or (queue.get("OPTIONS") or {}).get("STORE") is not None:
         return config
-    options = {**(queue.get("OPTIONS") or {}), "STORE": "journy_django.outbox_sync.app_store"}
+    options = {**(queue.get("OPTIONS") or {}), "STORE": APP_STORE}
     return dataclasses.replace(config, queue={**queue, "OPTIONS": options})
 
 

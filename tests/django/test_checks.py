@@ -123,6 +123,21 @@ def test_a_queue_option_with_a_bad_value_is_a_check_error_naming_it(settings, qu
     assert named in message.msg
 
 
+@pytest.mark.parametrize(
+    "queue",
+    [
+        {"BACKEND": "outbox"},  # the app's store is filled in, as get_journy() does
+        {"BACKEND": "outbox", "OPTIONS": {"RELAY_IN_PROCESS": False, "POLL_SECONDS": 30}},
+        {"BACKEND": "thread", "OPTIONS": {"RETRY": {"max_attempts": 3}}},
+        {"BACKEND": "celery", "OPTIONS": {"ACKS_LATE": "idempotent"}},
+        {"BACKEND": "rq", "OPTIONS": {"URL": "redis://127.0.0.1:9/0"}},  # never contacted by the check
+    ],
+)
+def test_a_queue_the_app_can_build_passes_the_check(settings, queue):
+    settings.JOURNY = {**settings.JOURNY, "QUEUE": queue}
+    assert checks.check_queue() == []
+
+
 def test_a_misspelt_queue_backend_or_option_is_an_error_suggesting_the_right_name(settings):
     settings.JOURNY = {**settings.JOURNY, "QUEUE": {"BACKEND": "outbx"}}
     [message] = checks.check_queue()
