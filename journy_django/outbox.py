@@ -151,14 +151,15 @@ class DjangoStore:
         on it, they commit or roll back with it."""
         alias = router.db_for_write(Row)
         alias = alias if alias in self.aliases else self.aliases[0]
-        if transaction.get_autocommit(alias):
+        in_transaction = not transaction.get_autocommit(alias)
+        if not in_transaction:
             self.add_on(alias, operations)
         else:
             # In the caller's transaction, a write that fails (the backend logs and counts it) must not take the
             # transaction with it: its own savepoint, rolled back alone, leaves the app's work to commit.
             with transaction.atomic(using=alias):
                 self.add_on(alias, operations)
-        if self.after_commit is not None and operations and not transaction.get_autocommit(alias):
+        if self.after_commit is not None and operations and in_transaction:
             with suppress(TransactionManagementError):  # autocommit off without atomic(): no commit hook
                 transaction.on_commit(self.after_commit, using=alias)
 
