@@ -3,9 +3,10 @@
 The engine of ``manage.py journy_sync`` and ``flask journy sync`` (whose stages, options, state file and reporting
 are :mod:`journy_core.sync_plan`). It takes ``(key, operation)`` pairs ordered by key (the primary key, as a string)
 and sends them: a few calls in flight, paced by the :class:`~journy_core.pacing.Pacer`, transient failures retried.
-After each batch (which ends where a key ends) it writes the last key done to ``state_file``, so an interrupted sync
-run again starts after it (the adapter filters its query with :meth:`BulkSync.resume_after`); a sync that completes
-forgets its checkpoint.
+After each batch (which ends where a key ends) it writes the last key done, and the counts so far, to ``state_file``
+(:mod:`journy_core.sync_state`), so an interrupted sync run again starts after it (the adapter filters its query
+with :meth:`BulkSync.resume_after`) and still counts the calls that failed before; a sync that completes forgets its
+checkpoint.
 
 ``--since`` (only the rows changed since a date) is shared too: :func:`parse_since` reads the date,
 :data:`SINCE_FIELDS` are the timestamp fields looked for, and :func:`since_scope` describes the filter. A checkpoint
@@ -16,12 +17,11 @@ could skip rows silently. Such a run starts from the beginning instead, and its 
 
 from __future__ import annotations
 
-import json
-import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from itertools import islice
@@ -33,6 +33,7 @@ from .client import Client
 from .operations import Operation
 from .pacing import Pacer
 from .retry import RetryPolicy
+from .sync_state import RENAMED_STAGES, Checkpoint, CheckpointFile
 
 __all__ = [
     "RENAMED_STAGES",
@@ -48,14 +49,8 @@ __all__ = [
     "since_scope",
 ]
 
-logger = logging.getLogger("journy")
-
 #: The timestamp fields ``--since`` filters on: the first one a model has wins (``--since-field`` names another).
 SINCE_FIELDS = ("updated_at", "modified_at", "modified", "last_modified", "date_joined", "created_at", "created")
-
-#: Stage names an earlier version wrote in checkpoint files, and their name now (``flask journy sync`` called the
-#: memberships stage ``members``): such a checkpoint is resumed, and rewritten under the current name.
-RENAMED_STAGES = {"members": "memberships"}
 
 #: What ``--since`` accepts, for error messages and help texts.
 SINCE_FORMATS = "a date (YYYY-MM-DD) or an ISO 8601 datetime"
@@ -98,16 +93,9 @@ def since_scope(since: datetime | None, field: str | None) -> str | None:
 
 
 @dataclass(frozen=True)
-class Checkpoint:
-    """Where an interrupted run of one kind stopped: the last key done, and the scope of that run's filter."""
-
-    after: str
-    scope: str | None = None
-
-
-@dataclass(frozen=True)
 class ProgressReport:
-    """Where a running sync is: ``eta_seconds`` comes from the pace the rate limit allows (None without a total)."""
+    """Where a running sync is: ``done`` rows (keys) of ``total``, ``failed`` calls (those of the interrupted run
+    it resumes included); ``eta_seconds`` comes from the pace the rate limit allows (None without a total)."""
 
     name: str
     done: int
@@ -118,7 +106,8 @@ class ProgressReport:
 
 @dataclass(frozen=True)
 class SyncSummary:
-    """The outcome of :meth:`BulkSync.run`."""
+    """The outcome of :meth:`BulkSync.run`: a resumed stage's counts include those of the run it resumes;
+    ``finished_earlier`` is a stage that run had finished (nothing was sent again)."""
 
     name: str
     sent: int
@@ -127,10 +116,14 @@ class SyncSummary:
     seconds: float
     resumed_from: str | None
     dry_run: bool = False
+    finished_earlier: bool = False
 
 
 class BulkSync:
-    """Send many operations, paced and resumable. ``progress`` is called after every batch."""
+    """Send many operations, paced and resumable. ``progress`` is called after every batch.
+
+    ``state_file`` keeps the checkpoints (:class:`~journy_core.sync_state.CheckpointFile`, which refuses a file
+    of another ``app``); None keeps none."""
 
     def __init__(
         self,
@@ -142,6 +135,7 @@ class BulkSync:
         progress: Callable[[ProgressReport], None] | None = None,
         concurrency: int = 4,
         retry: RetryPolicy | None = None,
+        app: str | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -149,73 +143,33 @@ class BulkSync:
         self.batch_size = batch_size
         self.dry_run = dry_run
         self.state_file = Path(state_file) if state_file is not None else None
+        self.checkpoints = CheckpointFile(self.state_file, app=app)
         self.progress = progress
         self.concurrency = max(1, concurrency)
         self.retry = retry or RetryPolicy(max_attempts=6, cap=30.0)
         self.pacer = Pacer()
         self.stats = Stats()
 
-    # -- checkpoints -----------------------------------------------------------------------------------------
-
-    # The file maps each kind to its checkpoint: the key alone for an unfiltered run (``{"users": "8"}``), or
-    # ``{"after": key, "scope": scope}`` for a run with ``--since``.
-
-    def _read_state(self) -> dict[str, Checkpoint]:
-        if self.state_file is None or not self.state_file.exists():
-            return {}
-        try:
-            data = json.loads(self.state_file.read_text())
-        except (OSError, ValueError):
-            logger.warning("journy: ignoring an unreadable sync checkpoint file %s", self.state_file)
-            return {}
-        if not isinstance(data, dict):
-            return {}
-        state: dict[str, Checkpoint] = {}
-        for written, value in data.items():
-            name = RENAMED_STAGES.get(str(written), str(written))
-            if name != written and name in data:  # the current name, written since, wins
-                continue
-            if isinstance(value, dict):
-                if value.get("after") is not None:
-                    scope = value.get("scope")
-                    state[name] = Checkpoint(str(value["after"]), None if scope is None else str(scope))
-            elif value is not None:
-                state[name] = Checkpoint(str(value))
-        return state
-
-    def _write_state(self, name: str, key: str | None, scope: str | None = None) -> None:
-        if self.state_file is None or self.dry_run:
-            return
-        state = self._read_state()
-        if key is None:
-            state.pop(name, None)
-            if not state:  # nothing left to resume: no file
-                self.state_file.unlink(missing_ok=True)
-                return
-        else:
-            state[name] = Checkpoint(key, scope)  # one checkpoint per kind: it replaces one of another scope
-        data = {
-            kind: point.after if point.scope is None else {"after": point.after, "scope": point.scope}
-            for kind, point in state.items()
-        }
-        temporary = self.state_file.with_suffix(self.state_file.suffix + ".tmp")
-        temporary.write_text(json.dumps(data, indent=2, sort_keys=True))
-        temporary.replace(self.state_file)  # atomic: a crash leaves the old checkpoint or the new one
+    # -- checkpoints (the file is journy_core.sync_state's) -----------------------------------------------------
 
     def forget(self, *names: str) -> None:
         """Drop the checkpoints of ``names`` (a ``--restart``): their next run starts from the beginning."""
-        for name in names:
-            self._write_state(name, None)
+        self.checkpoints.drop(*names)
 
     def checkpoint(self, name: str) -> Checkpoint | None:
         """The checkpoint a previous, interrupted run of ``name`` left, whatever its scope."""
-        return self._read_state().get(name)
+        return self.checkpoints.read().get(name)
+
+    def resume_point(self, name: str, scope: str | None = None) -> Checkpoint | None:
+        """The checkpoint of a previous, interrupted run of ``name`` with the same ``scope`` (see
+        :func:`since_scope`) that stopped inside the stage, or None to start from the beginning."""
+        point = self.checkpoint(name)
+        return point if point is not None and point.scope == scope and not point.done else None
 
     def resume_after(self, name: str, scope: str | None = None) -> str | None:
-        """The last key a previous, interrupted run of ``name`` with the same ``scope`` (see :func:`since_scope`)
-        completed, or None to start from the beginning."""
-        point = self.checkpoint(name)
-        return point.after if point is not None and point.scope == scope else None
+        """The last key a previous, interrupted run of ``name`` with the same ``scope`` completed, or None."""
+        point = self.resume_point(name, scope)
+        return point.after if point is not None else None
 
     def resume_notice(self, name: str, scope: str | None = None) -> str | None:
         """What to tell the user when ``name`` has a checkpoint of another scope, which this run does not resume
@@ -227,8 +181,9 @@ class BulkSync:
         def described(run_scope: str | None) -> str:
             return f"with {run_scope}" if run_scope is not None else "without --since"
 
+        where = "a finished stage" if point.done else f"after key {point.after}"
         return (
-            f"{name}: not resuming after key {point.after}: that checkpoint is of a run {described(point.scope)}, "
+            f"{name}: not resuming {where}: that checkpoint is of a run {described(point.scope)}, "
             f"this run is {described(scope)}; starting from the beginning"
         )
 
@@ -259,28 +214,56 @@ class BulkSync:
         total: int | None = None,
         *,
         scope: str | None = None,
+        run: tuple[str, ...] | None = None,
     ) -> SyncSummary:
         """Send every operation of ``items`` (``None`` operations are counted as skipped). ``scope`` describes the
-        filter of the rows (:func:`since_scope`): the checkpoints this run writes carry it."""
+        filter of the rows (:func:`since_scope`): the checkpoints this run writes carry it.
+
+        A resumed stage's counts start from its checkpoint's, so that calls that failed before the interruption
+        still count. ``run`` names the stages of a run of several: the stage's checkpoint then stays, marked done,
+        until the caller forgets it when the whole run is done; without ``run`` a stage that ends forgets it."""
         started = time.monotonic()
-        resumed_from = self.resume_after(name, scope)
-        sent = failed = skipped = 0
-        with ThreadPoolExecutor(self.concurrency, thread_name_prefix=f"journy-sync-{name}") as pool:
-            for batch in _batches(items, self.batch_size):
-                operations = [op for _, op in batch if op is not None]
-                skipped += len(batch) - len(operations)
-                if self.dry_run:
-                    sent += len(operations)
-                else:
-                    outcomes = list(pool.map(self._send, operations))
-                    sent += sum(outcomes)
-                    failed += len(outcomes) - sum(outcomes)
-                    self._write_state(name, batch[-1][0], scope)
+        point = self.resume_point(name, scope)
+        counts = [point.sent, point.failed, point.skipped] if point is not None else [0, 0, 0]
+        rows, last = 0, point.after if point is not None else ""
+        # closing: an interrupted stage closes its stream now, while its database cursor is still open, not
+        # when the garbage collector finds it after the connection closed (an "Exception ignored" traceback).
+        with (
+            closing(_Closing(items)) as stream,
+            ThreadPoolExecutor(self.concurrency, thread_name_prefix=f"journy-sync-{name}") as pool,
+        ):
+            for batch in _batches(stream, self.batch_size):
+                self._send_batch(pool, batch, counts)
+                rows += _keys_in(batch)
+                last = batch[-1][0]
+                if not self.dry_run:
+                    self._write(name, _checkpoint(last, scope, counts, run=run or ()))
                 if self.progress is not None:
-                    done = sent + failed + skipped
-                    self.progress(ProgressReport(name, done, total, failed, self._eta(total, done, started)))
-        self._write_state(name, None)
+                    eta = self._eta(total, rows, started)
+                    self.progress(ProgressReport(name, rows, total, counts[1], eta))
+        if run is None:
+            self.forget(name)
+        elif not self.dry_run:
+            self._write(name, _checkpoint(last, scope, counts, done=True, run=run))
+        sent, failed, skipped = counts
+        resumed_from = point.after if point is not None else None
         return SyncSummary(name, sent, failed, skipped, time.monotonic() - started, resumed_from, self.dry_run)
+
+    def _send_batch(
+        self, pool: ThreadPoolExecutor, batch: list[tuple[str, Operation | None]], counts: list[int]
+    ) -> None:
+        """Send a batch's operations, adding to ``counts`` (sent, failed, skipped)."""
+        operations = [op for _, op in batch if op is not None]
+        counts[2] += len(batch) - len(operations)
+        if self.dry_run:
+            counts[0] += len(operations)
+            return
+        outcomes = list(pool.map(self._send, operations))
+        counts[0] += sum(outcomes)
+        counts[1] += len(outcomes) - sum(outcomes)
+
+    def _write(self, name: str, point: Checkpoint) -> None:
+        self.checkpoints.put(name, point)
 
     def _eta(self, total: int | None, done: int, started: float) -> float | None:
         if total is None:
@@ -292,6 +275,33 @@ class BulkSync:
         # The rate limit caps the pace; early on the observed pace is optimistic (the window is empty).
         pace = min(done / elapsed if done else float("inf"), 1.0 / self.pacer.interval)
         return left / pace if pace > 0 else None
+
+
+class _Closing:
+    """An iterable's iterator, with a ``close()`` that closes it when it is a generator."""
+
+    def __init__(self, items: Iterable[tuple[str, Operation | None]]) -> None:
+        self.iterator = iter(items)
+
+    def __iter__(self) -> Iterator[tuple[str, Operation | None]]:
+        return self.iterator
+
+    def close(self) -> None:
+        close = getattr(self.iterator, "close", None)
+        if close is not None:
+            close()
+
+
+def _checkpoint(
+    after: str, scope: str | None, counts: list[int], *, done: bool = False, run: tuple[str, ...] = ()
+) -> Checkpoint:
+    sent, failed, skipped = counts
+    return Checkpoint(after, scope, sent=sent, failed=failed, skipped=skipped, done=done, run=run)
+
+
+def _keys_in(batch: list[tuple[str, Operation | None]]) -> int:
+    """How many rows a batch holds: the calls of one key are next to each other."""
+    return sum(1 for index, (key, _) in enumerate(batch) if index == 0 or batch[index - 1][0] != key)
 
 
 def _batches(items: Iterable[tuple[str, Operation | None]], size: int) -> Iterator[list[tuple[str, Operation | None]]]:

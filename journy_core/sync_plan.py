@@ -20,16 +20,19 @@ the plan refuses (:class:`SyncUsageError`), 130 when interrupted (the checkpoint
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
 from .bulk import SINCE_FIELDS, SINCE_FORMATS, BulkSync, ProgressReport, SyncSummary, since_scope
 from .client import Client
 from .errors import ConfigurationError, JournyError
 from .operations import Operation
+from .sync_state import DEFAULT_STATE_FILE, EARLIER_STATE_FILES, CheckpointFileError, state_path
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -63,13 +66,6 @@ STAGES = ("users", "accounts", "memberships")
 
 #: The stage-selection flags (``--users``, ``--accounts``) and the stages each selects; no flag selects all.
 STAGE_FLAGS: Mapping[str, tuple[str, ...]] = {"users": ("users",), "accounts": ("accounts", "memberships")}
-
-#: The checkpoint file, relative to the current directory, when ``--state-file`` names none.
-DEFAULT_STATE_FILE = ".journy-sync.json"
-
-#: Default names of earlier versions (``manage.py journy_sync`` wrote ``.journy_sync_state.json``): when the
-#: default file is absent and one of these exists, it is renamed to :data:`DEFAULT_STATE_FILE` and resumed.
-EARLIER_STATE_FILES = (".journy_sync_state.json",)
 
 DEFAULT_BATCH_SIZE = 100
 #: The largest ``--batch-size``: a batch is held in memory, and a checkpoint written only after it.
@@ -109,9 +105,36 @@ class SyncUsageError(SyncPlanError):
 
 
 class SyncInterrupted(SyncPlanError):
-    """The run was interrupted (Ctrl-C); the checkpoint of the last batch done is in the state file."""
+    """The run was interrupted (Ctrl-C, or SIGTERM); the checkpoint of the last batch done is in the state file.
+
+    ``exit_code`` is what a shell reports for the signal: 130 for SIGINT, 143 for SIGTERM."""
 
     exit_code = EXIT_INTERRUPTED
+
+    def __init__(self, message: str, *, signal_number: int = signal.SIGINT) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + int(signal_number)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (a deployment stopping the job, ``kill``), handled as Ctrl-C is: the run stops at its checkpoint."""
+
+
+@contextmanager
+def _stopping_on_sigterm() -> Iterator[None]:
+    """Turn SIGTERM into :class:`_Terminated` while the run lasts (only the main thread can set a handler)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: object) -> None:
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def select_stages(users: bool, accounts: bool, *, unavailable: Mapping[str, str]) -> tuple[str, ...]:
@@ -174,12 +197,14 @@ class StageSource:
 
     ``count(after)`` and ``items(after)`` see the same rows: those after the key ``after`` (None: all), filtered on
     ``since_field`` when the run has ``--since``; ``items`` yields ``(key, operation)`` in ascending key order
-    (``None`` for a row left out), every call of one key together."""
+    (``None`` for a row left out), every call of one key together. ``check_key(key)`` raises ValueError when a
+    checkpoint's key cannot be a key of the model (the file was edited, or written for another model)."""
 
     name: str
     count: Callable[[str | None], int]
     items: Callable[[str | None], Iterable[tuple[str, Operation | None]]]
     since_field: str | None = None
+    check_key: Callable[[str], object] | None = None
 
 
 @dataclass(frozen=True)
@@ -218,13 +243,16 @@ class SyncOutcome:
 
 
 def summary_line(summary: SyncSummary) -> str:
-    """``users: sent 40, failed 0, skipped 1 in 2.5 s, resumed after 29``."""
+    """``users: sent 40, failed 0, skipped 1 in 2.5 s``; a resumed stage says after which key, and counts the calls
+    of the run it resumes too."""
     verb = "would send" if summary.dry_run else "sent"
-    resumed = f", resumed after {summary.resumed_from}" if summary.resumed_from else ""
-    return (
-        f"{summary.name}: {verb} {summary.sent}, failed {summary.failed}, skipped {summary.skipped} "
-        f"in {summary.seconds:.1f} s{resumed}"
-    )
+    counts = f"{summary.name}: {verb} {summary.sent}, failed {summary.failed}, skipped {summary.skipped}"
+    if summary.finished_earlier:
+        return f"{counts} by the interrupted run, which finished this stage"
+    timed = f"{counts} in {summary.seconds:.1f} s"
+    if summary.resumed_from is None:
+        return timed
+    return f"{timed}, resumed after {summary.resumed_from} (with the interrupted run's counts)"
 
 
 def progress_line(report: ProgressReport) -> str:
@@ -253,35 +281,31 @@ class _Progress:
         self.tell(progress_line(report))
 
 
-def _state_path(options: SyncOptions, tell: Callable[[str], None]) -> Path:
-    """The checkpoint file: ``--state-file``, else :data:`DEFAULT_STATE_FILE`, adopting a file of an earlier name."""
-    if options.state_file is not None:
-        return Path(options.state_file)
-    path = Path(DEFAULT_STATE_FILE)
-    if path.exists():
-        return path
-    for name in EARLIER_STATE_FILES:
-        earlier = Path(name)
-        if earlier.exists():
-            if options.dry_run:  # a dry run writes nothing: read it where it is
-                tell(f"reading the checkpoint file {name} (now named {DEFAULT_STATE_FILE})")
-                return earlier
-            earlier.replace(path)
-            tell(f"renamed the checkpoint file {name} to {DEFAULT_STATE_FILE}")
-            return path
-    return path
-
-
-def _run_stage(bulk: BulkSync, source: StageSource, since: datetime | None, tell: Callable[[str], None]) -> SyncSummary:
+def _run_stage(
+    bulk: BulkSync, source: StageSource, stages: tuple[str, ...], options: SyncOptions, tell: Callable[[str], None]
+) -> SyncSummary:
     # A checkpoint is resumed only by a run with the same --since and field (see journy_core.bulk).
-    scope = since_scope(since, source.since_field)
+    scope = since_scope(options.since, source.since_field)
+    point = bulk.checkpoint(source.name)
+    if point is not None and point.done and point.scope == scope and point.run == stages:
+        tell(f"{source.name}: finished by the interrupted run; not sent again")
+        counts = (point.sent, point.failed, point.skipped)
+        return SyncSummary(source.name, *counts, 0.0, None, options.dry_run, finished_earlier=True)
     notice = bulk.resume_notice(source.name, scope)
     if notice is not None:
         tell(notice)
     after = bulk.resume_after(source.name, scope)
+    if after is not None and source.check_key is not None:
+        try:
+            source.check_key(after)
+        except (TypeError, ValueError) as exc:
+            raise SyncPlanError(
+                f"the checkpoint file {bulk.state_file}: the {source.name} checkpoint {after!r} is not a key of "
+                f"that model ({exc}); run with --restart to sync {source.name} from the beginning."
+            ) from None
     total = source.count(after)
     tell(f"{source.name}: {total} to go" + (f", resuming after key {after}" if after is not None else ""))
-    return bulk.run(source.name, source.items(after), total, scope=scope)
+    return bulk.run(source.name, source.items(after), total, scope=scope, run=stages)
 
 
 def run_sync(
@@ -292,15 +316,34 @@ def run_sync(
     say: Callable[[str], None],
     tell: Callable[[str], None] | None = None,
     progress_interval: float = PROGRESS_INTERVAL,
+    app: str | None = None,
 ) -> SyncOutcome:
     """Run the stages of ``sources`` in order and print the summary.
 
     ``say`` prints the summary lines (the command's standard output); ``tell`` the progress and notices (default:
-    ``say``). Raises :class:`SyncInterrupted` on Ctrl-C, the checkpoint of the last batch done kept."""
+    ``say``). ``app`` names the app (:func:`journy_core.sync_state.app_label`): a checkpoint file of another app
+    is refused. Raises :class:`SyncInterrupted` on Ctrl-C or SIGTERM, the checkpoint of the last batch done kept,
+    and :class:`SyncPlanError` when the checkpoint file cannot be used (before anything is sent)."""
     if options.since is not None and any(source.since_field is None for source in sources):
         raise ValueError("with --since, every StageSource needs its since_field")
     tell = say if tell is None else tell
-    path = _state_path(options, tell)
+    try:
+        with _stopping_on_sigterm():
+            return _run(client, sources, options, say, tell, progress_interval, app)
+    except CheckpointFileError as exc:
+        raise SyncPlanError(str(exc)) from None
+
+
+def _run(
+    client: Client,
+    sources: Sequence[StageSource],
+    options: SyncOptions,
+    say: Callable[[str], None],
+    tell: Callable[[str], None],
+    progress_interval: float,
+    app: str | None,
+) -> SyncOutcome:
+    path = state_path(options.state_file, dry_run=options.dry_run, tell=tell)
     bulk = BulkSync(
         client,
         batch_size=options.batch_size,
@@ -308,19 +351,31 @@ def run_sync(
         # A dry run never writes the file; with --restart it does not read it either.
         state_file=None if options.dry_run and options.restart else path,
         progress=_Progress(tell, progress_interval),
+        app=app,
     )
-    if options.restart:
-        bulk.forget(*(source.name for source in sources))
+    stages = tuple(source.name for source in sources)
+    if not options.dry_run:
+        if options.restart:
+            bulk.checkpoints.replace_app()
+            bulk.forget(*stages)
+        bulk.checkpoints.check_writable()  # before anything is sent
+    else:
+        bulk.checkpoints.read()  # refuses another app's file, as a real run would
     summaries: list[SyncSummary] = []
     try:
         for source in sources:
-            summaries.append(_run_stage(bulk, source, options.since, tell))
-    except KeyboardInterrupt:
+            summaries.append(_run_stage(bulk, source, stages, options, tell))
+    except KeyboardInterrupt as stop:
         for summary in summaries:
             say(summary_line(summary))
+        signal_number = signal.SIGTERM if isinstance(stop, _Terminated) else signal.SIGINT
         if options.dry_run:
-            raise SyncInterrupted("interrupted (a dry run: nothing was sent).") from None
-        raise SyncInterrupted(f"interrupted: run the same command again to resume after {path}'s checkpoint.") from None
+            raise SyncInterrupted("interrupted (a dry run: nothing was sent).", signal_number=signal_number) from None
+        raise SyncInterrupted(
+            f"interrupted: run the same command again to resume after {path}'s checkpoint.", signal_number=signal_number
+        ) from None
+    if not options.dry_run:
+        bulk.forget(*stages)  # the run is done: nothing of it is left to resume
     for summary in summaries:
         say(summary_line(summary))
     return SyncOutcome(tuple(summaries))

@@ -10,9 +10,11 @@ a WHERE in the query, so the count and the checkpoint see the same rows. A soft-
 from __future__ import annotations
 
 import sys
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
+from functools import partial
 from typing import Any
 
 import click
@@ -36,6 +38,7 @@ from journy_core.sync_plan import (
     select_stages,
     sync_client,
 )
+from journy_core.sync_state import app_label
 from journy_core.urls import resolve_base_url
 
 from .identities import account_id_of, account_operation, member_ids, soft_deleted, user_operation, wants_sync
@@ -227,7 +230,7 @@ def _key_value(model: type, key: str) -> Any:
         python_type = column.type.python_type
     except NotImplementedError:
         return key
-    return python_type(key) if python_type in (int, str) else key
+    return python_type(key) if python_type in (int, str, uuid.UUID) else key
 
 
 def _count(session: Any, model: type, after: str | None, since: _Since | None = None) -> int:
@@ -299,9 +302,19 @@ def _sync(only_users: bool, only_accounts: bool, since_field: str | None, option
         settings.api_key, settings.api_url, enabled=settings.enabled, dry_run=options.dry_run, setting=_setting
     )
     with client:
-        outcome = run_sync(client, sources, options, say=click.echo, tell=lambda line: click.echo(line, err=True))
+        tell = partial(click.echo, err=True)
+        outcome = run_sync(client, sources, options, say=click.echo, tell=tell, app=_app(settings, session, stages))
     if outcome.failure_message is not None:
         raise SyncPlanError(outcome.failure_message)
+
+
+def _app(settings: Any, session: Any, stages: tuple[str, ...]) -> str:
+    """The label the checkpoint file keeps of this app: its models and their database (never a password)."""
+    models = [settings.user_model] + ([settings.account_model] if "accounts" in stages else [])
+    labels = ", ".join(f"{model.__module__}.{model.__name__}" for model in models if model is not None)
+    url = session.get_bind().url
+    where = f" at {url.host}" if url.host else ""
+    return app_label(labels, f"the {url.get_backend_name()} database {url.database}{where}")
 
 
 def _setting(name: str) -> str:
@@ -332,6 +345,7 @@ def _source(state: Any, session: Any, name: str, options: SyncOptions, since_fie
         count=lambda after: _count(session, model, after, since),
         items=lambda after: _operations(state, session, name, model, after, options.batch_size, since),
         since_field=since.field if since is not None else None,
+        check_key=lambda after: _key_value(model, after),
     )
 
 

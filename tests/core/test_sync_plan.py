@@ -5,6 +5,8 @@ Plain lists stand in for the ORM; the calls go over HTTP to the emulator."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -76,6 +78,11 @@ def client(emulator: Emulator, api_key: str) -> Iterator[Client]:
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)  # the default state file is relative to the current directory
     return tmp_path
+
+
+def checkpoints(path: Path) -> dict[str, str]:
+    """The last key done of each stage in a checkpoint file."""
+    return {name: record["after"] for name, record in json.loads(path.read_text())["stages"].items()}
 
 
 class Lines(list[str]):
@@ -185,7 +192,9 @@ def test_the_progress_of_a_stage_is_printed_for_its_first_and_last_batch_and_eve
 
 def test_summary_and_progress_lines_read_the_same_in_both_commands() -> None:
     summary = SyncSummary("users", sent=40, failed=1, skipped=2, seconds=2.54, resumed_from="29")
-    assert summary_line(summary) == "users: sent 40, failed 1, skipped 2 in 2.5 s, resumed after 29"
+    assert summary_line(summary) == (
+        "users: sent 40, failed 1, skipped 2 in 2.5 s, resumed after 29 (with the interrupted run's counts)"
+    )
     dry = SyncSummary("accounts", sent=3, failed=0, skipped=0, seconds=0.0, resumed_from=None, dry_run=True)
     assert summary_line(dry) == "accounts: would send 3, failed 0, skipped 0 in 0.0 s"
     assert progress_line(ProgressReport("users", 20, 40, 0, 12.4)) == "  users: 20/40 done, 0 failed, about 12 s left"
@@ -206,7 +215,7 @@ def test_an_interrupted_run_keeps_its_checkpoint_in_the_default_state_file_and_t
     with pytest.raises(SyncInterrupted, match="run the same command again to resume") as stopped:
         run_sync(client, [stopping], SyncOptions(batch_size=10), say=say)
     assert stopped.value.exit_code == EXIT_INTERRUPTED
-    assert json.loads((workdir / DEFAULT_STATE_FILE).read_text()) == {"users": key(20)}
+    assert checkpoints(workdir / DEFAULT_STATE_FILE) == {"users": key(20)}
     emulator.reset()
     say = Lines()
     outcome = run_sync(client, [source("users", everyone)], SyncOptions(batch_size=10), say=say)
@@ -224,7 +233,7 @@ def test_restart_forgets_the_checkpoints_of_the_stages_it_runs_and_keeps_the_oth
     outcome = run_sync(client, [source("users", upserts("users", 30))], options, say=Lines())
     assert outcome.summaries[0].resumed_from is None
     assert len(emulator.state()["users"]) == 30
-    assert json.loads(state.read_text()) == {"accounts": key(2)}
+    assert checkpoints(state) == {"accounts": key(2)}
 
 
 def test_a_dry_run_with_restart_neither_reads_nor_writes_the_checkpoint(
@@ -253,7 +262,7 @@ def test_a_state_file_of_the_earlier_django_name_is_renamed_and_resumed(
     assert f"renamed the checkpoint file .journy_sync_state.json to {DEFAULT_STATE_FILE}" in tell
     assert "users: 2 to go, resuming after key 0028" in tell
     assert not (workdir / EARLIER_STATE_FILES[0]).exists()
-    assert json.loads((workdir / DEFAULT_STATE_FILE).read_text()) == {"accounts": key(1)}
+    assert checkpoints(workdir / DEFAULT_STATE_FILE) == {"accounts": key(1)}
 
 
 def test_a_dry_run_reads_a_state_file_of_the_earlier_name_where_it_is(client: Client, workdir: Path) -> None:
@@ -275,7 +284,7 @@ def test_a_checkpoint_of_the_earlier_members_stage_is_resumed_as_memberships(
     run_sync(client, [source("memberships", teams)], SyncOptions(), say=Lines(), tell=tell)
     assert "memberships: 1 to go, resuming after key 0002" in tell
     assert [m["account"]["accountId"] for m in emulator.state()["memberships"]] == ["3"]
-    assert json.loads((workdir / DEFAULT_STATE_FILE).read_text()) == {"users": key(5)}  # rewritten, new name
+    assert checkpoints(workdir / DEFAULT_STATE_FILE) == {"users": key(5)}  # rewritten, new name
 
 
 def test_a_since_run_resumes_only_a_checkpoint_of_the_same_since(
@@ -313,10 +322,197 @@ def test_a_batch_ends_where_its_last_key_ends_so_a_resumed_run_skips_no_call_of_
     state = tmp_path / "sync.json"
     calls = [(1, 1), (1, 2), (1, 3), (2, 4), (3, 5), (3, 6)]
     items: list[Item] = [(key(a), ops.add_users_to_account(account_id=a, users=[u])) for a, u in calls]
-    checkpoints: list[tuple[int, object]] = []
+    written: list[tuple[int, object]] = []
 
     def record(report: ProgressReport) -> None:  # called after the batch's checkpoint is written
-        checkpoints.append((report.done, json.loads(state.read_text())["memberships"]))
+        written.append((report.done, checkpoints(state)["memberships"]))
 
     BulkSync(client, batch_size=2, state_file=state, progress=record).run("memberships", items)
-    assert checkpoints == [(3, key(1)), (6, key(3))]
+    assert written == [(1, key(1)), (3, key(3))]  # rows done: account 1's three calls are one row
+
+
+# -- resuming a run of several stages, and the checkpoint file -------------------------------------------------
+
+
+def stop_after(name: str, items: list[Item], count: int, stop: BaseException) -> StageSource:
+    """A stage whose stream stops (Ctrl-C, a signal) after ``count`` items, honouring ``after`` as a query would."""
+
+    def rows(after: str | None) -> Iterator[Item]:
+        for number, item in enumerate(it for it in items if after is None or it[0] > after):
+            if number == count:
+                raise stop
+            yield item
+
+    return StageSource(name, count=lambda _: len(items), items=rows)
+
+
+def test_a_resumed_run_skips_the_stages_the_interrupted_run_finished(
+    client: Client, emulator: Emulator, tmp_path: Path
+) -> None:
+    state = tmp_path / "sync.json"
+    people, companies = upserts("users", 30), upserts("accounts", 30)
+    options = SyncOptions(batch_size=10, state_file=state)
+    with pytest.raises(SyncInterrupted):
+        run_sync(
+            client,
+            [source("users", people), stop_after("accounts", companies, 15, KeyboardInterrupt())],
+            options,
+            say=Lines(),
+        )
+    assert checkpoints(state) == {"users": key(30), "accounts": key(10)}
+    emulator.reset()
+    say, tell = Lines(), Lines()
+    outcome = run_sync(client, [source("users", people), source("accounts", companies)], options, say=say, tell=tell)
+    assert "users: finished by the interrupted run; not sent again" in tell
+    assert emulator.calls("/users/upsert") == []  # the finished stage is not sent again
+    assert len(emulator.calls("/accounts/upsert")) == 20  # the unfinished one resumes after its checkpoint
+    assert say[0] == "users: sent 30, failed 0, skipped 0 by the interrupted run, which finished this stage"
+    assert say[1].startswith("accounts: sent 30, failed 0, skipped 0 in ")
+    assert [summary.finished_earlier for summary in outcome.summaries] == [True, False]
+    assert not state.exists()  # the whole run is done: nothing left to resume
+
+
+def test_a_run_of_other_stages_does_not_skip_a_stage_another_run_finished(
+    client: Client, emulator: Emulator, tmp_path: Path
+) -> None:
+    state = tmp_path / "sync.json"
+    people = upserts("users", 5)
+    options = SyncOptions(state_file=state)
+    with pytest.raises(SyncInterrupted):
+        run_sync(
+            client,
+            [source("users", people), stop_after("accounts", upserts("accounts", 5), 0, KeyboardInterrupt())],
+            options,
+            say=Lines(),
+        )
+    emulator.reset()
+    run_sync(client, [source("users", people)], options, say=Lines())  # --users alone: a new run, sent whole
+    assert len(emulator.calls("/users/upsert")) == 5
+
+
+def test_calls_that_failed_before_an_interruption_still_fail_the_resumed_run(
+    client: Client, emulator: Emulator, tmp_path: Path
+) -> None:
+    state = tmp_path / "sync.json"
+    people = upserts("users", 30)
+    emulator.script_answer(400, {"message": "bad", "errors": {"fields": {"userId": "nope"}}})
+    options = SyncOptions(batch_size=10, state_file=state)
+    with pytest.raises(SyncInterrupted):
+        run_sync(client, [stop_after("users", people, 25, KeyboardInterrupt())], options, say=Lines())
+    say = Lines()
+    outcome = run_sync(client, [source("users", people)], options, say=say, tell=Lines())
+    assert (outcome.failed, outcome.exit_code) == (1, EXIT_FAILED)
+    assert say[0].startswith("users: sent 29, failed 1, skipped 0 in ")
+    assert say[0].endswith("resumed after 0020 (with the interrupted run's counts)")
+
+
+def test_a_checkpoint_key_the_model_cannot_have_is_refused_before_anything_is_sent(
+    client: Client, emulator: Emulator, tmp_path: Path
+) -> None:
+    state = tmp_path / "sync.json"
+    state.write_text(json.dumps({"users": "not-a-number"}))
+    numbered = StageSource("users", count=lambda _: 1, items=lambda _: iter(()), check_key=int)
+    with pytest.raises(SyncPlanError, match=r"users checkpoint 'not-a-number' is not a key .*--restart") as refused:
+        run_sync(client, [numbered], SyncOptions(state_file=state), say=Lines())
+    assert refused.value.exit_code == EXIT_FAILED
+    assert emulator.calls() == []
+
+
+def test_a_checkpoint_file_of_another_app_is_refused_and_restart_replaces_it(
+    client: Client, emulator: Emulator, tmp_path: Path
+) -> None:
+    state = tmp_path / "sync.json"
+    people = upserts("users", 30)
+    options = SyncOptions(batch_size=10, state_file=state)
+    with pytest.raises(SyncInterrupted):
+        run_sync(
+            client, [stop_after("users", people, 15, KeyboardInterrupt())], options, say=Lines(), app="shop.User in A"
+        )
+    with pytest.raises(SyncPlanError, match=r"another app \(shop.User in A; this one is crm.User in B\)") as refused:
+        run_sync(client, [source("users", people)], options, say=Lines(), app="crm.User in B")
+    assert "--restart" in str(refused.value)
+    assert checkpoints(state) == {"users": key(10)}  # left as it was
+    emulator.reset()
+    restart = SyncOptions(batch_size=10, state_file=state, restart=True)
+    run_sync(client, [source("users", people)], restart, say=Lines(), app="crm.User in B")
+    assert len(emulator.calls("/users/upsert")) == 30
+
+
+@pytest.mark.parametrize(
+    "content", ['{"name": "my-project", "version": [1, 2]}', "[1, 2, 3]", "not json {", '{"format": "other/9"}']
+)
+def test_a_file_that_is_not_a_checkpoint_file_is_refused_and_left_as_it_was(
+    content: str, client: Client, emulator: Emulator, tmp_path: Path
+) -> None:
+    mistyped = tmp_path / "package.json"
+    mistyped.write_text(content)
+    for restart in (False, True):
+        options = SyncOptions(state_file=mistyped, restart=restart)
+        with pytest.raises(SyncPlanError, match=r"the checkpoint file .*package.json: "):
+            run_sync(client, [source("users", upserts("users", 3))], options, say=Lines())
+    assert mistyped.read_text() == content
+    assert emulator.calls() == []
+
+
+def test_a_state_file_that_cannot_be_written_stops_the_run_before_anything_is_sent(
+    client: Client, emulator: Emulator, tmp_path: Path
+) -> None:
+    for unwritable in (tmp_path / "missing-directory" / "sync.json", tmp_path):
+        with pytest.raises(SyncPlanError, match=r"the checkpoint file .*(cannot be written|is a directory)"):
+            run_sync(client, [source("users", upserts("users", 3))], SyncOptions(state_file=unwritable), say=Lines())
+    assert emulator.calls() == []
+
+
+def test_a_checkpoint_that_cannot_be_written_mid_run_stops_it_with_one_line(
+    client: Client, emulator: Emulator, tmp_path: Path
+) -> None:
+    directory = tmp_path / "checkpoints"
+    directory.mkdir()
+    people = upserts("users", 30)
+
+    def vanishing(after: str | None) -> Iterator[Item]:
+        for number, item in enumerate(people):
+            if number == 15:
+                (directory / "sync.json").unlink()
+                directory.rmdir()  # the checkpoint of the second batch has nowhere to go
+            yield item
+
+    stage = StageSource("users", count=lambda _: 30, items=vanishing)
+    with pytest.raises(SyncPlanError, match=r"checkpoint file .*sync.json: it cannot be written") as stopped:
+        run_sync(client, [stage], SyncOptions(batch_size=10, state_file=directory / "sync.json"), say=Lines())
+    assert "\n" not in str(stopped.value)
+    assert len(emulator.calls("/users/upsert")) == 20  # the run stopped at the batch it could not record
+
+
+def test_sigterm_stops_the_run_at_its_checkpoint_with_exit_code_143(
+    client: Client, emulator: Emulator, tmp_path: Path
+) -> None:
+    state = tmp_path / "sync.json"
+    people = upserts("users", 30)
+
+    def terminated(after: str | None) -> Iterator[Item]:
+        for number, item in enumerate(people):
+            if number == 15:
+                os.kill(os.getpid(), signal.SIGTERM)  # as a deployment stopping the job does
+            yield item
+
+    stage = StageSource("users", count=lambda _: 30, items=terminated)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SyncInterrupted, match="run the same command again to resume") as stopped:
+        run_sync(client, [stage], SyncOptions(batch_size=10, state_file=state), say=Lines())
+    assert stopped.value.exit_code == 143
+    assert checkpoints(state) == {"users": key(10)}
+    assert signal.getsignal(signal.SIGTERM) == before  # the run's handler is gone with it
+
+
+def test_progress_counts_rows_so_a_stage_with_several_calls_per_key_never_passes_its_total(
+    client: Client, tmp_path: Path
+) -> None:
+    calls = [(a, u) for a in range(1, 6) for u in range(3)]  # five accounts, three calls each
+    items: list[Item] = [(key(a), ops.add_users_to_account(account_id=a, users=[u])) for a, u in calls]
+    tell = Lines()
+    options = SyncOptions(batch_size=4, state_file=tmp_path / "s.json")
+    run_sync(client, [source("memberships", items)], options, say=Lines(), tell=tell, progress_interval=0)
+    progress = [line for line in tell if line.startswith("  ")]
+    assert progress[-1] == "  memberships: 5/5 done, 0 failed"
+    assert all(int(line.split()[1].split("/")[0]) <= 5 for line in progress)

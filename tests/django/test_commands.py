@@ -3,6 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from subprocess import PIPE
+from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -15,6 +24,8 @@ from tests.django.testapp.models import Organization
 pytestmark = pytest.mark.django_db(transaction=True)
 
 User = get_user_model()
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "example_projects" / "django_app"
 
 
 @pytest.fixture
@@ -72,9 +83,11 @@ def test_journy_sync_sends_every_user_account_and_membership(live, data, tmp_pat
     assert len(stored["accounts"]) == 3
     assert len(stored["memberships"]) == 26
     assert len(live.calls("/accounts/users/add")) == 2  # one call per organization with members
-    out = capsys.readouterr().out
-    assert "users: 40 to go" in out
-    assert "  users: 40/40 done, 0 failed" in out  # the progress line (the last one, at least)
+    out, err = capsys.readouterr()
+    assert "users: 40 to go" in err  # progress and notices on stderr, as flask journy sync prints them
+    assert "  users: 40/40 done, 0 failed" in err  # the progress line (the last one, at least)
+    assert "  memberships: 3/3 done, 0 failed" in err  # rows, not calls: never past the total
+    assert "to go" not in out
     assert "users: sent 40, failed 0" in out
     assert "memberships: sent 2, failed 0, skipped 1" in out
     assert not state.exists() or not json.loads(state.read_text())  # a finished sync forgets its checkpoints
@@ -86,8 +99,8 @@ def test_journy_sync_resumes_after_the_checkpoint(live, data, tmp_path, capsys):
     state.write_text(json.dumps({"users": str(users[29].pk)}))
     call_command("journy_sync", "--users", "--state-file", str(state))
     assert len(live.state()["users"]) == 10
-    out = capsys.readouterr().out
-    assert f"users: 10 to go, resuming after key {users[29].pk}" in out
+    out, err = capsys.readouterr()
+    assert f"users: 10 to go, resuming after key {users[29].pk}" in err
     assert f"resumed after {users[29].pk}" in out
 
 
@@ -130,8 +143,8 @@ def test_journy_sync_reads_a_state_file_of_the_earlier_default_name(live, data, 
     (tmp_path / ".journy_sync_state.json").write_text(json.dumps({"users": str(users[29].pk)}))
     call_command("journy_sync", "--users")
     assert len(live.state()["users"]) == 10
-    out = capsys.readouterr().out
-    assert "renamed the checkpoint file .journy_sync_state.json to .journy-sync.json" in out
+    err = capsys.readouterr().err
+    assert "renamed the checkpoint file .journy_sync_state.json to .journy-sync.json" in err
     assert not (tmp_path / ".journy_sync_state.json").exists()
     assert not (tmp_path / ".journy-sync.json").exists()  # completed: forgotten
 
@@ -171,9 +184,9 @@ def test_journy_sync_since_does_not_resume_a_checkpoint_of_a_run_without_since(l
     state.write_text(json.dumps({"users": str(users[29].pk)}))  # an unfiltered run stopped there
     call_command("journy_sync", "--users", "--since", "2000-01-01", "--state-file", str(state))
     assert len(live.calls("/users/upsert")) == 40  # resuming would have skipped the first 30
-    out = capsys.readouterr().out
-    assert f"users: not resuming after key {users[29].pk}" in out
-    assert "users: 40 to go" in out
+    err = capsys.readouterr().err
+    assert f"users: not resuming after key {users[29].pk}" in err
+    assert "users: 40 to go" in err
 
 
 def _sync_peak_memory(rows: int, tmp_path) -> int:
@@ -205,3 +218,77 @@ def test_journy_check_prints_each_warning_once(settings, capsys):
     Command().run_from_argv(["manage.py", "journy_check", "--offline"])  # as from the shell, not call_command()
     out = capsys.readouterr()
     assert (out.out + out.err).count("journy.W002") == 1
+
+
+def test_journy_sync_refuses_a_since_field_that_is_not_a_date_before_sending(live, data, tmp_path):
+    for field in ("username", "organizations__name"):
+        with pytest.raises(CommandError, match=rf"--since-field '{field}': .* not a date or datetime field") as refused:
+            call_command("journy_sync", "--users", "--since", "2000-01-01", "--since-field", field)
+        assert refused.value.returncode == 2
+    assert live.calls() == []
+
+
+def test_journy_sync_since_on_a_to_many_path_sends_each_row_once(live, data, tmp_path, capsys):
+    # Organization 0 has 25 members: a join on them would yield it 25 times.
+    args = ["--accounts", "--since", "2000-01-01", "--since-field", "members__date_joined"]
+    call_command("journy_sync", *args, "--state-file", str(tmp_path / "s.json"))
+    assert len(live.calls("/accounts/upsert")) == 2  # the two organizations with members
+    assert "accounts: 2 to go" in capsys.readouterr().err
+
+
+def test_journy_sync_refuses_a_checkpoint_key_that_is_not_a_primary_key(live, data, tmp_path):
+    state = tmp_path / "state.json"
+    state.write_text(json.dumps({"users": "not-a-number"}))
+    with pytest.raises(CommandError, match=r"users checkpoint 'not-a-number' is not a key .*--restart") as refused:
+        call_command("journy_sync", "--users", "--state-file", str(state))
+    assert refused.value.returncode == 1
+    assert live.calls() == []
+
+
+def test_journy_sync_dry_run_runs_its_system_checks_without_an_api_key(live, data, settings, tmp_path, capsys):
+    settings.JOURNY = {name: value for name, value in settings.JOURNY.items() if name != "API_KEY"}
+    execute_from_command_line(["manage.py", "journy_sync", "--dry-run", "--state-file", str(tmp_path / "s.json")])
+    assert "users: would send 40" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # a real run still needs it
+        execute_from_command_line(["manage.py", "journy_sync", "--state-file", str(tmp_path / "s.json")])
+    assert "JOURNY['API_KEY'] is not set" in capsys.readouterr().err
+    assert live.calls() == []
+
+
+def test_journy_sync_stopped_by_sigterm_exits_143_and_the_next_run_sends_the_rest(live, tmp_path):
+    # A real process of the example project, stopped as a deployment stops a job, then run again.
+    project = tmp_path / "project"
+    shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns("db.sqlite3", "__pycache__"))
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    env.update(JOURNY_API_URL=live.url, DEMO_DATABASE=str(tmp_path / "db.sqlite3"), PYTHONPATH=str(ROOT))
+
+    def manage(*args: str, **options: Any) -> Any:
+        command = [sys.executable, "manage.py", *args]
+        return subprocess.Popen(command, cwd=project, env=env, stdout=PIPE, stderr=PIPE, text=True, **options)
+
+    seed = "from django.contrib.auth.models import User; User.objects.bulk_create(User(username=i) for i in range(200))"
+    for step in (("migrate", "-v0"), ("shell", "-c", seed)):
+        prepared = manage(*step)
+        assert prepared.communicate(timeout=120) and prepared.returncode == 0
+    live.configure(latency=0.05)  # about 80 calls a second: a few seconds for the users
+    try:
+        sync = manage("journy_sync", "--users", "--batch-size", "5")
+        state = project / ".journy-sync.json"
+        deadline = time.monotonic() + 60
+        while not state.exists() and sync.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        sync.send_signal(signal.SIGTERM)
+        out, err = sync.communicate(timeout=60)
+        assert sync.returncode == 143, out + err
+        assert "interrupted: run the same command again to resume" in err
+        assert "Traceback" not in err
+        assert json.loads(state.read_text())["stages"]["users"]["after"]
+    finally:
+        live.configure(latency=0)
+    again = manage("journy_sync", "--users")
+    out, err = again.communicate(timeout=120)
+    assert again.returncode == 0, out + err
+    assert "resuming after key" in err
+    arrived = [call["body"]["identification"]["userId"] for call in live.calls("/users/upsert")]
+    assert len(set(arrived)) == 200  # every user, counted at the API
+    assert len(arrived) <= 200 + 5 * 4  # at most the batch that was in flight is sent twice

@@ -102,6 +102,41 @@ def test_an_interrupted_sync_resumes_after_the_last_key_done(emulator: Emulator,
     assert sorted(int(u["userId"]) for u in emulator.state()["users"]) == [9, 10, 11, 12]
 
 
+def test_sync_refuses_a_checkpoint_key_that_is_not_a_primary_key(emulator: Emulator, tmp_path: Path) -> None:
+    app = emulator_app(emulator)
+    seed(app, users=3, teams=0)
+    state_file = tmp_path / "sync.json"
+    state_file.write_text(json.dumps({"users": "eight"}))
+    result = app.test_cli_runner().invoke(args=["journy", "sync", "--users", "--state-file", str(state_file)])
+    assert result.exit_code == 1
+    assert "users checkpoint 'eight' is not a key" in result.output
+    assert "--restart" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)  # no traceback
+    assert emulator.calls() == []
+
+
+def test_sync_refuses_the_checkpoint_file_of_another_app(emulator: Emulator, tmp_path: Path) -> None:
+    app = emulator_app(emulator)
+    seed(app, users=3, teams=0)
+    state_file = tmp_path / "sync.json"
+    other = {"users": {"after": "1", "scope": None}}
+    written = {
+        "format": "journy-sync-checkpoints/2",
+        "app": "billing.Customer in the mysql database crm",
+        "stages": other,
+    }
+    state_file.write_text(json.dumps(written))
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["journy", "sync", "--users", "--state-file", str(state_file)])
+    assert result.exit_code == 1
+    assert "another app (billing.Customer in the mysql database crm; this one is " in result.output
+    assert "in the sqlite database" in result.output
+    assert emulator.calls() == []
+    result = runner.invoke(args=["journy", "sync", "--users", "--restart", "--state-file", str(state_file)])
+    assert result.exit_code == 0, result.output
+    assert len(emulator.calls("/users/upsert")) == 3
+
+
 @pytest.mark.services
 def test_sync_on_postgresql_streams_in_key_order(emulator: Emulator, tmp_path: Path) -> None:
     with postgres_database() as uri:

@@ -16,13 +16,17 @@ by primary key (bounded memory at any size).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime
+from datetime import datetime, timezone
+from functools import partial
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.exceptions import FieldError
+from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import models
+from django.db import connections, models, router
+from django.db.models.constants import LOOKUP_SEP
+from django.test.utils import override_settings
 
 from journy_core.bulk import default_since_field, missing_since_field, parse_since
 from journy_core.operations import Operation
@@ -38,6 +42,7 @@ from journy_core.sync_plan import (
     select_stages,
     sync_client,
 )
+from journy_core.sync_state import app_label
 
 from ...conf import JournyConfigurationError, base_url, journy_settings
 from ...identity import account_model, save_operation, soft_deleted
@@ -63,8 +68,11 @@ def _setting(name: str) -> str:
 
 class Command(BaseCommand):  # type: ignore[misc]
     help = "Send every user and account (with their members) to journy.io, paced and resumable."
+    # The system checks run in handle(): a dry run sends nothing, so it runs without an API key (journy.E001).
+    requires_system_checks: list[str] = []  # noqa: RUF012 - Django's documented class attribute
 
     def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--skip-checks", action="store_true", help="Skip system checks.")
         parser.add_argument("--users", action="store_true", help=OPTION_HELP["--users"])
         parser.add_argument("--accounts", action="store_true", help=OPTION_HELP["--accounts"])
         parser.add_argument("--since", metavar="DATE", help=OPTION_HELP["--since"])
@@ -75,12 +83,22 @@ class Command(BaseCommand):  # type: ignore[misc]
         parser.add_argument("--restart", action="store_true", help=OPTION_HELP["--restart"])
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if not options.get("skip_checks"):
+            self._check(dry_run=options["dry_run"])
         try:
             self._sync(options)
         except SyncPlanError as exc:
             raise CommandError(str(exc), returncode=exc.exit_code) from None
         except JournyConfigurationError as exc:
             raise CommandError(str(exc)) from None
+
+    def _check(self, *, dry_run: bool) -> None:
+        if not dry_run:
+            self.check()
+            return
+        silenced = [*settings.SILENCED_SYSTEM_CHECKS, "journy.E001"]
+        with override_settings(SILENCED_SYSTEM_CHECKS=silenced):
+            self.check()
 
     def _sync(self, options: dict[str, Any]) -> None:
         options["since"] = _parse_since(options["since"])
@@ -101,7 +119,9 @@ class Command(BaseCommand):  # type: ignore[misc]
             config["API_KEY"], url, enabled=config.enabled, dry_run=options["dry_run"], setting=_setting
         )
         with client:
-            outcome = run_sync(client, sources, plan, say=self.stdout.write)
+            # Progress and notices on stderr (as flask journy sync prints them), unstyled: they are not errors.
+            tell = partial(self.stderr.write, style_func=str)
+            outcome = run_sync(client, sources, plan, say=self.stdout.write, tell=tell, app=_app(stages))
         if outcome.failure_message is not None:
             raise CommandError(outcome.failure_message, returncode=outcome.exit_code)
 
@@ -119,40 +139,91 @@ def _unavailable() -> dict[str, str]:
     return missing
 
 
+def _app(stages: Iterable[str]) -> str:
+    """The label the checkpoint file keeps of this app: its models and their database (never a password)."""
+    models_ = [get_user_model()] + ([account_model()] if "accounts" in stages else [])
+    alias = router.db_for_read(models_[0])
+    database = connections[alias].settings_dict
+    where = f" at {database['HOST']}" if database.get("HOST") else ""
+    labels = ", ".join(model._meta.label for model in models_ if model is not None)
+    return app_label(labels, f"the {connections[alias].vendor} database {database.get('NAME')}{where}")
+
+
 def _source(name: str, options: dict[str, Any]) -> StageSource:
     """One stage's rows, from its model's default manager in primary-key order."""
     model: type[models.Model] | None = get_user_model() if name == "users" else account_model()
     assert model is not None  # select_stages leaves out the stages of a model that is not set
-    since: datetime | None = options["since"]
-    field = _since_field(model, since, options["since_field"])
+    since = _since_filter(model, options["since"], options["since_field"])
     items: Items = _memberships if name == "memberships" else _upserts
 
     def queryset(after: str | None) -> Any:
         rows = model._default_manager.order_by("pk")
-        if field is not None:
-            rows = rows.filter(**{f"{field}__gte": since})
+        if since is not None:
+            rows = rows.filter(**since)
         if after is not None:
-            rows = rows.filter(pk__gt=model._meta.pk.to_python(after))
+            rows = rows.filter(pk__gt=_key(model, after))
         return rows
 
     def stream(after: str | None) -> Iterable[tuple[str, Operation | None]]:
         return items(queryset(after).iterator(chunk_size=max(options["batch_size"], 100)))
 
-    return StageSource(name, count=lambda after: int(queryset(after).count()), items=stream, since_field=field)
+    return StageSource(
+        name,
+        count=lambda after: int(queryset(after).count()),
+        items=stream,
+        since_field=options["since_field"] or (_default_since_field(model) if since is not None else None),
+        check_key=lambda after: _key(model, after),
+    )
 
 
-def _since_field(model: type[models.Model], since: datetime | None, named: str | None) -> str | None:
-    """The field ``--since`` filters ``model`` on (None without ``--since``)."""
+def _key(model: type[models.Model], key: str) -> Any:
+    """A checkpoint's key as the model's primary key; ValueError when it cannot be one."""
+    try:
+        return model._meta.pk.to_python(key)
+    except ValidationError as exc:
+        raise ValueError("; ".join(exc.messages)) from None
+
+
+def _default_since_field(model: type[models.Model]) -> str | None:
+    return default_since_field(f.name for f in model._meta.get_fields())
+
+
+def _since_filter(model: type[models.Model], since: datetime | None, named: str | None) -> dict[str, Any] | None:
+    """The filter ``--since`` puts on ``model`` (None without ``--since``): its field, a date or datetime field
+    (or a path to one, such as ``profile__updated_at``), on or after ``since``."""
     if since is None:
         return None
-    field = named or default_since_field(f.name for f in model._meta.get_fields())
-    if field is None:
+    path = named or _default_since_field(model)
+    if path is None:
         raise SyncUsageError(missing_since_field(model._meta.label))
-    try:  # resolves the lookup (a field, or a path such as profile__updated_at) without running a query
-        model._default_manager.filter(**{f"{field}__gte": since})
-    except FieldError as exc:
-        raise SyncUsageError(f"--since-field {field!r}: {exc}") from None
-    return field
+    field, many = _resolve(model, path)
+    if not isinstance(field, models.DateField):  # DateTimeField is one too
+        problem = f"{model._meta.label}.{path} is a {type(field).__name__}, not a date or datetime field"
+        hint = "name a timestamp field with --since-field" if named is None else "name a date or datetime field"
+        raise SyncUsageError(f"--since-field {path!r}: {problem}; {hint}.")
+    # A date field holds whole days: compare with the UTC day, never later than asked.
+    value: Any = since if isinstance(field, models.DateTimeField) else since.astimezone(timezone.utc).date()
+    if many:  # a to-many path would repeat a row once per related row: select the keys instead
+        keys = model._default_manager.filter(**{f"{path}__gte": value}).values("pk")
+        return {"pk__in": keys}
+    return {f"{path}__gte": value}
+
+
+def _resolve(model: type[models.Model], path: str) -> tuple[Any, bool]:
+    """The field at the end of a lookup ``path``, and whether the path crosses a to-many relation."""
+    many = False
+    field: Any = None
+    current: Any = model
+    for part in path.split(LOOKUP_SEP):
+        if current is None:
+            raise SyncUsageError(f"--since-field {path!r}: {field.name} is not a relation.")
+        try:
+            field = current._meta.get_field(part)
+        except FieldDoesNotExist as exc:
+            raise SyncUsageError(f"--since-field {path!r}: {exc}") from None
+        many = many or bool(field.many_to_many or field.one_to_many)
+        current = field.related_model if field.is_relation else None
+    return field, many
 
 
 def _upserts(rows: Iterator[models.Model]) -> Iterator[tuple[str, Operation | None]]:
