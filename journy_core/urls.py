@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from urllib.parse import urlsplit
+from typing import NoReturn
+from urllib.parse import SplitResult, urlsplit
 
 from .errors import ConfigurationError, InvalidArgumentError
 from .secrets import Secret
@@ -27,9 +28,18 @@ def redact_url(value: object) -> object:
         parts = urlsplit(value.strip())
     except ValueError:  # unparseable (an unbalanced "[" in the host): shown by no one, refused when used
         return Secret(value)
-    if "@" in parts.netloc or parts.query or parts.fragment:
-        return Secret(value)
-    return value
+    return Secret(value) if _secret_parts(parts) is not None else value
+
+
+def _secret_parts(parts: SplitResult) -> str | None:
+    """Why a URL is refused when it has parts where a secret would sit (credentials, a query string, a fragment);
+    None when it has none. One rule for :func:`redact_url` (what it hides) and :func:`resolve_base_url` (what it
+    refuses), so that every URL refused for them was hidden until then."""
+    if parts.query or parts.fragment:
+        return "must not have a query string or fragment"
+    if "@" in parts.netloc or "@" in parts.path:  # "user:pass@host" without "//" parses as a path
+        return "must not carry credentials; the API key goes in api_key"
+    return None
 
 
 def is_loopback_host(host: str) -> bool:
@@ -44,25 +54,37 @@ def is_loopback_host(host: str) -> bool:
 
 
 def _validate(url: str, source: str, *, allow_insecure: bool) -> str:
-    problem = None
-    parts = urlsplit(url.strip())
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:  # an unbalanced "[" in the host: nothing of it is shown, it may hold anything
+        _refuse(source, "the URL", "is not a URL (an unbalanced '[' or ']' in it?)")
+    problem = _problem(parts, allow_insecure=allow_insecure)
+    if problem is not None:
+        shown = repr(f"{parts.scheme}://{parts.hostname or ''}{parts.path}" if parts.scheme else url[:80])
+        if _secret_parts(parts) is not None:  # leave out whatever may hold a secret
+            shown = repr(f"{parts.scheme}://{parts.hostname}") if parts.scheme and parts.hostname else "the URL"
+        _refuse(source, shown, problem)
+    return url.strip().rstrip("/")
+
+
+def _problem(parts: SplitResult, *, allow_insecure: bool) -> str | None:
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        problem = "must be an absolute http(s) URL such as https://api.journy.io"
-    elif parts.query or parts.fragment:
-        problem = "must not have a query string or fragment"
-    elif parts.username or parts.password:
-        problem = "must not carry credentials; the API key goes in api_key"
-    elif parts.scheme == "http" and not allow_insecure and not is_loopback_host(parts.hostname):
-        problem = (
+        return "must be an absolute http(s) URL such as https://api.journy.io"
+    secret = _secret_parts(parts)
+    if secret is not None:
+        return secret
+    if parts.scheme == "http" and not allow_insecure and not is_loopback_host(parts.hostname):
+        return (
             "uses plain http for a host that is not this machine; the API key would travel in clear. "
             "Use https (plain http is only accepted for localhost/127.0.0.1, e.g. the local emulator)"
         )
-    if problem:
-        shown = f"{parts.scheme}://{parts.hostname or ''}{parts.path}" if parts.scheme else url[:80]
-        if source == ENV_BASE_URL:
-            raise ConfigurationError(f"The environment variable {ENV_BASE_URL}={shown!r} {problem}.")
-        raise InvalidArgumentError(source, f"{shown!r} {problem}")
-    return url.strip().rstrip("/")
+    return None
+
+
+def _refuse(source: str, shown: str, problem: str) -> NoReturn:
+    if source == ENV_BASE_URL:
+        raise ConfigurationError(f"The environment variable {ENV_BASE_URL}={shown} {problem}.")
+    raise InvalidArgumentError(source, f"{shown} {problem}")
 
 
 def resolve_base_url(base_url: str | None, *, argument: str = "base_url", allow_insecure: bool = False) -> str:

@@ -82,15 +82,26 @@ def unique(prefix: str) -> str:
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail naming ``what`` after ``timeout`` seconds."""
+    """Poll ``predicate`` until it returns something truthy; fail naming ``what`` after ``timeout`` seconds, or as
+    soon as a worker started by the test has exited (nothing more will come: its log says why)."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
+        for worker in list(_RUNNING):
+            if worker.process is not None and worker.process.poll() is not None:
+                pytest.fail(
+                    f"{worker.name} exited ({worker.process.returncode}) while waiting for {what}:\n"
+                    f"{worker.log()[-3000:]}"
+                )
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
+
+
+#: The workers started and not yet stopped: wait_until stops waiting when one of them exits.
+_RUNNING: set[WorkerProcess] = set()
 
 
 class WorkerProcess:
@@ -109,6 +120,7 @@ class WorkerProcess:
             self.command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         log.close()
+        _RUNNING.add(self)
         if ready_marker is not None:
             deadline = time.monotonic() + timeout
             while ready_marker not in self.log():
@@ -126,6 +138,7 @@ class WorkerProcess:
         process = self.process
         if process is None:
             return None
+        _RUNNING.discard(self)
         if process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGTERM)

@@ -244,6 +244,9 @@ def test_no_log_record_at_debug_carries_the_key_or_the_secret(
         f"http://user:{KEY}@127.0.0.1:9",
         f"http://127.0.0.1:9/?api_key={KEY}",
         f"http://127.0.0.1:9/#{KEY}",
+        f"127.0.0.1:9/?api_key={KEY}",  # no scheme: the message showed it whole
+        f"user:{KEY}@127.0.0.1",  # no "//": the credentials parse as a path
+        f"http://[::1/{KEY}",  # unparseable: a ValueError naming nothing, before
     ],
 )
 def test_an_api_url_carrying_a_key_by_mistake_is_held_redacted_and_refused_without_showing_it(url: str) -> None:

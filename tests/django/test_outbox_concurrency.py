@@ -201,8 +201,9 @@ def test_a_relay_killed_mid_batch_leaves_its_rows_to_the_next_relay_after_the_le
     killed = start("outbox_concurrency_app", "journy_relay", env=env)
     with running([killed]):
         deadline = time.monotonic() + WAIT
-        while len(emulator.calls("/track")) < 12 and time.monotonic() < deadline:
+        while len(emulator.calls("/track")) < 12 and killed.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
+        assert killed.poll() is None, "the relay ended before it was killed:\n" + "".join(killed.communicate())[-3000:]
         killed.kill()
         killed.communicate(timeout=WAIT)
     killed_at = time.time()

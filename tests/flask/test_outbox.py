@@ -364,9 +364,10 @@ def _kill_connections_of(application: str) -> int:
     return int(found[0])
 
 
-def _tracked_events(emulator: Emulator, count: int, seconds: float) -> int:
+def _tracked_events(emulator: Emulator, count: int, seconds: float, relay: subprocess.Popen[str]) -> int:
+    """The events tracked once ``count`` arrived, ``seconds`` passed, or the relay exited (nothing more comes)."""
     deadline = time.monotonic() + seconds
-    while len(emulator.calls("/track")) < count and time.monotonic() < deadline:
+    while len(emulator.calls("/track")) < count and relay.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
     return len(emulator.calls("/track"))
 
@@ -386,10 +387,10 @@ def test_a_relay_whose_database_connections_were_killed_delivers_the_rows_writte
         try:
             with app.app_context():
                 store_of(app).add([ops.track(f"before-{n}", user_id="1") for n in range(20)])
-                assert _tracked_events(emulator, 20, 30) == 20, "the relay did not deliver the first rows"
+                assert _tracked_events(emulator, 20, 30, relay) == 20, "the relay did not deliver the first rows"
                 assert _kill_connections_of(application) >= 1, "the relay held no connection to kill"
                 store_of(app).add([ops.track(f"after-{n}", user_id="1") for n in range(20)])
-                received = _tracked_events(emulator, 40, 45)
+                received = _tracked_events(emulator, 40, 45, relay)
         finally:
             relay.terminate()
             output, _ = relay.communicate(timeout=30)
