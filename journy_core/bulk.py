@@ -17,6 +17,7 @@ could skip rows silently. Such a run starts from the beginning instead, and its 
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -26,14 +27,16 @@ from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
 from .attempt import attempt
 from .backends.base import Stats, report_failure
 from .client import Client
+from .errors import ForbiddenError, JournyError, UnauthorizedError
 from .operations import Operation
 from .pacing import Pacer
 from .retry import RetryPolicy
-from .sync_state import RENAMED_STAGES, Checkpoint, CheckpointFile
+from .sync_state import RENAMED_STAGES, Checkpoint, CheckpointFile, shown_key
 
 __all__ = [
     "RENAMED_STAGES",
@@ -41,13 +44,19 @@ __all__ = [
     "SINCE_FORMATS",
     "BulkSync",
     "Checkpoint",
+    "Item",
+    "KeyRefused",
     "ProgressReport",
+    "RowError",
     "SyncSummary",
     "default_since_field",
     "missing_since_field",
     "parse_since",
     "since_scope",
+    "stage_items",
 ]
+
+logger = logging.getLogger("journy")
 
 #: The timestamp fields ``--since`` filters on: the first one a model has wins (``--since-field`` names another).
 SINCE_FIELDS = ("updated_at", "modified_at", "modified", "last_modified", "date_joined", "created_at", "created")
@@ -69,7 +78,12 @@ def parse_since(value: str) -> datetime:
             parsed = datetime.combine(date.fromisoformat(text), datetime.min.time())
         except ValueError:
             raise ValueError(f"{value!r} is not {SINCE_FORMATS}") from None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
+    parsed = parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
+    try:
+        parsed.astimezone(timezone.utc)  # 0001-01-01T00:00:00+01:00 is a valid ISO datetime before year 1 in UTC
+    except OverflowError:
+        raise ValueError(f"{value!r} is out of range: its UTC time is before year 1 or after 9999") from None
+    return parsed
 
 
 def default_since_field(names: Iterable[str]) -> str | None:
@@ -90,6 +104,44 @@ def since_scope(since: datetime | None, field: str | None) -> str | None:
     if since is None:
         return None
     return f"--since {since.astimezone(timezone.utc).isoformat()} on {field}"
+
+
+@dataclass(frozen=True)
+class RowError:
+    """What a stage yields for a row whose calls could not be built (its property map, ``SHOULD_SYNC`` or ID raised):
+    counted as a failed call, the row logged with its key and the error, and the rest of the stage sent."""
+
+    error: str
+
+
+#: One item of a stage: a row's key and one of its calls, None (the row is skipped) or a RowError.
+Item = tuple[str, "Operation | RowError | None"]
+
+
+def stage_items(
+    rows: Iterable[Any], key_of: Callable[[Any], str], operations_of: Callable[[Any], Iterable[Operation]], *, what: str
+) -> Iterator[Item]:
+    """The ``(key, operation)`` items of a stage from its ``rows``: every call ``operations_of(row)`` makes (none: the
+    row is skipped), or a :class:`RowError` when it raises. ``what`` names the rows in the log (``"auth.User"``)."""
+    for row in rows:
+        key = key_of(row)
+        try:
+            operations = list(operations_of(row))
+        except Exception as exc:  # one row's data must not stop the sync of every other row
+            error = f"{type(exc).__name__}: {exc}"
+            logger.warning("journy: %s %s not synced (counted as failed): %s", what, key, error)
+            logger.debug("journy: the error syncing %s %s", what, key, exc_info=True)
+            yield key, RowError(error)
+            continue
+        if not operations:
+            yield key, None
+        for operation in operations:
+            yield key, operation
+
+
+class KeyRefused(JournyError):
+    """journy.io refused the API key (401) or its permissions (403): every other call would be refused too, so the
+    run stops at the batch's checkpoint instead of sending (and logging) every row."""
 
 
 @dataclass(frozen=True)
@@ -149,6 +201,7 @@ class BulkSync:
         self.retry = retry or RetryPolicy(max_attempts=6, cap=30.0)
         self.pacer = Pacer()
         self.stats = Stats()
+        self._refused: Exception | None = None  # a 401 or 403: the key itself is refused
 
     # -- checkpoints (the file is journy_core.sync_state's) -----------------------------------------------------
 
@@ -181,7 +234,7 @@ class BulkSync:
         def described(run_scope: str | None) -> str:
             return f"with {run_scope}" if run_scope is not None else "without --since"
 
-        where = "a finished stage" if point.done else f"after key {point.after}"
+        where = "a finished stage" if point.done else f"after key {shown_key(point.after)}"
         return (
             f"{name}: not resuming {where}: that checkpoint is of a run {described(point.scope)}, "
             f"this run is {described(scope)}; starting from the beginning"
@@ -203,6 +256,8 @@ class BulkSync:
             if outcome.outcome == "sent":
                 return True
             if outcome.outcome == "failed":
+                if isinstance(outcome.error, (UnauthorizedError, ForbiddenError)):
+                    self._refused = outcome.error
                 report_failure(operation, outcome.error or RuntimeError("delivery failed"), attempts, self.stats, None)
                 return False
             time.sleep(outcome.delay)
@@ -210,7 +265,7 @@ class BulkSync:
     def run(
         self,
         name: str,
-        items: Iterable[tuple[str, Operation | None]],
+        items: Iterable[Item],
         total: int | None = None,
         *,
         scope: str | None = None,
@@ -249,18 +304,24 @@ class BulkSync:
         resumed_from = point.after if point is not None else None
         return SyncSummary(name, sent, failed, skipped, time.monotonic() - started, resumed_from, self.dry_run)
 
-    def _send_batch(
-        self, pool: ThreadPoolExecutor, batch: list[tuple[str, Operation | None]], counts: list[int]
-    ) -> None:
-        """Send a batch's operations, adding to ``counts`` (sent, failed, skipped)."""
-        operations = [op for _, op in batch if op is not None]
-        counts[2] += len(batch) - len(operations)
+    def _send_batch(self, pool: ThreadPoolExecutor, batch: list[Item], counts: list[int]) -> None:
+        """Send a batch's operations, adding to ``counts`` (sent, failed, skipped); raise :class:`KeyRefused` when
+        journy.io refused the key (the batch's checkpoint is not written: a run after the fix sends it again)."""
+        operations = [op for _, op in batch if isinstance(op, Operation)]
+        unbuilt = sum(1 for _, op in batch if isinstance(op, RowError))
+        counts[1] += unbuilt
+        counts[2] += len(batch) - len(operations) - unbuilt
         if self.dry_run:
             counts[0] += len(operations)
             return
         outcomes = list(pool.map(self._send, operations))
         counts[0] += sum(outcomes)
         counts[1] += len(outcomes) - sum(outcomes)
+        if self._refused is not None:
+            raise KeyRefused(
+                f"journy.io refused the calls ({self._refused}): the sync stopped before recording this batch. "
+                "Fix the API key or its permissions, then run the same command again to resume."
+            )
 
     def _write(self, name: str, point: Checkpoint) -> None:
         self.checkpoints.put(name, point)
@@ -280,10 +341,10 @@ class BulkSync:
 class _Closing:
     """An iterable's iterator, with a ``close()`` that closes it when it is a generator."""
 
-    def __init__(self, items: Iterable[tuple[str, Operation | None]]) -> None:
+    def __init__(self, items: Iterable[Item]) -> None:
         self.iterator = iter(items)
 
-    def __iter__(self) -> Iterator[tuple[str, Operation | None]]:
+    def __iter__(self) -> Iterator[Item]:
         return self.iterator
 
     def close(self) -> None:
@@ -299,19 +360,19 @@ def _checkpoint(
     return Checkpoint(after, scope, sent=sent, failed=failed, skipped=skipped, done=done, run=run)
 
 
-def _keys_in(batch: list[tuple[str, Operation | None]]) -> int:
+def _keys_in(batch: list[Item]) -> int:
     """How many rows a batch holds: the calls of one key are next to each other."""
     return sum(1 for index, (key, _) in enumerate(batch) if index == 0 or batch[index - 1][0] != key)
 
 
-def _batches(items: Iterable[tuple[str, Operation | None]], size: int) -> Iterator[list[tuple[str, Operation | None]]]:
+def _batches(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
     """``size`` items at a time, each batch extended to the end of its last key.
 
     The checkpoint records a batch's last key as done, so every item of that key must be in the batch: an account
     with more members than one call takes yields several membership calls under its key, and a batch cut between
     them would let a resumed run skip the rest."""
     iterator = iter(items)
-    held: list[tuple[str, Operation | None]] = []
+    held: list[Item] = []
     while True:
         batch = held + list(islice(iterator, size - len(held)))
         held = []

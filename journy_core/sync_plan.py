@@ -28,11 +28,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
-from .bulk import SINCE_FIELDS, SINCE_FORMATS, BulkSync, ProgressReport, SyncSummary, since_scope
+from .bulk import SINCE_FIELDS, SINCE_FORMATS, BulkSync, Item, KeyRefused, ProgressReport, SyncSummary, since_scope
 from .client import Client
 from .errors import ConfigurationError, JournyError
-from .operations import Operation
-from .sync_state import DEFAULT_STATE_FILE, EARLIER_STATE_FILES, CheckpointFileError, state_path
+from .sync_state import DEFAULT_STATE_FILE, EARLIER_STATE_FILES, STAGES, CheckpointFileError, shown_key, state_path
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -57,12 +56,11 @@ __all__ = [
     "progress_line",
     "run_sync",
     "select_stages",
+    "shown_key",
     "summary_line",
     "sync_client",
 ]
 
-#: The stages, in the order they run: users first, so that an account's members exist when it names them.
-STAGES = ("users", "accounts", "memberships")
 
 #: The stage-selection flags (``--users``, ``--accounts``) and the stages each selects; no flag selects all.
 STAGE_FLAGS: Mapping[str, tuple[str, ...]] = {"users": ("users",), "accounts": ("accounts", "memberships")}
@@ -202,7 +200,7 @@ class StageSource:
 
     name: str
     count: Callable[[str | None], int]
-    items: Callable[[str | None], Iterable[tuple[str, Operation | None]]]
+    items: Callable[[str | None], Iterable[Item]]
     since_field: str | None = None
     check_key: Callable[[str], object] | None = None
 
@@ -239,7 +237,10 @@ class SyncOutcome:
         """The one-line error a command ends with when calls failed; None when all arrived."""
         if not self.failed:
             return None
-        return f"{self.failed} call(s) failed: the log has journy.io's answers; a run after the fix sends them again."
+        return (
+            f"{self.failed} call(s) failed: the log has journy.io's answers, and the rows whose data could not be "
+            "read; a run after the fix sends them again."
+        )
 
 
 def summary_line(summary: SyncSummary) -> str:
@@ -252,7 +253,7 @@ def summary_line(summary: SyncSummary) -> str:
     timed = f"{counts} in {summary.seconds:.1f} s"
     if summary.resumed_from is None:
         return timed
-    return f"{timed}, resumed after {summary.resumed_from} (with the interrupted run's counts)"
+    return f"{timed}, resumed after {shown_key(summary.resumed_from)} (with the interrupted run's counts)"
 
 
 def progress_line(report: ProgressReport) -> str:
@@ -296,16 +297,24 @@ def _run_stage(
         tell(notice)
     after = bulk.resume_after(source.name, scope)
     if after is not None and source.check_key is not None:
-        try:
-            source.check_key(after)
-        except (TypeError, ValueError) as exc:
-            raise SyncPlanError(
-                f"the checkpoint file {bulk.state_file}: the {source.name} checkpoint {after!r} is not a key of "
-                f"that model ({exc}); run with --restart to sync {source.name} from the beginning."
-            ) from None
+        _check_key(source, after, bulk.state_file)
     total = source.count(after)
-    tell(f"{source.name}: {total} to go" + (f", resuming after key {after}" if after is not None else ""))
+    tell(f"{source.name}: {total} to go" + (f", resuming after key {shown_key(after)}" if after is not None else ""))
     return bulk.run(source.name, source.items(after), total, scope=scope, run=stages)
+
+
+def _check_key(source: StageSource, after: str, path: object) -> None:
+    """Refuse a checkpoint's key that cannot be a key of the stage's model, before the query that would fail on it."""
+    assert source.check_key is not None
+    try:
+        key = source.check_key(after)
+        if isinstance(key, int) and not -(2**63) <= key < 2**63:  # no database column holds it
+            raise ValueError("out of range for an integer column")
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise SyncPlanError(
+            f"the checkpoint file {path}: the {source.name} checkpoint {after!r} is not a key of that "
+            f"model ({exc}); run with --restart to sync {source.name} from the beginning."
+        ) from None
 
 
 def run_sync(
@@ -330,7 +339,7 @@ def run_sync(
     try:
         with _stopping_on_sigterm():
             return _run(client, sources, options, say, tell, progress_interval, app)
-    except CheckpointFileError as exc:
+    except (CheckpointFileError, KeyRefused) as exc:
         raise SyncPlanError(str(exc)) from None
 
 
@@ -371,6 +380,11 @@ def _run(
         signal_number = signal.SIGTERM if isinstance(stop, _Terminated) else signal.SIGINT
         if options.dry_run:
             raise SyncInterrupted("interrupted (a dry run: nothing was sent).", signal_number=signal_number) from None
+        if not path.exists():  # stopped before its first batch was recorded
+            raise SyncInterrupted(
+                "interrupted before a batch was done: run the same command again to start over.",
+                signal_number=signal_number,
+            ) from None
         raise SyncInterrupted(
             f"interrupted: run the same command again to resume after {path}'s checkpoint.", signal_number=signal_number
         ) from None

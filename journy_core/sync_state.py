@@ -37,15 +37,20 @@ __all__ = [
     "EARLIER_STATE_FILES",
     "FORMAT",
     "RENAMED_STAGES",
+    "STAGES",
     "Checkpoint",
     "CheckpointFile",
     "CheckpointFileError",
     "app_label",
+    "shown_key",
     "state_path",
 ]
 
 #: The ``format`` of the files this version writes.
 FORMAT = "journy-sync-checkpoints/2"
+
+#: The stages, in the order they run: users first, so that an account's members exist when it names them.
+STAGES = ("users", "accounts", "memberships")
 
 #: Stage names an earlier version wrote in checkpoint files, and their name now (``flask journy sync`` called the
 #: memberships stage ``members``): such a checkpoint is resumed, and rewritten under the current name.
@@ -79,6 +84,12 @@ class Checkpoint:
     run: tuple[str, ...] = ()
 
 
+def shown_key(key: str) -> str:
+    """A key as the command prints it: as it is, or quoted with escapes when it holds a line break or a control
+    character (the output is one line per message)."""
+    return key if key.isprintable() and key.strip() == key and key else repr(key)
+
+
 def app_label(models: str, database: str) -> str:
     """The label a checkpoint file keeps of the app that wrote it: ``models`` as the user reads them
     (``"auth.User, shop.Account"``) and ``database`` (engine, name, host: never a password)."""
@@ -106,9 +117,11 @@ class CheckpointFile:
                 f"it holds the checkpoints of another app ({other}; this one is {self.app}): name another "
                 "--state-file, or run with --restart to replace them"
             )
-        stages = data.get("stages")
-        if data["format"] != FORMAT or not isinstance(stages, dict):
+        if data["format"] != FORMAT:
             raise self._refuse(f"its format {data['format']!r} is not {FORMAT!r} (a newer version wrote it?)")
+        stages = data.get("stages")
+        if not isinstance(stages, dict) or not set(stages) <= set(STAGES):
+            raise self._refuse("it is damaged ('stages' is not an object of users, accounts, memberships)")
         return {name: _record(name, value, self._refuse) for name, value in stages.items()}
 
     def replace_app(self) -> None:
@@ -151,17 +164,24 @@ class CheckpointFile:
     def _refuse(self, why: str) -> CheckpointFileError:
         return CheckpointFileError(f"the checkpoint file {self.path}: {why}.")
 
-    def _temporary(self) -> Path:
+    def _target(self) -> Path:
+        """The file written: a symbolic link's target, so that the link goes on naming the checkpoints."""
         assert self.path is not None
-        return self.path.with_name(self.path.name + ".tmp")
+        return self.path.resolve() if self.path.is_symlink() else self.path
+
+    def _temporary(self) -> Path:
+        target = self._target()
+        return target.with_name(target.name + ".tmp")
 
     def _load(self) -> dict[str, Any] | None:
         if self.path is None or not self.path.exists():
             return None
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeError, ValueError) as exc:
-            raise self._refuse(f"it cannot be read as JSON ({exc}): name another --state-file, or delete it") from None
+        except (UnicodeError, ValueError, RecursionError) as exc:
+            raise self._refuse(f"it is not a checkpoint file (not JSON: {exc}): name another --state-file") from None
+        except OSError as exc:
+            raise self._refuse(f"it cannot be read ({exc.strerror or exc})") from None
         if not isinstance(data, dict):
             raise self._refuse("it is not a checkpoint file (not a JSON object): name another --state-file")
         return data
@@ -169,14 +189,14 @@ class CheckpointFile:
     def _save(self, records: Mapping[str, Checkpoint]) -> None:
         if self.path is None:
             return
-        if not records:  # nothing left to resume: no file
-            self.path.unlink(missing_ok=True)
+        if not records:  # nothing left to resume: no file (a link's target goes, the link stays for the next run)
+            self._target().unlink(missing_ok=True)
             return
         data = {"format": FORMAT, "app": self.app, "stages": {name: _dump(point) for name, point in records.items()}}
         temporary = self._temporary()
         try:
             temporary.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
-            temporary.replace(self.path)  # atomic: a crash leaves the old records or the new ones
+            temporary.replace(self._target())  # atomic: a crash leaves the old records or the new ones
         except OSError as exc:
             raise self._refuse(f"it cannot be written ({exc.strerror or exc})") from None
 
@@ -212,7 +232,7 @@ def _count(value: Any) -> int:
 
 def _record(name: str, value: Any, refuse: Any) -> Checkpoint:
     if not isinstance(value, dict) or not isinstance(value.get("after"), str):  # "" for a done stage without rows
-        raise refuse(f"the record of {name!r} has no key 'after': run with --restart to start it again")
+        raise refuse(f"the record of {name!r} has no 'after' key as a string: run with --restart to start it again")
     scope, run = value.get("scope"), value.get("run")
     return Checkpoint(
         value["after"],
@@ -228,6 +248,9 @@ def _record(name: str, value: Any, refuse: Any) -> Checkpoint:
 def _flat_records(data: dict[str, Any], refuse: Any) -> dict[str, Checkpoint]:
     """The records of a file of the earlier format: ``{stage: key}`` or ``{stage: {"after": key, "scope": ...}}``."""
     records: dict[str, Checkpoint] = {}
+    unknown = sorted(set(data) - set(STAGES) - set(RENAMED_STAGES))
+    if unknown:  # another JSON object, {"name": "my-app"}: never taken for checkpoints, nor rewritten
+        raise refuse(f"it is not a checkpoint file ({unknown[0]!r} is not a stage)")
     for written, value in data.items():
         name = RENAMED_STAGES.get(written, written)
         if name != written and name in data:  # the current name, written since, wins

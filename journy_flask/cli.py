@@ -22,7 +22,7 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from journy_core import operations as ops
-from journy_core.bulk import default_since_field, missing_since_field, parse_since
+from journy_core.bulk import Item, default_since_field, missing_since_field, parse_since, stage_items
 from journy_core.diagnostics import check_api_key
 from journy_core.operations import Operation
 from journy_core.sync_plan import (
@@ -171,10 +171,12 @@ def _since_filter(model: type, since: datetime | None, since_field: str | None) 
         python_type: Any = column_type.python_type
     except NotImplementedError:  # a custom type: compare with the datetime as given
         python_type = None
-    value: Any = since
+    # In UTC: SQLite drops an offset and compares the wall-clock times, so two spellings of one instant would
+    # select other rows.
+    value: Any = since.astimezone(timezone.utc)
     if python_type is datetime:
         if not getattr(column_type, "timezone", False):  # a naive column holds UTC: compare with naive UTC
-            value = since.astimezone(timezone.utc).replace(tzinfo=None)
+            value = value.replace(tzinfo=None)
     elif python_type is date:
         value = since.astimezone(timezone.utc).date()  # the whole day: never less than asked
     elif python_type is not None:
@@ -303,18 +305,20 @@ def _sync(only_users: bool, only_accounts: bool, since_field: str | None, option
     )
     with client:
         tell = partial(click.echo, err=True)
-        outcome = run_sync(client, sources, options, say=click.echo, tell=tell, app=_app(settings, session, stages))
+        outcome = run_sync(client, sources, options, say=click.echo, tell=tell, app=_app(settings, session))
     if outcome.failure_message is not None:
         raise SyncPlanError(outcome.failure_message)
 
 
-def _app(settings: Any, session: Any, stages: tuple[str, ...]) -> str:
-    """The label the checkpoint file keeps of this app: its models and their database (never a password)."""
-    models = [settings.user_model] + ([settings.account_model] if "accounts" in stages else [])
+def _app(settings: Any, session: Any) -> str:
+    """The label the checkpoint file keeps of this app: its models and their database (never a password); the same
+    whichever stages a run syncs."""
+    models = (settings.user_model, settings.account_model)
     labels = ", ".join(f"{model.__module__}.{model.__name__}" for model in models if model is not None)
     url = session.get_bind().url
-    where = f" at {url.host}" if url.host else ""
-    return app_label(labels, f"the {url.get_backend_name()} database {url.database}{where}")
+    where = ":".join(str(part) for part in (url.host, url.port) if part)
+    on = f" at {where}" if where else ""
+    return app_label(labels, f"the {url.get_backend_name()} database {url.database}{on}")
 
 
 def _setting(name: str) -> str:
@@ -351,19 +355,20 @@ def _source(state: Any, session: Any, name: str, options: SyncOptions, since_fie
 
 def _operations(
     state: Any, session: Any, name: str, model: Any, after: str | None, batch_size: int, since: _Since | None = None
-) -> Iterator[tuple[str, Operation | None]]:
+) -> Iterator[Item]:
     settings = state.settings
     members = settings.account_members if name == "memberships" else None
-    for row in _rows(session, model, after, batch_size, since=since, load_members=members):
-        key = _key(model, row)
+
+    def operations(row: Any) -> list[Operation]:
         deleted = soft_deleted(settings, row)  # sent as its delete; a soft-deleted account gets no member added
         if not wants_sync(settings, row) or (deleted and name == "memberships"):
-            yield key, None
-        elif name == "users":
-            yield key, user_operation(settings, row, delete=deleted)
-        elif name == "accounts":
-            yield key, account_operation(settings, row, delete=deleted)
-        else:
-            users = member_ids(settings, row)
-            account_id = account_id_of(settings, row)
-            yield key, (ops.add_users_to_account(account_id=account_id, users=users) if users else None)
+            return []
+        if name in ("users", "accounts"):
+            build = user_operation if name == "users" else account_operation
+            operation = build(settings, row, delete=deleted)  # None: the row has no ID yet
+            return [operation] if operation is not None else []
+        users = member_ids(settings, row)
+        return [ops.add_users_to_account(account_id=account_id_of(settings, row), users=users)] if users else []
+
+    rows = _rows(session, model, after, batch_size, since=since, load_members=members)
+    return stage_items(rows, lambda row: _key(model, row), operations, what=f"{model.__module__}.{model.__name__}")

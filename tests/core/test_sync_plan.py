@@ -15,7 +15,7 @@ import pytest
 
 from journy_core import Client
 from journy_core import operations as ops
-from journy_core.bulk import BulkSync, ProgressReport, SyncSummary, parse_since, since_scope
+from journy_core.bulk import BulkSync, ProgressReport, SyncSummary, parse_since, since_scope, stage_items
 from journy_core.emulator import Emulator
 from journy_core.sync_plan import (
     DEFAULT_STATE_FILE,
@@ -439,7 +439,17 @@ def test_a_checkpoint_file_of_another_app_is_refused_and_restart_replaces_it(
 
 
 @pytest.mark.parametrize(
-    "content", ['{"name": "my-project", "version": [1, 2]}', "[1, 2, 3]", "not json {", '{"format": "other/9"}']
+    "content",
+    [
+        '{"name": "my-project", "version": [1, 2]}',
+        '{"name": "my-app", "version": "1.0.0"}',  # string values: not taken for keys of unknown stages
+        "[1, 2, 3]",
+        "not json {",
+        "",
+        '{"format": "other/9"}',
+        '{"format": "journy-sync-checkpoints/2", "stages": []}',
+        "[" * 100_000 + "]" * 100_000,  # deeper than the JSON parser recurses
+    ],
 )
 def test_a_file_that_is_not_a_checkpoint_file_is_refused_and_left_as_it_was(
     content: str, client: Client, emulator: Emulator, tmp_path: Path
@@ -516,3 +526,101 @@ def test_progress_counts_rows_so_a_stage_with_several_calls_per_key_never_passes
     progress = [line for line in tell if line.startswith("  ")]
     assert progress[-1] == "  memberships: 5/5 done, 0 failed"
     assert all(int(line.split()[1].split("/")[0]) <= 5 for line in progress)
+
+
+def test_a_row_whose_calls_cannot_be_built_is_counted_as_failed_and_the_rest_of_the_stage_is_sent(
+    client: Client, emulator: Emulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def operations(number: int) -> list[ops.Operation]:
+        if number == 3:
+            raise ValueError("boom for 3")
+        return [ops.upsert_user(user_id=number)]
+
+    rows = stage_items(range(1, 6), key, operations, what="shop.User")
+    stage = StageSource("users", count=lambda _: 5, items=lambda _: rows)
+    say = Lines()
+    outcome = run_sync(client, [stage], SyncOptions(state_file=tmp_path / "s.json"), say=say, tell=Lines())
+    assert (outcome.failed, outcome.exit_code) == (1, EXIT_FAILED)
+    assert say[0].startswith("users: sent 4, failed 1, skipped 0")
+    assert len(emulator.calls("/users/upsert")) == 4
+    assert "journy: shop.User 0003 not synced (counted as failed): ValueError: boom for 3" in caplog.text
+    assert "Traceback" not in caplog.text  # one line; the traceback only at DEBUG
+
+
+def test_a_refused_key_stops_the_run_at_its_checkpoint_instead_of_sending_every_row(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    state = tmp_path / "sync.json"
+    with (
+        Client("a-wrong-key", base_url=emulator.url) as refused,
+        pytest.raises(SyncPlanError, match=r"journy.io refused the calls \(.*401.*\): the sync stopped") as stopped,
+    ):
+        run_sync(
+            refused,
+            [source("users", upserts("users", 50))],
+            SyncOptions(batch_size=10, state_file=state),
+            say=Lines(),
+        )
+    assert "a-wrong-key" not in str(stopped.value)
+    assert len(emulator.calls("/users/upsert")) == 10  # the first batch, not the 50 rows
+    assert not state.exists()  # the batch is not recorded: the run after the fix sends it
+
+
+def test_a_checkpoint_key_out_of_any_integer_column_range_is_refused(
+    client: Client, emulator: Emulator, tmp_path: Path
+) -> None:
+    state = tmp_path / "sync.json"
+    state.write_text(json.dumps({"users": "9" * 30}))
+    numbered = StageSource("users", count=lambda _: 1, items=lambda _: iter(()), check_key=int)
+    with pytest.raises(SyncPlanError, match=r"is not a key of that model \(out of range .*--restart"):
+        run_sync(client, [numbered], SyncOptions(state_file=state), say=Lines())
+
+
+@pytest.mark.parametrize("value", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_a_since_whose_utc_time_is_out_of_range_is_a_value_error_naming_it(value: str) -> None:
+    with pytest.raises(ValueError, match="out of range"):
+        parse_since(value)
+
+
+def test_an_interruption_before_the_first_batch_says_the_next_run_starts_over(client: Client, tmp_path: Path) -> None:
+    state = tmp_path / "sync.json"
+    with pytest.raises(SyncInterrupted, match="before a batch was done: run the same command again to start over"):
+        run_sync(
+            client,
+            [stop_after("users", upserts("users", 5), 0, KeyboardInterrupt())],
+            SyncOptions(state_file=state),
+            say=Lines(),
+        )
+    assert not state.exists()
+
+
+def test_a_key_with_a_line_break_is_printed_escaped_on_one_line(
+    client: Client, emulator: Emulator, tmp_path: Path
+) -> None:
+    state = tmp_path / "sync.json"
+    state.write_text(json.dumps({"users": "a\nb"}))
+    items: list[Item] = [("a\nb", ops.upsert_user(user_id=1)), ("z", ops.upsert_user(user_id=2))]
+    say, tell = Lines(), Lines()
+    run_sync(client, [source("users", items)], SyncOptions(state_file=state), say=say, tell=tell)
+    assert "users: 1 to go, resuming after key 'a\\nb'" in tell
+    assert all("\n" not in line for line in [*say, *tell])
+
+
+def test_a_symlinked_state_file_stays_a_link_to_the_checkpoints(client: Client, tmp_path: Path) -> None:
+    target = tmp_path / "shared" / "sync.json"
+    target.parent.mkdir()
+    link = tmp_path / "sync.json"
+    link.symlink_to(target)
+    people = upserts("users", 30)
+    with pytest.raises(SyncInterrupted):
+        run_sync(
+            client,
+            [stop_after("users", people, 15, KeyboardInterrupt())],
+            SyncOptions(batch_size=10, state_file=link),
+            say=Lines(),
+        )
+    assert link.is_symlink()
+    assert checkpoints(target) == {"users": key(10)}
+    run_sync(client, [source("users", people)], SyncOptions(batch_size=10, state_file=link), say=Lines())
+    assert link.is_symlink()
+    assert not target.exists()  # the run is done: its checkpoints went, from the file the link names

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import String
+from sqlalchemy import DateTime, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from journy_core.bulk import parse_since, since_scope
@@ -192,7 +192,8 @@ def test_sync_with_failed_calls_exits_1_with_one_line_saying_so(emulator: Emulat
     assert "users: sent 2, failed 1, skipped 0" in result.output
     assert (
         result.output.splitlines()[-1]
-        == "Error: 1 call(s) failed: the log has journy.io's answers; a run after the fix sends them again."
+        == "Error: 1 call(s) failed: the log has journy.io's answers, and the rows whose data could not be read; "
+        "a run after the fix sends them again."
     )
 
 
@@ -327,6 +328,7 @@ class Customer(AuditBase):
     email: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime]
     billed_at: Mapped[datetime | None]
+    seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 def test_sync_since_field_filters_on_the_named_column(emulator: Emulator, tmp_path: Path) -> None:
@@ -463,3 +465,78 @@ def test_sync_users_with_sync_users_off_says_which_setting_keeps_them_out(emulat
     assert result.exit_code == 0, result.output
     assert "users:" not in result.output
     assert "accounts: sent 1, failed 0, skipped 0" in result.output
+
+
+@pytest.mark.parametrize("since", ["2024-02-01", "2024-02-01T02:00:00+02:00", "2024-01-31T19:00:00-05:00"])
+def test_sync_since_on_a_timezone_column_of_sqlite_selects_the_same_rows_for_every_spelling_of_an_instant(
+    since: str, emulator: Emulator, tmp_path: Path
+) -> None:
+    app = emulator_app(
+        emulator,
+        JOURNY_USER_MODEL=Customer,
+        JOURNY_USER_PROPERTIES=["email"],
+        JOURNY_ACCOUNT_MODEL=None,
+        JOURNY_ACCOUNT_MEMBERS=None,
+    )
+    utc = timezone.utc
+    seen = [datetime(2024, 1, 31, 23, 30, tzinfo=utc), datetime(2024, 2, 1, 0, 30, tzinfo=utc)]
+    with app.app_context(), pause_sync():
+        AuditBase.metadata.create_all(db.engine)
+        db.session.add_all(
+            [
+                Customer(email=f"c{n}@acme.test", created_at=datetime(2024, 1, 1), seen_at=at)
+                for n, at in enumerate(seen, 1)
+            ]
+        )
+        db.session.commit()
+    args = ["journy", "sync", "--since", since, "--since-field", "seen_at", "--state-file", str(tmp_path / "s")]
+    result = app.test_cli_runner().invoke(args=args)
+    assert result.exit_code == 0, result.output
+    assert upserted_user_ids(emulator) == [2]  # SQLite compared the wall-clock times with the offset dropped
+
+
+def test_a_row_whose_data_cannot_be_read_is_counted_as_failed_and_the_rest_is_sent(
+    emulator: Emulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def properties(user: Any) -> dict[str, Any]:
+        if user.id == 2:
+            raise RuntimeError("the billing service is down")
+        return {"name": user.full_name}
+
+    app = emulator_app(emulator, JOURNY_USER_PROPERTIES=properties)
+    seed(app, users=4, teams=0)
+    result = app.test_cli_runner().invoke(args=["journy", "sync", "--users", "--state-file", str(tmp_path / "s")])
+    assert result.exit_code == 1
+    assert "users: sent 3, failed 1, skipped 0" in result.output
+    assert "Traceback" not in result.output
+    assert upserted_user_ids(emulator) == [1, 3, 4]
+    assert "tests.flask.conftest.User 2 not synced (counted as failed): RuntimeError: the billing service is down" in (
+        caplog.text
+    )
+
+
+def test_users_alone_after_an_interrupted_full_run_sends_every_user_and_keeps_the_accounts_checkpoint(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    from journy_flask.cli import _app
+
+    app = emulator_app(emulator)
+    seed(app, users=6, teams=3)
+    with app.app_context():
+        label = _app(app.extensions["journy"].settings, db.session)
+    run = ["users", "accounts", "memberships"]
+    stages = {
+        "users": {"after": "6", "done": True, "run": run, "scope": None, "sent": 6, "failed": 0, "skipped": 0},
+        "accounts": {"after": "1", "done": False, "run": run, "scope": None, "sent": 1, "failed": 0, "skipped": 0},
+    }
+    state_file = tmp_path / "sync.json"
+    state_file.write_text(json.dumps({"format": "journy-sync-checkpoints/2", "app": label, "stages": stages}))
+    result = app.test_cli_runner().invoke(args=["journy", "sync", "--users", "--state-file", str(state_file)])
+    assert result.exit_code == 0, result.output
+    assert upserted_user_ids(emulator) == [1, 2, 3, 4, 5, 6]  # another run: the done mark is not its own
+    assert set(json.loads(state_file.read_text())["stages"]) == {"accounts"}  # the full run's own checkpoint stays
+    emulator.reset()
+    result = app.test_cli_runner().invoke(args=["journy", "sync", "--state-file", str(state_file)])
+    assert result.exit_code == 0, result.output
+    assert "accounts: 2 to go, resuming after key 1" in result.output
+    assert not state_file.exists()

@@ -28,8 +28,7 @@ from django.db import connections, models, router
 from django.db.models.constants import LOOKUP_SEP
 from django.test.utils import override_settings
 
-from journy_core.bulk import default_since_field, missing_since_field, parse_since
-from journy_core.operations import Operation
+from journy_core.bulk import Item, default_since_field, missing_since_field, parse_since, stage_items
 from journy_core.sync_plan import (
     DEFAULT_BATCH_SIZE,
     OPTION_HELP,
@@ -48,7 +47,7 @@ from ...conf import JournyConfigurationError, base_url, journy_settings
 from ...identity import account_model, save_operation, soft_deleted
 from ...sync import membership_operations, should_sync
 
-Items = Callable[[Iterator[models.Model]], Iterator[tuple[str, Operation | None]]]
+Items = Callable[[Iterator[models.Model], str], Iterator[Item]]
 
 
 def _parse_since(value: str | datetime | None) -> datetime | None:
@@ -121,7 +120,7 @@ class Command(BaseCommand):  # type: ignore[misc]
         with client:
             # Progress and notices on stderr (as flask journy sync prints them), unstyled: they are not errors.
             tell = partial(self.stderr.write, style_func=str)
-            outcome = run_sync(client, sources, plan, say=self.stdout.write, tell=tell, app=_app(stages))
+            outcome = run_sync(client, sources, plan, say=self.stdout.write, tell=tell, app=_app())
         if outcome.failure_message is not None:
             raise CommandError(outcome.failure_message, returncode=outcome.exit_code)
 
@@ -139,14 +138,16 @@ def _unavailable() -> dict[str, str]:
     return missing
 
 
-def _app(stages: Iterable[str]) -> str:
-    """The label the checkpoint file keeps of this app: its models and their database (never a password)."""
-    models_ = [get_user_model()] + ([account_model()] if "accounts" in stages else [])
-    alias = router.db_for_read(models_[0])
+def _app() -> str:
+    """The label the checkpoint file keeps of this app: its models and their database (never a password); the same
+    whichever stages a run syncs."""
+    user_model, accounts = get_user_model(), account_model()
+    alias = router.db_for_read(user_model)
     database = connections[alias].settings_dict
-    where = f" at {database['HOST']}" if database.get("HOST") else ""
-    labels = ", ".join(model._meta.label for model in models_ if model is not None)
-    return app_label(labels, f"the {connections[alias].vendor} database {database.get('NAME')}{where}")
+    where = ":".join(str(part) for part in (database.get("HOST"), database.get("PORT")) if part)
+    labels = ", ".join(model._meta.label for model in (user_model, accounts) if model is not None)
+    on = f" at {where}" if where else ""
+    return app_label(labels, f"the {connections[alias].vendor} database {database.get('NAME')}{on}")
 
 
 def _source(name: str, options: dict[str, Any]) -> StageSource:
@@ -164,8 +165,8 @@ def _source(name: str, options: dict[str, Any]) -> StageSource:
             rows = rows.filter(pk__gt=_key(model, after))
         return rows
 
-    def stream(after: str | None) -> Iterable[tuple[str, Operation | None]]:
-        return items(queryset(after).iterator(chunk_size=max(options["batch_size"], 100)))
+    def stream(after: str | None) -> Iterable[Item]:
+        return items(queryset(after).iterator(chunk_size=max(options["batch_size"], 100)), model._meta.label)
 
     return StageSource(
         name,
@@ -226,20 +227,17 @@ def _resolve(model: type[models.Model], path: str) -> tuple[Any, bool]:
     return field, many
 
 
-def _upserts(rows: Iterator[models.Model]) -> Iterator[tuple[str, Operation | None]]:
-    for obj in rows:
-        # A soft-deleted row (USER_DELETED / ACCOUNT_DELETED) is sent as its delete.
-        yield str(obj.pk), save_operation(obj) if should_sync(obj) else None
+def _upserts(rows: Iterator[models.Model], what: str) -> Iterator[Item]:
+    # A soft-deleted row (USER_DELETED / ACCOUNT_DELETED) is sent as its delete.
+    return stage_items(rows, _pk, lambda obj: [save_operation(obj)] if should_sync(obj) else [], what=what)
 
 
-def _memberships(rows: Iterator[models.Model]) -> Iterator[tuple[str, Operation | None]]:
-    for account in rows:
-        if soft_deleted(account):  # its delete was sent by the accounts stage: adding members would revive it
-            yield str(account.pk), None
-            continue
-        found = False
-        for operation in membership_operations(account):
-            found = True
-            yield str(account.pk), operation
-        if not found:
-            yield str(account.pk), None
+def _memberships(rows: Iterator[models.Model], what: str) -> Iterator[Item]:
+    # A soft-deleted account's delete was sent by the accounts stage: adding its members would revive it.
+    return stage_items(
+        rows, _pk, lambda account: [] if soft_deleted(account) else membership_operations(account), what=what
+    )
+
+
+def _pk(obj: models.Model) -> str:
+    return str(obj.pk)
