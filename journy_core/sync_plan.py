@@ -27,11 +27,21 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
+from typing import NoReturn
 
 from .bulk import SINCE_FIELDS, SINCE_FORMATS, BulkSync, Item, KeyRefused, ProgressReport, SyncSummary, since_scope
 from .client import Client
 from .errors import ConfigurationError, JournyError
-from .sync_state import DEFAULT_STATE_FILE, EARLIER_STATE_FILES, STAGES, CheckpointFileError, shown_key, state_path
+from .sync_state import (
+    DEFAULT_STATE_FILE,
+    EARLIER_STATE_FILES,
+    STAGES,
+    CheckpointFileError,
+    check_key,
+    shown_key,
+    state_path,
+)
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -297,24 +307,10 @@ def _run_stage(
         tell(notice)
     after = bulk.resume_after(source.name, scope)
     if after is not None and source.check_key is not None:
-        _check_key(source, after, bulk.state_file)
+        check_key(source.check_key, source.name, after, bulk.state_file)
     total = source.count(after)
     tell(f"{source.name}: {total} to go" + (f", resuming after key {shown_key(after)}" if after is not None else ""))
     return bulk.run(source.name, source.items(after), total, scope=scope, run=stages)
-
-
-def _check_key(source: StageSource, after: str, path: object) -> None:
-    """Refuse a checkpoint's key that cannot be a key of the stage's model, before the query that would fail on it."""
-    assert source.check_key is not None
-    try:
-        key = source.check_key(after)
-        if isinstance(key, int) and not -(2**63) <= key < 2**63:  # no database column holds it
-            raise ValueError("out of range for an integer column")
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise SyncPlanError(
-            f"the checkpoint file {path}: the {source.name} checkpoint {after!r} is not a key of that "
-            f"model ({exc}); run with --restart to sync {source.name} from the beginning."
-        ) from None
 
 
 def run_sync(
@@ -371,25 +367,33 @@ def _run(
     else:
         bulk.checkpoints.read()  # refuses another app's file, as a real run would
     summaries: list[SyncSummary] = []
+    stopped_by: int | None = None
     try:
         for source in sources:
             summaries.append(_run_stage(bulk, source, stages, options, tell))
     except KeyboardInterrupt as stop:
-        for summary in summaries:
-            say(summary_line(summary))
-        signal_number = signal.SIGTERM if isinstance(stop, _Terminated) else signal.SIGINT
-        if options.dry_run:
-            raise SyncInterrupted("interrupted (a dry run: nothing was sent).", signal_number=signal_number) from None
-        if not path.exists():  # stopped before its first batch was recorded
-            raise SyncInterrupted(
-                "interrupted before a batch was done: run the same command again to start over.",
-                signal_number=signal_number,
-            ) from None
-        raise SyncInterrupted(
-            f"interrupted: run the same command again to resume after {path}'s checkpoint.", signal_number=signal_number
-        ) from None
+        stopped_by = signal.SIGTERM if isinstance(stop, _Terminated) else signal.SIGINT
+    if stopped_by is not None:
+        # Raised here, not in the except block, so that no exception chains the interruption's traceback: its
+        # frames hold the stage's query, whose database cursor is then closed now, while the connection is open,
+        # not when the process exits ("Exception ignored ... Cannot operate on a closed database").
+        _interrupted(summaries, say, path, options.dry_run, stopped_by)
     if not options.dry_run:
         bulk.forget(*stages)  # the run is done: nothing of it is left to resume
     for summary in summaries:
         say(summary_line(summary))
     return SyncOutcome(tuple(summaries))
+
+
+def _interrupted(
+    summaries: list[SyncSummary], say: Callable[[str], None], path: Path, dry_run: bool, signal_number: int
+) -> NoReturn:
+    for summary in summaries:
+        say(summary_line(summary))
+    if dry_run:
+        message = "interrupted (a dry run: nothing was sent)."
+    elif not path.exists():  # stopped before its first batch was recorded
+        message = "interrupted before a batch was done: run the same command again to start over."
+    else:
+        message = f"interrupted: run the same command again to resume after {path}'s checkpoint."
+    raise SyncInterrupted(message, signal_number=signal_number)

@@ -23,6 +23,7 @@ the new ones, never half of them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -42,6 +43,7 @@ __all__ = [
     "CheckpointFile",
     "CheckpointFileError",
     "app_label",
+    "check_key",
     "shown_key",
     "state_path",
 ]
@@ -84,10 +86,25 @@ class Checkpoint:
     run: tuple[str, ...] = ()
 
 
-def shown_key(key: str) -> str:
-    """A key as the command prints it: as it is, or quoted with escapes when it holds a line break or a control
-    character (the output is one line per message)."""
-    return key if key.isprintable() and key.strip() == key and key else repr(key)
+def shown_key(key: str, *, quoted: bool = False) -> str:
+    """A key as the command prints it: as it is (``quoted``: in quotes), with escapes when it holds a line break or
+    a control character (the output is one line per message), cut to 60 characters (an edited file may hold any)."""
+    cut = key if len(key) <= 60 else key[:57] + "..."
+    return repr(cut) if quoted or not (cut.isprintable() and cut.strip() == cut and cut) else cut
+
+
+def check_key(check: Callable[[str], object], stage: str, after: str, path: object) -> None:
+    """Refuse a checkpoint's key that ``check`` (the stage's model) says cannot be one of its keys, before the query
+    that would fail on it. Raises :class:`CheckpointFileError`."""
+    try:
+        key = check(after)
+        if isinstance(key, int) and not -(2**63) <= key < 2**63:  # no database column holds it
+            raise ValueError("out of range for an integer column")
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise CheckpointFileError(
+            f"the checkpoint file {path}: the {stage} checkpoint {shown_key(after, quoted=True)} is not a key of "
+            f"that model ({exc}); run with --restart to sync {stage} from the beginning."
+        ) from None
 
 
 def app_label(models: str, database: str) -> str:
@@ -111,23 +128,29 @@ class CheckpointFile:
             return {}
         if "format" not in data:
             return _flat_records(data, self._refuse)
+        if data["format"] != FORMAT:  # before its app: --restart must not replace a file this version cannot read
+            raise self._refuse(
+                f"its format {str(data['format'])[:60]!r} is not {FORMAT!r}: run the version that wrote it, or "
+                "name another --state-file"
+            )
         other = data.get("app")
         if self.app is not None and other is not None and other != self.app:
             raise self._refuse(
-                f"it holds the checkpoints of another app ({other}; this one is {self.app}): name another "
+                f"it holds the checkpoints of another app ({str(other)[:200]}; this one is {self.app}): name another "
                 "--state-file, or run with --restart to replace them"
             )
-        if data["format"] != FORMAT:
-            raise self._refuse(f"its format {data['format']!r} is not {FORMAT!r} (a newer version wrote it?)")
         stages = data.get("stages")
         if not isinstance(stages, dict) or not set(stages) <= set(STAGES):
-            raise self._refuse("it is damaged ('stages' is not an object of users, accounts, memberships)")
+            raise self._refuse(
+                "it is damaged ('stages' is not an object of users, accounts, memberships): name another "
+                "--state-file, or run with --restart to replace it"
+            )
         return {name: _record(name, value, self._refuse) for name, value in stages.items()}
 
     def replace_app(self) -> None:
         """Drop the records of another app (a ``--restart``): the next write names this app."""
         data = self._load()
-        if data is not None and "format" in data and data.get("app") not in (None, self.app):
+        if data is not None and data.get("format") == FORMAT and data.get("app") not in (None, self.app):
             self._save({})
 
     def put(self, name: str, point: Checkpoint) -> None:
@@ -149,7 +172,7 @@ class CheckpointFile:
         """Raise :class:`CheckpointFileError` now, before anything is sent, when the file cannot be written."""
         if self.path is None:
             return
-        if self.path.is_dir():
+        if self._exists() and self.path.is_dir():
             raise self._refuse("it is a directory: name a file")
         self.read()  # refuses another app's file, or another kind of file, before it would be overwritten
         probe = self._temporary()
@@ -173,8 +196,15 @@ class CheckpointFile:
         target = self._target()
         return target.with_name(target.name + ".tmp")
 
+    def _exists(self) -> bool:
+        assert self.path is not None
+        try:
+            return self.path.exists()
+        except OSError as exc:  # a name too long, a path through a file
+            raise self._refuse(f"it cannot be used ({exc.strerror or exc}): name another --state-file") from None
+
     def _load(self) -> dict[str, Any] | None:
-        if self.path is None or not self.path.exists():
+        if self.path is None or not self._exists():
             return None
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
@@ -198,6 +228,8 @@ class CheckpointFile:
             temporary.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
             temporary.replace(self._target())  # atomic: a crash leaves the old records or the new ones
         except OSError as exc:
+            with contextlib.suppress(OSError):
+                temporary.unlink(missing_ok=True)  # a full disk leaves an empty one behind
             raise self._refuse(f"it cannot be written ({exc.strerror or exc})") from None
 
 
@@ -226,20 +258,24 @@ def _dump(point: Checkpoint) -> dict[str, Any]:
     return data
 
 
-def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
-
-
 def _record(name: str, value: Any, refuse: Any) -> Checkpoint:
     if not isinstance(value, dict) or not isinstance(value.get("after"), str):  # "" for a done stage without rows
         raise refuse(f"the record of {name!r} has no 'after' key as a string: run with --restart to start it again")
+
+    def count(field: str) -> int:
+        number = value.get(field, 0)
+        if not isinstance(number, int) or isinstance(number, bool) or number < 0:
+            # Taken as 0, a failure of the interrupted run would be dropped without a word.
+            raise refuse(f"the record of {name!r} has a {field!r} that is not a count: run with --restart")
+        return number
+
     scope, run = value.get("scope"), value.get("run")
     return Checkpoint(
         value["after"],
         scope if isinstance(scope, str) else None,
-        sent=_count(value.get("sent")),
-        failed=_count(value.get("failed")),
-        skipped=_count(value.get("skipped")),
+        sent=count("sent"),
+        failed=count("failed"),
+        skipped=count("skipped"),
         done=value.get("done") is True,
         run=tuple(str(stage) for stage in run) if isinstance(run, list) else (),
     )
@@ -250,7 +286,7 @@ def _flat_records(data: dict[str, Any], refuse: Any) -> dict[str, Checkpoint]:
     records: dict[str, Checkpoint] = {}
     unknown = sorted(set(data) - set(STAGES) - set(RENAMED_STAGES))
     if unknown:  # another JSON object, {"name": "my-app"}: never taken for checkpoints, nor rewritten
-        raise refuse(f"it is not a checkpoint file ({unknown[0]!r} is not a stage)")
+        raise refuse(f"it is not a checkpoint file ({unknown[0][:60]!r} is not a stage): name another --state-file")
     for written, value in data.items():
         name = RENAMED_STAGES.get(written, written)
         if name != written and name in data:  # the current name, written since, wins

@@ -447,6 +447,8 @@ def test_a_checkpoint_file_of_another_app_is_refused_and_restart_replaces_it(
         "not json {",
         "",
         '{"format": "other/9"}',
+        '{"format": "journy-sync-checkpoints/3", "app": "another app", "stages": {}}',  # newer: kept even by --restart
+        '{"format": "journy-sync-checkpoints/2", "stages": {"users": {"after": "9", "failed": "x"}}}',
         '{"format": "journy-sync-checkpoints/2", "stages": []}',
         "[" * 100_000 + "]" * 100_000,  # deeper than the JSON parser recurses
     ],
@@ -624,3 +626,44 @@ def test_a_symlinked_state_file_stays_a_link_to_the_checkpoints(client: Client, 
     run_sync(client, [source("users", people)], SyncOptions(batch_size=10, state_file=link), say=Lines())
     assert link.is_symlink()
     assert not target.exists()  # the run is done: its checkpoints went, from the file the link names
+
+
+def test_an_interrupted_stage_closes_its_query_before_the_command_ends(client: Client, tmp_path: Path) -> None:
+    # What Django's streamed queryset holds: a cursor closed in a generator's finally. Interrupted between two of
+    # its rows, the stage's frames must not outlive the run in the exception's chain, or the cursor is closed at
+    # the process's exit, after its connection ("Exception ignored ... Cannot operate on a closed database").
+    closed: list[bool] = []
+
+    def cursor() -> Iterator[int]:
+        try:
+            yield from range(1, 100)
+        finally:
+            closed.append(True)
+
+    def rows(after: str | None) -> Iterator[Item]:
+        for number in cursor():
+            if number == 15:
+                raise KeyboardInterrupt  # in the stage's frame, the cursor suspended
+            yield key(number), ops.upsert_user(user_id=number)
+
+    stage = StageSource("users", count=lambda _: 99, items=rows)
+    with pytest.raises(SyncInterrupted) as stopped:
+        run_sync(client, [stage], SyncOptions(batch_size=10, state_file=tmp_path / "s.json"), say=Lines())
+    assert stopped.value.__context__ is None
+    assert closed == [True]
+
+
+def test_a_state_file_name_the_system_refuses_is_one_line(client: Client, tmp_path: Path) -> None:
+    too_long = tmp_path / ("x" * 300 + ".json")
+    with pytest.raises(SyncPlanError, match=r"checkpoint file .*: it cannot be used \(File name too long\)"):
+        run_sync(client, [source("users", upserts("users", 3))], SyncOptions(state_file=too_long), say=Lines())
+
+
+def test_a_very_long_key_is_cut_in_the_messages(client: Client, emulator: Emulator, tmp_path: Path) -> None:
+    state = tmp_path / "sync.json"
+    state.write_text(json.dumps({"users": "7" * 5000}))
+    numbered = StageSource("users", count=lambda _: 1, items=lambda _: iter(()), check_key=int)
+    with pytest.raises(SyncPlanError) as refused:
+        run_sync(client, [numbered], SyncOptions(state_file=state), say=Lines())
+    assert len(str(refused.value)) < 600  # not the 5,000 digits
+    assert "'" + "7" * 57 + "...'" in str(refused.value)

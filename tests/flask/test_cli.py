@@ -331,14 +331,19 @@ class Customer(AuditBase):
     seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
-def test_sync_since_field_filters_on_the_named_column(emulator: Emulator, tmp_path: Path) -> None:
-    app = emulator_app(
+def customer_app(emulator: Emulator) -> Flask:
+    """An app whose users are :class:`Customer` rows, without accounts."""
+    return emulator_app(
         emulator,
         JOURNY_USER_MODEL=Customer,
         JOURNY_USER_PROPERTIES=["email"],
         JOURNY_ACCOUNT_MODEL=None,
         JOURNY_ACCOUNT_MEMBERS=None,
     )
+
+
+def test_sync_since_field_filters_on_the_named_column(emulator: Emulator, tmp_path: Path) -> None:
+    app = customer_app(emulator)
     billed = [datetime(2024, 5, 1), None, datetime(2023, 1, 1), datetime(2024, 4, 1), None, datetime(2024, 2, 1)]
     with app.app_context(), pause_sync():
         AuditBase.metadata.create_all(db.engine)
@@ -471,13 +476,7 @@ def test_sync_users_with_sync_users_off_says_which_setting_keeps_them_out(emulat
 def test_sync_since_on_a_timezone_column_of_sqlite_selects_the_same_rows_for_every_spelling_of_an_instant(
     since: str, emulator: Emulator, tmp_path: Path
 ) -> None:
-    app = emulator_app(
-        emulator,
-        JOURNY_USER_MODEL=Customer,
-        JOURNY_USER_PROPERTIES=["email"],
-        JOURNY_ACCOUNT_MODEL=None,
-        JOURNY_ACCOUNT_MEMBERS=None,
-    )
+    app = customer_app(emulator)
     utc = timezone.utc
     seen = [datetime(2024, 1, 31, 23, 30, tzinfo=utc), datetime(2024, 2, 1, 0, 30, tzinfo=utc)]
     with app.app_context(), pause_sync():
