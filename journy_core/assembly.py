@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from .config import ENV_API_KEY, Config
 from .errors import ConfigurationError, InvalidArgumentError
-from .urls import ENV_BASE_URL, resolve_base_url
+from .urls import resolve_base_url
 
 if TYPE_CHECKING:
     from .client import Client
@@ -41,8 +41,10 @@ def api_base_url(config: Config) -> str:
     """The API base URL in use (the ``JOURNY_API_URL`` environment variable first), validated."""
     try:
         return resolve_base_url(config.api_url, argument=config.key("API_URL"))
-    except (ConfigurationError, ValueError) as exc:
-        raise ConfigurationError(f"{exc} (check the {ENV_BASE_URL} environment variable too)") from None
+    except ConfigurationError:  # the environment variable's: the message names it
+        raise
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
 
 
 def _client_options(config: Config, **extra: Any) -> dict[str, Any]:
@@ -57,8 +59,9 @@ def build_journy(config: Config) -> Journy:
     from .journy import Journy  # noqa: PLC0415 - loads requests; the emulator imports this package without it
 
     queue = queue_of(config)
+    options = _client_options(config)  # its errors name their option (API_URL, or the environment variable)
     try:
-        return Journy(config.api_key, queue=queue, on_failure=config.on_failure, **_client_options(config))
+        return Journy(config.api_key, queue=queue, on_failure=config.on_failure, **options)
     except InvalidArgumentError as exc:
         if exc.argument == "api_key" and config.api_key is None:
             backend = queue.get("BACKEND", "thread")

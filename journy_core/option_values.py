@@ -98,8 +98,8 @@ def _queue(value: object, key: str) -> Mapping[str, Any] | None:
 
 
 def _seconds(value: object, key: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise ConfigurationError(f"{key} must be a number of seconds >= 0; got {value!r}.")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise ConfigurationError(f"{key} must be a number of seconds > 0; got {value!r}.")
     return value
 
 
@@ -131,7 +131,16 @@ def _deleted(value: object, key: str) -> Any:
     )
 
 
-FLAGS = ("ENABLED", "SEND_PAGEVIEW", "SNIPPET_PROPERTIES", "INJECT_SNIPPET", "SYNC_USERS", "LINK_DEVICES", "SKIP_STAFF")
+FLAGS = (
+    "ENABLED",
+    "SEND_PAGEVIEW",
+    "SNIPPET_PROPERTIES",
+    "INJECT_SNIPPET",
+    "SYNC_USERS",
+    "LINK_DEVICES",
+    "SKIP_STAFF",
+    "SKIP_IMPERSONATED",
+)
 #: How each option's value is checked and converted (the flags are added below).
 CONVERT: dict[str, Callable[[object, str], object]] = {
     "API_KEY": _api_key,
@@ -175,4 +184,10 @@ def flask_model(value: object, key: str) -> type | None:
 
 
 def django_model(value: object, key: str) -> Any:
-    return value  # a label, resolved against the app registry when first used (a system check reports it)
+    """A model label, resolved against the app registry when first used (a system check reports a missing one); its
+    shape is checked here, so that a value such as 123 is refused at start-up, not at every save."""
+    if value is None or isinstance(value, type):
+        return value
+    if isinstance(value, str) and value.count(".") == 1 and all(part.strip() for part in value.split(".")):
+        return value
+    raise ConfigurationError(f"{key} must be a model label such as 'accounts.Organization'; got {value!r}.")

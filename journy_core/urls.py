@@ -53,17 +53,17 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
-def _validate(url: str, source: str, *, allow_insecure: bool) -> str:
+def _validate(url: str, source: str, *, allow_insecure: bool, from_environment: bool = False) -> str:
     try:
         parts = urlsplit(url.strip())
     except ValueError:  # an unbalanced "[" in the host: nothing of it is shown, it may hold anything
-        _refuse(source, "the URL", "is not a URL (an unbalanced '[' or ']' in it?)")
+        _refuse(source, "the URL", "is not a URL (an unbalanced '[' or ']' in it?)", from_environment)
     problem = _problem(parts, allow_insecure=allow_insecure)
     if problem is not None:
         shown = repr(f"{parts.scheme}://{parts.hostname or ''}{parts.path}" if parts.scheme else url[:80])
         if _secret_parts(parts) is not None:  # leave out whatever may hold a secret
             shown = repr(f"{parts.scheme}://{parts.hostname}") if parts.scheme and parts.hostname else "the URL"
-        _refuse(source, shown, problem)
+        _refuse(source, shown, problem, from_environment)
     return url.strip().rstrip("/")
 
 
@@ -81,8 +81,9 @@ def _problem(parts: SplitResult, *, allow_insecure: bool) -> str | None:
     return None
 
 
-def _refuse(source: str, shown: str, problem: str) -> NoReturn:
-    if source == ENV_BASE_URL:
+def _refuse(source: str, shown: str, problem: str, from_environment: bool) -> NoReturn:
+    # Not by the name: Flask's setting is spelt JOURNY_API_URL too.
+    if from_environment:
         raise ConfigurationError(f"The environment variable {ENV_BASE_URL}={shown} {problem}.")
     raise InvalidArgumentError(source, f"{shown} {problem}")
 
@@ -91,7 +92,7 @@ def resolve_base_url(base_url: str | None, *, argument: str = "base_url", allow_
     """The base URL to use: ``JOURNY_API_URL`` when set, else ``base_url``, else journy.io's; validated."""
     env = os.environ.get(ENV_BASE_URL, "").strip()
     if env:
-        return _validate(env, ENV_BASE_URL, allow_insecure=allow_insecure)
+        return _validate(env, ENV_BASE_URL, allow_insecure=allow_insecure, from_environment=True)
     if base_url is None:
         return DEFAULT_BASE_URL
     if not isinstance(base_url, str):

@@ -24,7 +24,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.checks import CheckMessage, Error, Warning, register
 
-from journy_core import ConfigurationError, Tracker
+from journy_core import ConfigurationError
 from journy_core.backends import BACKENDS, checked_queue
 from journy_core.config import DJANGO_SOURCE, read_config, unknown_options
 from journy_core.importing import resolve_callable
@@ -75,6 +75,13 @@ _OWN_CHECKS = frozenset(
 )
 
 
+#: Options a check of their own reports whose presence the checks between options read (ACCOUNT_DELETED needs
+#: ACCOUNT_MODEL, WEBSITE_DOMAIN an API key): E009 reads them as set, through a valid stand-in for those whose own
+#: check tells what is wrong with their value, and as they are for the model options (E009 checks their shape).
+_STANDING_IN = frozenset({"API_KEY", "ACCOUNT_MODEL", "ACCOUNT_MEMBERS", "TRACKER_ID", "TRACKER_DOMAIN"})
+_STAND_INS = {"API_KEY": "stand-in-key", "TRACKER_ID": "stand-in", "TRACKER_DOMAIN": "https://tracker.example"}
+
+
 def check_settings_shape(**kwargs: Any) -> list[CheckMessage]:
     """``E009``: ``settings.JOURNY`` is not a dict, names an unknown option (with the closest name), or holds a
     value the schema refuses (for the options no other check covers)."""
@@ -86,6 +93,12 @@ def check_settings_shape(**kwargs: Any) -> list[CheckMessage]:
         problem = unknown_options(raw or {}, DJANGO_SOURCE)
         if problem is None:
             rest = {key: value for key, value in (raw or {}).items() if key not in _OWN_CHECKS}
+            # The checks between options need to know which of those are set: stand-ins their own checks vouch for.
+            rest.update(
+                (key, _STAND_INS.get(key, value))
+                for key, value in (raw or {}).items()
+                if key in _STANDING_IN and value is not None
+            )
             try:
                 read_config(rest, DJANGO_SOURCE, internal_ips=getattr(settings, "INTERNAL_IPS", ()))
             except ConfigurationError as exc:
@@ -108,10 +121,19 @@ def check_api_key(**kwargs: Any) -> list[CheckMessage]:
     raw = _raw()
     if raw.get("ENABLED", True) is False:
         return []
+    key, where = api_key_source(raw.get("API_KEY"), "JOURNY['API_KEY']")
+    if key is not None and not (isinstance(key, str) and key.strip()):  # set, but not a key: a backend or not
+        kind = "empty or blank" if isinstance(key, str) else f"a {type(key).__name__}, not a string"
+        return [
+            Error(
+                f"JOURNY['API_KEY'] is {kind}: nothing can be sent to journy.io.",
+                hint="Set JOURNY['API_KEY'] to the key from journy.io (Settings > Connections), as a string.",
+                id="journy.E001",
+            )
+        ]
     backend = (raw.get("QUEUE") or {}).get("BACKEND", "thread") if isinstance(raw.get("QUEUE"), dict) else "thread"
     if backend in _NO_KEY_BACKENDS:
         return []
-    key, where = api_key_source(raw.get("API_KEY"), "JOURNY['API_KEY']")
     if isinstance(key, str) and key.strip():
         problem = api_key_problem(key.strip())
         if problem is None:
@@ -259,14 +281,17 @@ def check_snippet(**kwargs: Any) -> list[CheckMessage]:
                 id="journy.E007",
             )
         )
-    tracker_id, domain = raw.get("TRACKER_ID"), raw.get("TRACKER_DOMAIN")
-    if tracker_id or domain:
-        try:
-            Tracker(str(tracker_id or ""), str(domain or ""), script_path=raw.get("TRACKER_SCRIPT_PATH", "/tracker.js"))
-        except (ValueError, TypeError) as exc:
+    tracker_id = raw.get("TRACKER_ID")
+    tracker_keys: dict[str, object] = {
+        key: raw[key] for key in ("TRACKER_ID", "TRACKER_DOMAIN", "TRACKER_SCRIPT_PATH") if key in raw
+    }
+    if tracker_keys:
+        try:  # the core's reading, which names the option at fault
+            read_config(tracker_keys, DJANGO_SOURCE)
+        except ConfigurationError as exc:
             messages.append(
                 Error(
-                    f"JOURNY['TRACKER_ID'/'TRACKER_DOMAIN']: {exc}",
+                    str(exc),
                     hint="Both come from the snippet in journy.io: TRACKER_ID is init's trackerId, TRACKER_DOMAIN "
                     "the origin the tracker script loads from, e.g. 'https://go.acme.com'.",
                     id="journy.E010",

@@ -181,17 +181,16 @@ def add_in(
     # Ids are assigned in list order, which is the order the relay delivers an entity in. One row (a flush of one
     # change, the common case) goes as a plain execute: a list would take the driver's executemany path, which
     # costs more for one row (psycopg enters and leaves its pipeline mode for it).
-    target = OUTBOX_TABLE if table is None else query_table(table)
-    connection.execute(_insert_into(target), rows[0] if len(rows) == 1 else rows)
+    connection.execute(_insert_into(OUTBOX_TABLE if table is None else table), rows[0] if len(rows) == 1 else rows)
 
 
 _inserts: weakref.WeakKeyDictionary[Table, Insert] = weakref.WeakKeyDictionary()
 
 
 def _insert_into(table: Table) -> Insert:
-    """``table.insert()``, built once per table: SQLAlchemy then finds its compiled form by the statement's cache key,
-    which a new statement at every flush would make it work out again."""
+    """The INSERT into ``table`` through its :func:`query_table`, built once per table: SQLAlchemy then finds its
+    compiled form by the statement's cache key, which a new statement at every flush would make it work out again."""
     insert = _inserts.get(table)
     if insert is None:
-        insert = _inserts[table] = table.insert()
+        insert = _inserts[table] = query_table(table).insert()
     return insert

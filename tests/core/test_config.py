@@ -83,13 +83,15 @@ def test_old_names_are_only_those_of_the_framework_that_had_them() -> None:
         ("TIMEOUT", -1, "seconds > 0"),
         ("TIMEOUT", (1, "x"), "seconds > 0"),
         ("QUEUE", "thread", "must be a dict"),
-        ("SNIPPET_CACHE_SECONDS", -5, "number of seconds >= 0"),
+        ("SNIPPET_CACHE_SECONDS", -5, "number of seconds > 0"),
+        ("SNIPPET_CACHE_SECONDS", 0, "number of seconds > 0"),
         ("INTERNAL_IPS", "10.0.0.0/8", "must be a list"),
         ("INTERNAL_IPS", ["not-an-ip"], "not an IP address"),
         ("ON_FAILURE", "nowhere.to.be.found", "ON_FAILURE"),
         ("USER_PROPERTIES", "email", "must be a list, a dict"),
         ("VERIFICATION_SECRET", "  ", "identity-verification secret"),
         ("API_KEY", "two\nlines", "API_KEY"),
+        ("ACCOUNT_MODEL", 123, "model"),
     ],
 )
 def test_a_wrong_value_is_refused_naming_the_option_as_each_framework_spells_it(name, value, says) -> None:  # type: ignore[no-untyped-def]
@@ -139,3 +141,8 @@ def test_defaults_are_the_documented_ones_and_internal_ips_true_reuses_the_frame
 def test_members_without_an_account_model_is_an_error_naming_both() -> None:
     with pytest.raises(ConfigurationError, match=re.escape("JOURNY_ACCOUNT_MEMBERS is set but JOURNY_ACCOUNT_MODEL")):
         read_config({"ACCOUNT_MEMBERS": "members"}, FLASK_SOURCE)
+
+
+def test_skip_impersonated_is_a_flag_like_the_others() -> None:
+    with pytest.raises(ConfigurationError, match=r"JOURNY\['SKIP_IMPERSONATED'\] must be True or False"):
+        read_config({"SKIP_IMPERSONATED": "false"}, DJANGO_SOURCE)

@@ -166,3 +166,41 @@ def test_a_flask_only_option_in_django_settings_says_whose_it_is(settings):
     settings.JOURNY = {**settings.JOURNY, "USER_MODEL": "auth.User"}
     (message,) = checks.check_settings_shape()
     assert "JOURNY['USER_MODEL'] is a Flask option" in message.msg
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"ACCOUNT_MODEL": "testapp.Organization", "ACCOUNT_DELETED": "deleted_at"},
+        {"WEBSITE_DOMAIN": "localhost"},  # the API key the test settings give fetches the snippet
+    ],
+)
+def test_options_that_need_another_option_pass_when_it_is_set(settings, overrides):
+    settings.JOURNY = {**settings.JOURNY, **overrides}
+    assert [m for check in checks.ALL_CHECKS for m in check() if m.level >= 40] == []
+
+
+@pytest.mark.parametrize(
+    ("overrides", "says"),
+    [
+        ({"ACCOUNT_MODEL": 123}, "JOURNY['ACCOUNT_MODEL'] must be a model label"),
+        ({"ACCOUNT_MODEL": None, "ACCOUNT_MEMBERS": "members"}, "JOURNY['ACCOUNT_MEMBERS'] is set but"),
+        ({"TRACKER_ID": 123, "TRACKER_DOMAIN": "https://go.acme.com"}, "JOURNY['TRACKER_ID'] must be a non-empty"),
+        (
+            {"TRACKER_ID": "t-1", "TRACKER_DOMAIN": "https://go.acme.com", "TRACKER_SCRIPT_PATH": "analytics.js"},
+            "JOURNY['TRACKER_SCRIPT_PATH']",
+        ),
+        ({"TRACKER_SCRIPT_PATH": ""}, "JOURNY['TRACKER_SCRIPT_PATH']"),
+        ({"API_KEY": 12345}, "JOURNY['API_KEY'] is a int, not a string"),
+        ({"API_KEY": ""}, "JOURNY['API_KEY'] is empty or blank"),
+        ({"SKIP_IMPERSONATED": "false"}, "JOURNY['SKIP_IMPERSONATED'] must be True or False"),
+        ({"WEBSITE_DOMAIN": "localhost", "SNIPPET_CACHE_SECONDS": 0}, "JOURNY['SNIPPET_CACHE_SECONDS'] must be"),
+    ],
+)
+def test_a_value_that_would_fail_when_used_is_an_error_at_start_up_naming_the_option(
+    settings, monkeypatch, overrides, says
+):
+    monkeypatch.delenv("JOURNY_API_KEY", raising=False)
+    settings.JOURNY = {**settings.JOURNY, **overrides}
+    errors = [m for check in checks.ALL_CHECKS for m in check() if m.level >= 40]
+    assert any(says in m.msg for m in errors), [m.msg for m in errors]

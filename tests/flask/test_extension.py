@@ -265,3 +265,16 @@ def test_send_pageview_false_leaves_the_page_view_out_unless_the_template_asks()
         assert 'journy("pageview"' not in render_template_string("{{ journy_snippet() }}")
         assert 'journy("pageview"' in render_template_string("{{ journy_snippet(pageview=True) }}")
     assert 'journy("pageview"' not in app.test_client().get("/page").text
+
+
+@pytest.mark.parametrize("url", ["ftp://api.example.com", "http://api.example.com"])
+def test_a_bad_api_url_in_the_app_config_is_refused_naming_the_setting_not_the_environment_variable(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("JOURNY_API_URL", raising=False)
+    app = Flask(__name__)
+    app.config.update(JOURNY_API_KEY="key", JOURNY_API_URL=url)
+    with pytest.raises(ConfigurationError) as refused:
+        Journy(app)
+    assert str(refused.value).startswith("JOURNY_API_URL: ")  # the setting, not "QUEUE", nor "environment variable"
+    assert "environment variable" not in str(refused.value)
