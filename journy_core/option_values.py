@@ -93,7 +93,9 @@ def _queue(value: object, key: str) -> Mapping[str, Any] | None:
     if value is None:
         return None
     if not isinstance(value, Mapping):
-        raise ConfigurationError(f"{key} must be a dict such as {{'BACKEND': 'thread'}}; got {value!r}.")
+        # A broker URL given instead of the dict may carry a password: shown only when it has none.
+        shown = "a URL that may hold a password" if redact_url(value) is not value else repr(value)
+        raise ConfigurationError(f"{key} must be a dict such as {{'BACKEND': 'thread'}}; got {shown}.")
     return dict(value)
 
 

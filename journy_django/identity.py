@@ -17,6 +17,7 @@ from django.db import models
 
 from journy_core import operations as ops
 from journy_core.errors import ConfigurationError
+from journy_core.filters import should_sync as core_should_sync
 from journy_core.importing import resolve_callable
 from journy_core.mapping import (
     DEFAULT_ACCOUNT_PROPERTIES,
@@ -38,13 +39,13 @@ __all__ = [
     "account_model",
     "is_account",
     "is_user",
+    "kept_for_memberships",
     "members_relation",
     "save_operation",
     "soft_deleted",
     "synced_fields",
     "upsert_operation",
     "user_identity",
-    "without_soft_deleted",
 ]
 
 
@@ -120,17 +121,34 @@ def soft_deleted(obj: object) -> bool:
     return is_account(obj) and is_soft_deleted(account_soft_delete(), obj)
 
 
-def without_soft_deleted(of_users: bool, pks: set[Any], using: str | None) -> set[Any]:
-    """The primary keys among ``pks`` (of users, or of accounts) whose objects are not soft-deleted: one query on
-    ``using``, and only when that model has a soft-delete rule. For a membership added from the other side
-    (``user.organizations.add(org)``), where the signal carries these objects by primary key alone."""
-    rule = user_soft_delete() if of_users else account_soft_delete()
+def kept_for_memberships(of_users: bool, pks: set[Any], using: str | None, *, adding: bool = True) -> set[Any]:
+    """The primary keys among ``pks`` (of users, or of accounts) whose objects a membership call may name: synced
+    (``SHOULD_SYNC``, ``journy_should_sync()``, and for users ``SYNC_USERS`` and ``SKIP_STAFF``: a user never sent is
+    not added to an account either, as Flask's session events decide), and for an addition not soft-deleted (it
+    would bring them back in journy.io). For a membership changed from the other side (``user.organizations.add``),
+    where the signal carries these objects by primary key alone: one query on ``using``, and only when a rule can
+    leave one out."""
     model = get_user_model() if of_users else account_model()
-    if rule is None or model is None or not pks:
+    if model is None or not pks:
+        return pks
+    config = journy_settings()
+    rule = (user_soft_delete() if of_users else account_soft_delete()) if adding else None
+    if rule is None and not _may_leave_out(config, model, of_users):
         return pks
     # The base manager: a default manager that hides some rows (inactive users, say) must not drop their memberships.
     found = model._base_manager.using(using).filter(pk__in=pks)
-    return {obj.pk for obj in found if not is_soft_deleted(rule, obj)}
+    return {
+        obj.pk
+        for obj in found
+        if not (rule is not None and is_soft_deleted(rule, obj)) and core_should_sync(config, obj, is_user=of_users)
+    }
+
+
+def _may_leave_out(config: Any, model: type[models.Model], of_users: bool) -> bool:
+    """Whether a rule of the sync may leave out an object of ``model`` (else no query is worth making)."""
+    if config.should_sync is not None or hasattr(model, "journy_should_sync"):
+        return True
+    return of_users and (not config.sync_users or config.skip_staff)
 
 
 def is_user(obj: object) -> bool:

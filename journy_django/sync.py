@@ -48,13 +48,13 @@ from .identity import (
     delete_operation,
     is_account,
     is_user,
+    kept_for_memberships,
     member_id,
     members_of,
     members_relation,
     save_operation,
     soft_deleted,
     synced_fields,
-    without_soft_deleted,
 )
 from .transactions import record_change
 
@@ -200,10 +200,11 @@ def on_m2m_changed(
         if found is None:
             return
         membership, pk_set = found
-        if membership == "add":  # an add would bring a soft-deleted user or account back in journy.io
-            if soft_deleted(instance):
-                return
-            pk_set = without_soft_deleted(from_account, pk_set, kwargs.get("using"))
+        # An add would bring a soft-deleted user or account back in journy.io; a user or account not synced is
+        # named in no membership call (as with Flask's session events).
+        if (membership == "add" and soft_deleted(instance)) or not should_sync(instance):
+            return
+        pk_set = kept_for_memberships(from_account, pk_set, kwargs.get("using"), adding=membership == "add")
         if not pk_set:
             return
         pairs = [(instance.pk, other) if from_account else (other, instance.pk) for other in pk_set]
@@ -244,7 +245,7 @@ def membership_operations(account: models.Model) -> Iterator[Operation]:
     # Members read from the relation are primary keys: their soft deletes are asked of the database, per call.
     using = account._state.db if members_relation() is not None else None
     for user in members_of(account):
-        if isinstance(user, models.Model) and soft_deleted(user):
+        if isinstance(user, models.Model) and (soft_deleted(user) or not should_sync(user)):
             continue
         batch.append(member_id(user))
         if len(batch) == MAX_USERS_PER_MEMBERSHIP_CALL:
@@ -256,7 +257,7 @@ def membership_operations(account: models.Model) -> Iterator[Operation]:
 
 def _additions(ident: dict[str, Any], user_ids: list[Any], using: str | None) -> Iterator[Operation]:
     if using is not None:
-        kept = without_soft_deleted(True, set(user_ids), using)
+        kept = kept_for_memberships(True, set(user_ids), using)
         user_ids = [user_id for user_id in user_ids if user_id in kept]
     if user_ids:
         yield ops.add_users_to_account(**ident, users=user_ids)

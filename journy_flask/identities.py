@@ -229,5 +229,8 @@ def member_ids(settings: Settings, account: Any) -> list[str]:
     if settings.account_members is None:
         return []
     members = getattr(account, settings.account_members, None) or ()
-    found = (user_id_of(settings, user) for user in members if not soft_deleted(settings, user))
+    # Not a soft-deleted user, nor one the sync leaves out (SKIP_STAFF, SYNC_USERS, SHOULD_SYNC): as the session
+    # events decide for a membership changed in a commit.
+    kept = (user for user in members if not soft_deleted(settings, user) and wants_sync(settings, user))
+    found = (user_id_of(settings, user) for user in kept)
     return [user_id for user_id in found if user_id is not None]

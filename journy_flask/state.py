@@ -147,8 +147,25 @@ def session_target(app: Flask, settings: Settings) -> Any:
     """The session factory to watch: ``JOURNY_SESSION``, else Flask-SQLAlchemy's ``db.session``, else None."""
     if settings.session is not None:
         value = settings.session
-        return import_string(value, "JOURNY_SESSION") if isinstance(value, str) else value
+        target = import_string(value, "JOURNY_SESSION") if isinstance(value, str) else value
+        return _checked_session(target, value)
     extension = app.extensions.get("sqlalchemy")
     if extension is not None and getattr(extension, "session", None) is not None:
         return extension.session
     return None
+
+
+def _checked_session(target: Any, given: object) -> Any:
+    """``target`` when SQLAlchemy can watch its sessions' events (a ``sessionmaker``, a ``scoped_session``, a
+    ``Session`` or a subclass); else a :class:`ConfigurationError` naming ``JOURNY_SESSION``, not SQLAlchemy's
+    "No such event ... for target" from deep in ``init_app``."""
+    from sqlalchemy.orm import Session, scoped_session, sessionmaker  # noqa: PLC0415 - SQLAlchemy is optional
+
+    if isinstance(target, (sessionmaker, scoped_session, Session)) or (
+        isinstance(target, type) and issubclass(target, Session)
+    ):
+        return target
+    raise ConfigurationError(
+        f"JOURNY_SESSION must be a SQLAlchemy sessionmaker, scoped_session or Session class (or its dotted path); "
+        f"got {given!r}."
+    )

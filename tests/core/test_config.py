@@ -146,3 +146,10 @@ def test_members_without_an_account_model_is_an_error_naming_both() -> None:
 def test_skip_impersonated_is_a_flag_like_the_others() -> None:
     with pytest.raises(ConfigurationError, match=r"JOURNY\['SKIP_IMPERSONATED'\] must be True or False"):
         read_config({"SKIP_IMPERSONATED": "false"}, DJANGO_SOURCE)
+
+
+def test_a_queue_given_as_a_broker_url_with_a_password_is_refused_without_showing_it() -> None:
+    with pytest.raises(ConfigurationError) as refused:
+        read_config({"QUEUE": "redis://:hunter2-secret@redis.internal/0"}, DJANGO_SOURCE)
+    assert "must be a dict" in str(refused.value)
+    assert "hunter2" not in str(refused.value)

@@ -8,9 +8,9 @@ import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from django.test import override_settings
 
 import journy_django
+from journy_core.testing import Outbox
 from tests.conftest import require_service
 from tests.django.testapp.models import Organization
 
@@ -242,6 +242,31 @@ def test_membership_changes_become_grouped_add_and_remove_calls(outbox, db_alias
     assert [u["identification"]["userId"] for u in remove.payload["users"]] == [str(cy.pk)]
 
 
+def outbox_with(settings, **options):  # type: ignore[no-untyped-def]
+    """The outbox of the Journy built for ``JOURNY`` with ``options`` (the ``outbox`` fixture holds the one built
+    before a test changes the settings: an assertion on it could not fail)."""
+    settings.JOURNY = {**settings.JOURNY, **options}
+    return Outbox(journy_django.get_journy().backend)
+
+
+def test_a_staff_user_left_out_of_the_sync_is_named_in_no_membership_call(settings):
+    outbox = outbox_with(settings, SKIP_STAFF=True)
+    ada = User.objects.create_user("ada", "ada@acme.com")
+    root = User.objects.create_user("root", "root@acme.com", is_staff=True)
+    org = Organization.objects.create(name="ACME")
+    outbox.clear()
+    org.members.add(ada, root)
+    root.organizations.remove(org)  # from the user's side: the staff user is the instance
+    [add] = outbox.of_kind("add_users_to_account")
+    assert [u["identification"]["userId"] for u in add.payload["users"]] == [str(ada.pk)]
+    assert outbox.of_kind("remove_users_from_account") == []
+    org.members.add(root)
+    outbox.clear()
+    journy_django.sync(org, members=True)  # the bulk path: the relation's keys, filtered by one query
+    [add] = outbox.of_kind("add_users_to_account")
+    assert [u["identification"]["userId"] for u in add.payload["users"]] == [str(ada.pk)]
+
+
 def test_an_add_then_a_remove_of_one_member_in_a_transaction_sends_the_last_action(outbox):
     ada = User.objects.create_user("ada", "ada@acme.com")
     org = Organization.objects.create(name="ACME")
@@ -368,10 +393,13 @@ def test_membership_of_more_than_100_users_is_split_by_sync(outbox):
     assert [len(op.payload["users"]) for op in outbox.of_kind("add_users_to_account")] == [100, 50]
 
 
-@override_settings(JOURNY={**settings.JOURNY, "SYNC_USERS": False})
-def test_sync_users_off_leaves_users_alone(outbox):
-    User.objects.create_user("ada", "ada@acme.com")
+def test_sync_users_off_leaves_users_alone(settings):
+    outbox = outbox_with(settings, SYNC_USERS=False)
+    ada = User.objects.create_user("ada", "ada@acme.com")
+    Organization.objects.create(name="ACME").members.add(ada)
     assert outbox.users() == []
+    assert outbox.of_kind("add_users_to_account") == []  # a user never sent is named in no membership
+    assert [account["identification"]["accountId"] for account in outbox.accounts()] != []  # accounts still go
 
 
 def test_pause_sync_is_the_one_rule_in_journy_core():

@@ -539,3 +539,16 @@ def test_users_alone_after_an_interrupted_full_run_sends_every_user_and_keeps_th
     assert result.exit_code == 0, result.output
     assert "accounts: 2 to go, resuming after key 1" in result.output
     assert not state_file.exists()
+
+
+def test_sync_names_no_user_the_sync_leaves_out_in_a_membership(emulator: Emulator, tmp_path: Path) -> None:
+    def should_sync(obj: Any) -> bool:
+        return not (isinstance(obj, User) and obj.email == "user0@acme.test")
+
+    app = emulator_app(emulator, JOURNY_SHOULD_SYNC=should_sync)
+    seed(app, users=3, teams=1)
+    result = app.test_cli_runner().invoke(args=["journy", "sync", "--state-file", str(tmp_path / "s")])
+    assert result.exit_code == 0, result.output
+    [add] = emulator.calls("/accounts/users/add")
+    assert sorted(user["identification"]["userId"] for user in add["body"]["users"]) == ["2", "3"]
+    assert upserted_user_ids(emulator) == [2, 3]

@@ -278,3 +278,10 @@ def test_a_bad_api_url_in_the_app_config_is_refused_naming_the_setting_not_the_e
         Journy(app)
     assert str(refused.value).startswith("JOURNY_API_URL: ")  # the setting, not "QUEUE", nor "environment variable"
     assert "environment variable" not in str(refused.value)
+
+
+@pytest.mark.parametrize("session", [123, "builtins.len"])
+def test_a_journy_session_that_is_not_a_session_factory_is_refused_naming_the_setting(session: object) -> None:
+    app = bare_app(JOURNY_QUEUE={"BACKEND": "memory"}, JOURNY_USER_MODEL=User, JOURNY_SESSION=session)
+    with pytest.raises(ConfigurationError, match=r"^JOURNY_SESSION must be a SQLAlchemy sessionmaker"):
+        Journy(app)

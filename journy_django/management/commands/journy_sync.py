@@ -235,7 +235,10 @@ def _upserts(rows: Iterator[models.Model], what: str) -> Iterator[Item]:
 def _memberships(rows: Iterator[models.Model], what: str) -> Iterator[Item]:
     # A soft-deleted account's delete was sent by the accounts stage: adding its members would revive it.
     return stage_items(
-        rows, _pk, lambda account: [] if soft_deleted(account) else membership_operations(account), what=what
+        rows,
+        _pk,
+        lambda account: [] if soft_deleted(account) or not should_sync(account) else membership_operations(account),
+        what=what,
     )
 
 
