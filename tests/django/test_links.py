@@ -119,13 +119,18 @@ def test_impersonated_sessions_are_not_linked(client, ada, outbox):
 def test_internal_ips_and_a_callable_filter_skip_linking(client, ada, outbox, settings):
     client.force_login(ada)
     client.cookies["__journey"] = "device-1"
-    settings.JOURNY = {**settings.JOURNY, "INTERNAL_IPS": ["127.0.0.0/8"]}
-    client.get("/page/")
-    settings.JOURNY = {**settings.JOURNY, "INTERNAL_IPS": [], "SKIP_REQUEST": lambda request: True}
-    client.get("/page/")
     from journy_django import get_journy
 
+    # Each settings change builds another Journy: each request is checked against the one it queued to.
+    settings.JOURNY = {**settings.JOURNY, "INTERNAL_IPS": ["127.0.0.0/8"]}
+    client.get("/page/")
     assert [op for op in get_journy().backend.operations if op.kind == "link"] == []
+    settings.JOURNY = {**settings.JOURNY, "INTERNAL_IPS": [], "SKIP_REQUEST": lambda request: True}
+    client.get("/page/")
+    assert [op for op in get_journy().backend.operations if op.kind == "link"] == []
+    settings.JOURNY = {**settings.JOURNY, "SKIP_REQUEST": None}
+    client.get("/page/")  # neither filter: the device is linked, so the two checks above could fail
+    assert [op.kind for op in get_journy().backend.operations if op.kind == "link"] == ["link"]
 
 
 def test_a_request_without_the_cookie_never_touches_the_session_or_the_user(outbox):
