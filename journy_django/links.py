@@ -44,10 +44,12 @@ def device_to_link(request: HttpRequest) -> str | None:
 
 
 def user_link_identity(user: Any) -> linking.Identity | None:
-    """``(user_id, None)`` of a logged-in ``user``, None for an anonymous one (links name the user by ID)."""
+    """``(user_id, email)`` of a logged-in ``user`` (the email None when it has none), None for an anonymous one;
+    as Flask's links name the user, the ID first (the session's record keeps the ID alone)."""
     if user is None or not getattr(user, "is_authenticated", False):
         return None
-    return user_identity(user)["user_id"], None
+    ident = user_identity(user)
+    return ident["user_id"], ident.get("email")
 
 
 def link_device(request: HttpRequest, user: Any) -> bool:

@@ -35,6 +35,13 @@ def test_logging_in_links_the_cookie_once(client, ada, outbox):
     assert client.session[SESSION_KEY] == f"{ada.pk}\ndevice-1"  # journy_core.linking's record: who, then devices
 
 
+def test_a_link_names_the_user_by_id_and_email_as_flasks_does(client, ada, outbox):
+    client.cookies["__journey"] = "device-1"
+    client.post("/login/", {"username": "ada", "password": "pw"})
+    [link] = outbox.of_kind("link")
+    assert link.payload["identification"] == {"userId": str(ada.pk), "email": "ada@acme.com"}
+
+
 def test_a_second_user_logging_in_within_the_session_gets_its_own_link(client, ada, outbox):
     bob = User.objects.create_user("bob", "bob@acme.com", password="pw")
     client.cookies["__journey"] = "shared-device"
