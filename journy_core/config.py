@@ -77,7 +77,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("SNIPPET_PROPERTIES", True, "whether the snippet's identify/account calls carry the mapped properties"),
     Option("INJECT_SNIPPET", False, "put the snippet into HTML pages whose templates do not call it"),
     Option("CSP_NONCE", None, "callable() returning the page's CSP nonce", only="flask"),
-    Option("SYNC_USERS", True, "whether saved and deleted users are sent"),
+    Option("SYNC_USERS", True, "whether saved and deleted users are sent (and named in membership calls)"),
     Option("USER_MODEL", None, "the user model class (or its dotted path)", only="flask"),
     Option("USER_ID", None, "attribute name or callable(user) giving the user ID (default: primary key)", only="flask"),
     Option("USER_EMAIL", "email", "the user attribute holding the email (Django: EMAIL_FIELD)", only="flask"),
