@@ -296,9 +296,11 @@ class BulkSync:
                 if self.progress is not None:
                     eta = self._eta(total, rows, started)
                     self.progress(ProgressReport(name, rows, total, counts[1], eta))
-        if run is None:
+        if self.dry_run:  # a dry run never writes the file, nor forgets what a real run left in it
+            pass
+        elif run is None:
             self.forget(name)
-        elif not self.dry_run:
+        else:
             self._write(name, _checkpoint(last, scope, counts, done=True, run=run))
         sent, failed, skipped = counts
         resumed_from = point.after if point is not None else None

@@ -173,6 +173,17 @@ def test_a_dry_run_counts_without_sending(fast_emulator: Emulator, api_key: str,
     assert not state.exists()
 
 
+def test_a_dry_run_leaves_the_checkpoint_of_a_real_run_in_place(
+    fast_emulator: Emulator, api_key: str, tmp_path: Path
+) -> None:
+    state = tmp_path / "s.json"
+    state.write_text(json.dumps({"users": "000005"}))
+    sync = BulkSync(Client(api_key, base_url=fast_emulator.url), dry_run=True, state_file=state)
+    summary = sync.run("users", users(range(6, 12)), total=6)
+    assert (summary.sent, summary.resumed_from) == (6, "000005")
+    assert sync_checkpoint(state, "users") == Checkpoint("000005")  # what the interrupted real run left
+
+
 def test_failures_are_counted_and_skipped_rows_too(fast_emulator: Emulator, api_key: str) -> None:
     fast_emulator.script_answer(400, {"message": "bad", "errors": {"fields": {"properties.n": "nope"}}})
     items = [("1", ops.upsert_user(user_id=1)), ("2", None), ("3", ops.upsert_user(user_id=3))]
