@@ -16,7 +16,7 @@ from .errors import ConfigurationError
 if TYPE_CHECKING:
     from .config import Config
 
-__all__ = ["Network", "is_internal", "parse_networks", "should_sync", "skip_reason"]
+__all__ = ["Network", "is_internal", "may_leave_out", "parse_networks", "should_sync", "skip_reason"]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -91,3 +91,11 @@ def should_sync(config: Config, obj: object, *, is_user: bool) -> bool:
     if config.should_sync is not None and not config.should_sync(obj):
         return False
     return not (is_user and config.skip_staff and getattr(obj, "is_staff", False))
+
+
+def may_leave_out(config: Config, model: type, *, is_user: bool) -> bool:
+    """Whether :func:`should_sync` can be False for some instance of ``model``: when not, an adapter that holds only
+    primary keys need not load the objects to ask it. Beside it so that a new condition there is seen here."""
+    if config.should_sync is not None or hasattr(model, "journy_should_sync"):
+        return True
+    return is_user and (not config.sync_users or config.skip_staff)

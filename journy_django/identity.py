@@ -17,6 +17,7 @@ from django.db import models
 
 from journy_core import operations as ops
 from journy_core.errors import ConfigurationError
+from journy_core.filters import may_leave_out
 from journy_core.filters import should_sync as core_should_sync
 from journy_core.importing import resolve_callable
 from journy_core.mapping import (
@@ -133,7 +134,7 @@ def kept_for_memberships(of_users: bool, pks: set[Any], using: str | None, *, ad
         return pks
     config = journy_settings()
     rule = (user_soft_delete() if of_users else account_soft_delete()) if adding else None
-    if rule is None and not _may_leave_out(config, model, of_users):
+    if rule is None and not may_leave_out(config, model, is_user=of_users):
         return pks
     # The base manager: a default manager that hides some rows (inactive users, say) must not drop their memberships.
     found = model._base_manager.using(using).filter(pk__in=pks)
@@ -142,13 +143,6 @@ def kept_for_memberships(of_users: bool, pks: set[Any], using: str | None, *, ad
         for obj in found
         if not (rule is not None and is_soft_deleted(rule, obj)) and core_should_sync(config, obj, is_user=of_users)
     }
-
-
-def _may_leave_out(config: Any, model: type[models.Model], of_users: bool) -> bool:
-    """Whether a rule of the sync may leave out an object of ``model`` (else no query is worth making)."""
-    if config.should_sync is not None or hasattr(model, "journy_should_sync"):
-        return True
-    return of_users and (not config.sync_users or config.skip_staff)
 
 
 def is_user(obj: object) -> bool:
