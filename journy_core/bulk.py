@@ -292,16 +292,15 @@ class BulkSync:
                 rows += _keys_in(batch)
                 last = batch[-1][0]
                 if not self.dry_run:
-                    self._write(name, _checkpoint(last, scope, counts, run=run or ()))
+                    self.checkpoints.put(name, _checkpoint(last, scope, counts, run=run or ()))
                 if self.progress is not None:
                     eta = self._eta(total, rows, started)
                     self.progress(ProgressReport(name, rows, total, counts[1], eta))
-        if self.dry_run:  # a dry run never writes the file, nor forgets what a real run left in it
-            pass
-        elif run is None:
-            self.forget(name)
-        else:
-            self._write(name, _checkpoint(last, scope, counts, done=True, run=run))
+        if not self.dry_run:  # a dry run never writes the file, nor forgets what a real run left in it
+            if run is None:
+                self.forget(name)
+            else:
+                self.checkpoints.put(name, _checkpoint(last, scope, counts, done=True, run=run))
         sent, failed, skipped = counts
         resumed_from = point.after if point is not None else None
         return SyncSummary(name, sent, failed, skipped, time.monotonic() - started, resumed_from, self.dry_run)
@@ -324,9 +323,6 @@ class BulkSync:
                 f"journy.io refused the calls ({self._refused}): the sync stopped before recording this batch. "
                 "Fix the API key or its permissions, then run the same command again to resume."
             )
-
-    def _write(self, name: str, point: Checkpoint) -> None:
-        self.checkpoints.put(name, point)
 
     def _eta(self, total: int | None, done: int, started: float) -> float | None:
         if total is None:
